@@ -1,0 +1,46 @@
+# Two commands matter: `make run` and `make test`. Both build .venv first when it is
+# missing or older than the lock.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Airflow's home, metadata DB and logs stay inside the repo, never in ~/airflow.
+export AIRFLOW_HOME := $(CURDIR)/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/include
+
+.PHONY: install run test lock sim bench query clean
+
+install: $(STAMP)
+
+$(STAMP): requirements-dev.lock
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check "uv==$$(sed -n 's/^uv==//p' requirements-dev.lock)"
+	$(VENV)/bin/uv pip sync -q --python $(PY) requirements-dev.lock
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) include/local_run.py
+
+test: $(STAMP)
+	$(VENV)/bin/pytest
+
+# Regenerate both locks after editing requirements*.txt.
+lock:
+	uv pip compile requirements.txt --python-version 3.11 --python-platform x86_64-manylinux_2_28 -q -o requirements.lock
+	uv pip compile requirements-dev.txt --python-version 3.11 --python-platform x86_64-manylinux_2_28 -q -o requirements-dev.lock
+
+# The simulator on its own (see README): python -m mde_simulator --help
+sim: $(STAMP)
+	$(PY) -m mde_simulator $(SIM_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .airflow .sim lake
