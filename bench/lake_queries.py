@@ -1,0 +1,354 @@
+"""Analyst query speed on the lake: hourly files vs compacted days vs one IP-sorted file.
+
+    python -m bench lake_queries [--days 180 --alerts-per-day 2000 --ips-per-alert 10]
+
+Generates the window straight into a temporary local lake through the project's writer
+(``writer.commit_interval``, one file per table and hour, as the DAG writes them), then
+times, in one run and on the same rows, through the analysts' DuckDB views:
+
+* IP lookup over the whole window (a rare, IOC-like public IP and a busy internal one);
+* a 7-day window aggregation on ``alert_last_update_time``;
+* the alerts/IPs join over the whole window;
+
+for (a) the hourly layout, (b) the lake after ``compact_day`` of every day, (c) one
+IP-sorted file per table (the floor), and, to answer "days or months", (d) one
+IP-sorted file per 30 days (not the lake's layout: a month file has no ``date=`` key).
+It also times the compaction of each day. Prints a table; nothing is asserted.
+
+The synthetic data (:func:`interval_tables`) is deterministic per (seed, hour), so any
+hour can be regenerated exactly: the tests use that to check reruns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mde_pipeline.lake.schema import ALERT_IPS, ALERTS, SCHEMAS, TIMESTAMP
+
+TENANT = "00000000-0000-4000-8000-00000000beef"
+SEVERITIES = np.array(["Informational", "Low", "Medium", "High"])
+SEVERITY_WEIGHTS = np.array([0.3, 0.3, 0.25, 0.15])
+CATEGORIES = np.array(["Malware", "SuspiciousActivity", "CommandAndControl", "Exfiltration", "LateralMovement"])
+STATUSES = np.array(["New", "InProgress", "Resolved"])
+# Share of an hour's alerts that are new versions of alerts listed earlier.
+UPDATE_SHARE = 0.2
+EMPTY_SHARE, NOT_FOUND_SHARE = 0.03, 0.01
+INTERNAL_HOSTS, PUBLIC_IPS, IPV6_IPS = 20_000, 300_000, 30_000
+
+
+class IpPool:
+    """Canonical IP strings: busy internal hosts, a long tail of public v4 and some v6."""
+
+    def __init__(self, seed: int = 7) -> None:
+        rng = np.random.default_rng(seed)
+        internal = [str(ipaddress.IPv4Address(0x0A000000 + int(x))) for x in rng.choice(1 << 24, INTERNAL_HOSTS, replace=False)]
+        public = [str(ipaddress.IPv4Address(int(x))) for x in np.unique(rng.integers(0x01000000, 0xDF000000, PUBLIC_IPS))]
+        v6 = [str(ipaddress.IPv6Address((0x2001_0DB8 << 96) + int(x))) for x in np.unique(rng.integers(0, 1 << 62, IPV6_IPS))]
+        self.ips = np.array(internal + public + v6, dtype=object)
+        self.versions = np.array([4] * (len(internal) + len(public)) + [6] * len(v6), dtype=np.int8)
+        # Internal hosts show up far more often than any one public address.
+        weights = np.concatenate([np.full(len(internal), 4.0), 1.0 / np.arange(1, len(public) + 1) ** 0.5, np.full(len(v6), 0.3)])
+        self.cumulative = np.cumsum(weights / weights.sum())
+
+    def draw(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        return np.minimum(np.searchsorted(self.cumulative, rng.random(count)), len(self.ips) - 1)
+
+
+_POOL: IpPool | None = None
+
+
+def ip_pool() -> IpPool:
+    global _POOL
+    if _POOL is None:
+        _POOL = IpPool()
+    return _POOL
+
+
+def alerts_in_hour(alerts_per_day: int, hour: int) -> int:
+    """The day's alerts spread over 24 hours (the remainder in the first hours)."""
+    return alerts_per_day // 24 + (1 if hour < alerts_per_day % 24 else 0)
+
+
+def alert_id(interval_start: datetime, index: int) -> str:
+    return f"da{interval_start:%Y%m%d%H}_{index:05d}"
+
+
+def interval_tables(
+    interval_start: datetime, *, alerts_per_day: int = 2000, ips_per_alert: int = 10, seed: int = 1, variant: int = 0
+) -> dict[str, pa.Table]:
+    """Both lake tables of one hour, consistent enough for ``writer.commit_interval``.
+
+    ``variant`` changes the hour's content (a "rerun" that found different data).
+    """
+    start = interval_start.astimezone(timezone.utc)
+    hour_index = int(start.timestamp()) // 3600
+    rng = np.random.default_rng([seed, hour_index, variant])
+    count = alerts_in_hour(alerts_per_day, start.hour)
+    pool = ip_pool()
+    # Alert ids: mostly new; some are new versions of alerts first seen 1-48 hours ago.
+    updated = rng.random(count) < UPDATE_SHARE
+    lags = rng.integers(1, 49, count)
+    ids: list[str] = []
+    for i, (is_update, lag) in enumerate(zip(updated, lags)):
+        candidate = alert_id(start, i)
+        if is_update:
+            earlier = start - timedelta(hours=int(lag))
+            picked = alert_id(earlier, int(rng.integers(0, alerts_in_hour(alerts_per_day, earlier.hour))))
+            if picked in ids:
+                updated[i] = False  # an alert is listed once per hour: make it a new one
+            else:
+                candidate = picked
+        ids.append(candidate)
+    offsets = np.sort(rng.choice(3_600_000_000, count, replace=False))
+    update_times = pa.array(int(start.timestamp() * 1_000_000) + offsets, pa.int64()).cast(TIMESTAMP)
+    creation_times = pa.array(
+        int(start.timestamp() * 1_000_000) + offsets - np.where(updated, lags * 3_600_000_000, 0) - rng.integers(0, 600_000_000, count),
+        pa.int64(),
+    ).cast(TIMESTAMP)
+    severity = SEVERITIES[rng.choice(len(SEVERITIES), count, p=SEVERITY_WEIGHTS)]
+    machines = [f"m{int(x):040x}" for x in rng.integers(0, INTERNAL_HOSTS, count)]
+    incident = rng.integers(1, 500_000, count)
+    status_draw = rng.random(count)
+    ips_status = np.where(status_draw < NOT_FOUND_SHARE, "not_found", np.where(status_draw < NOT_FOUND_SHARE + EMPTY_SHARE, "empty", "ok"))
+
+    # IPs: draw a few extra per alert, keep the distinct ones, at most ips_per_alert.
+    draws = ips_per_alert + 3
+    alert_index = np.repeat(np.arange(count), draws)
+    ip_index = pool.draw(rng, count * draws)
+    pairs = np.unique(alert_index.astype(np.int64) * len(pool.ips) + ip_index)
+    pair_alert, pair_ip = pairs // len(pool.ips), pairs % len(pool.ips)
+    rank = np.arange(len(pairs)) - np.searchsorted(pair_alert, pair_alert)
+    keep = (rank < ips_per_alert) & (ips_status[pair_alert] == "ok")
+    pair_alert, pair_ip = pair_alert[keep], pair_ip[keep]
+    ip_count = np.bincount(pair_alert, minlength=count).astype(np.int32)
+
+    fetched_at = pa.array(np.full(count, int(start.timestamp() * 1_000_000) + 3_700_000_000), pa.int64()).cast(TIMESTAMP)
+    interval = pa.array(np.full(count, int(start.timestamp() * 1_000_000)), pa.int64()).cast(TIMESTAMP)
+    take = pa.array(pair_alert)
+    alert_ips = pa.table(
+        {
+            "tenant_id": pa.array([TENANT] * len(pair_alert), pa.string()),
+            "alert_id": pa.array(ids, pa.string()).take(take),
+            "ip": pa.array(pool.ips[pair_ip], pa.string()),
+            "ip_version": pa.array(pool.versions[pair_ip], pa.int8()),
+            "alert_last_update_time": update_times.take(take),
+            "alert_creation_time": creation_times.take(take),
+            "severity": pa.array(severity, pa.string()).take(take),
+            "incident_id": pa.array(incident, pa.int64()).take(take),
+            "machine_id": pa.array(machines, pa.string()).take(take),
+            "interval_start": interval.take(take),
+            "fetched_at": fetched_at.take(take),
+        },
+        schema=SCHEMAS[ALERT_IPS],
+    )
+    columns = {name: pa.nulls(count, SCHEMAS[ALERTS].field(name).type) for name in SCHEMAS[ALERTS].names}
+    columns.update(
+        tenant_id=pa.array([TENANT] * count, pa.string()),
+        alert_id=pa.array(ids, pa.string()),
+        incident_id=pa.array(incident, pa.int64()),
+        title=pa.array([f"Suspicious activity {int(x)}" for x in rng.integers(0, 300, count)], pa.string()),
+        severity=pa.array(severity, pa.string()),
+        status=pa.array(STATUSES[rng.integers(0, len(STATUSES), count)], pa.string()),
+        category=pa.array(CATEGORIES[rng.integers(0, len(CATEGORIES), count)], pa.string()),
+        detection_source=pa.array(["WindowsDefenderAtp"] * count, pa.string()),
+        machine_id=pa.array(machines, pa.string()),
+        computer_dns_name=pa.array([f"host-{m[-6:]}.corp.example" for m in machines], pa.string()),
+        mitre_techniques=pa.array([["T1059", "T1071"][: int(x)] for x in rng.integers(0, 3, count)], pa.list_(pa.string())),
+        alert_creation_time=creation_times,
+        last_update_time=update_times,
+        ips_status=pa.array(ips_status, pa.string()),
+        ip_count=pa.array(ip_count, pa.int32()),
+        invalid_ip_values=pa.array([[] for _ in range(count)], pa.list_(pa.string())),
+        interval_start=interval,
+        listed_at=fetched_at,
+        fetched_at=fetched_at,
+    )
+    alerts = pa.table([columns[name] for name in SCHEMAS[ALERTS].names], schema=SCHEMAS[ALERTS])
+    return {ALERTS: alerts, ALERT_IPS: alert_ips}
+
+
+def generate_lake(location, first_day: datetime, days: int, *, alerts_per_day: int, ips_per_alert: int, seed: int = 1, progress=None) -> int:
+    """Commit ``days`` x 24 hourly intervals through ``writer.commit_interval``; returns IP rows."""
+    from mde_pipeline.lake.writer import commit_interval
+
+    rows = 0
+    for day in range(days):
+        for hour in range(24):
+            start = first_day + timedelta(days=day, hours=hour)
+            tables = interval_tables(start, alerts_per_day=alerts_per_day, ips_per_alert=ips_per_alert, seed=seed)
+            rows += commit_interval(location, start, tables).rows[ALERT_IPS]
+        if progress:
+            progress(day + 1)
+    return rows
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+def _floor_files(hourly_root: Path, target: Path, *, per_days: int | None, first_day: datetime, days: int) -> None:
+    """IP-sorted files outside the lake layout: one per table, or one per ``per_days`` days."""
+    from mde_pipeline.lake.compaction import compacted_parquet_bytes, sort_for_queries
+
+    for table in (ALERT_IPS, ALERTS):
+        groups = [(0, days)] if per_days is None else [(d, min(days, d + per_days)) for d in range(0, days, per_days)]
+        for index, (lo, hi) in enumerate(groups):
+            paths = [
+                str(p)
+                for d in range(lo, hi)
+                for p in sorted((hourly_root / table / f"date={(first_day + timedelta(days=d)):%Y-%m-%d}").glob("*.parquet"))
+            ]
+            data = sort_for_queries(table, pa.concat_tables([pq.read_table(p, partitioning=None) for p in paths]))
+            directory = target / table / (f"part={index:03d}" if per_days else "")
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / "data.parquet").write_bytes(compacted_parquet_bytes(table, data))
+
+
+def _timed(connection, sql: str, repeats: int) -> tuple[float, int]:
+    connection.execute(sql).fetchall()  # warm: OS cache, not DuckDB's result
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        rows = connection.execute(sql).fetchall()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples) * 1000, len(rows)
+
+
+def _queries(rare_ip: str, busy_ip: str, window_start: datetime) -> dict[str, str]:
+    window_end = window_start + timedelta(days=7)
+    return {
+        "IP lookup (rare IP)": f"SELECT alert_id, alert_last_update_time, severity FROM alert_ips WHERE ip = '{rare_ip}'",
+        "IP lookup (busy IP)": f"SELECT alert_id, alert_last_update_time, severity FROM alert_ips WHERE ip = '{busy_ip}'",
+        "7-day window aggregation": (
+            "SELECT severity, count(*) AS rows, count(DISTINCT ip) AS ips FROM alert_ips "
+            f"WHERE alert_last_update_time >= TIMESTAMPTZ '{window_start.isoformat()}' "
+            f"AND alert_last_update_time < TIMESTAMPTZ '{window_end.isoformat()}' GROUP BY severity"
+        ),
+        "alerts/IPs join (High, whole window)": (
+            "SELECT a.category, count(DISTINCT i.ip) AS ips, count(*) AS rows FROM alerts a JOIN alert_ips i "
+            "ON i.tenant_id = a.tenant_id AND i.alert_id = a.alert_id AND i.alert_last_update_time = a.last_update_time "
+            "WHERE a.severity = 'High' GROUP BY a.category"
+        ),
+    }
+
+
+def _connection_for(kind: str, root: Path):
+    import duckdb
+
+    from mde_pipeline.analyst_cli import connect
+
+    if kind == "lake":
+        return connect(str(root))
+    connection = duckdb.connect()
+    hive = ", hive_partitioning = false" if kind == "floor" else ", hive_partitioning = true"
+    pattern = "*.parquet" if kind == "floor" else "*/*.parquet"
+    for table in (ALERT_IPS, ALERTS):
+        connection.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{root / table}/{pattern}'{hive})")
+    return connection
+
+
+def _pick_ips(root: Path) -> tuple[str, str]:
+    import duckdb
+
+    counts = duckdb.connect().execute(
+        f"SELECT ip, count(*) AS n FROM read_parquet('{root}/alert_ips/*.parquet') GROUP BY ip ORDER BY n DESC, ip"
+    ).fetchall()
+    busy = counts[0][0]
+    rare = next(ip for ip, n in counts if n == 2 and not ip.startswith("10."))
+    return rare, busy
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench lake_queries", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--days", type=int, default=180)
+    parser.add_argument("--alerts-per-day", type=int, default=2000)
+    parser.add_argument("--ips-per-alert", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per query (median reported)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep", metavar="DIR", help="build the lakes in DIR and keep them")
+    args = parser.parse_args(argv)
+
+    from mde_pipeline.lake.compaction import compact_day
+    from mde_pipeline.lake.location import resolve_lake_location
+
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mde-bench-lake-"))
+    work.mkdir(parents=True, exist_ok=True)
+    first_day = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    layouts = {"hourly": work / "hourly", "compacted": work / "compacted", "floor": work / "floor", "months": work / "months"}
+    try:
+        for path in layouts.values():
+            shutil.rmtree(path, ignore_errors=True)
+        started = time.perf_counter()
+        print(f"generating {args.days} days x {args.alerts_per_day} alerts x <= {args.ips_per_alert} IPs "
+              f"through writer.commit_interval into {layouts['hourly']} ...", flush=True)
+        location = resolve_lake_location(str(layouts["hourly"]))
+        ip_rows = generate_lake(
+            location, first_day, args.days, alerts_per_day=args.alerts_per_day, ips_per_alert=args.ips_per_alert, seed=args.seed,
+            progress=lambda d: d % 30 == 0 and print(f"  {d} days, {time.perf_counter() - started:.0f} s", flush=True),
+        )
+        generate_seconds = time.perf_counter() - started
+        print(f"generated {ip_rows:,} alert_ips rows in {generate_seconds:.0f} s")
+
+        shutil.copytree(layouts["hourly"], layouts["compacted"], ignore=shutil.ignore_patterns("_*"))
+        compacted = resolve_lake_location(str(layouts["compacted"]))
+        day_seconds = []
+        for d in range(args.days):
+            day = f"{first_day + timedelta(days=d):%Y-%m-%d}"
+            began = time.perf_counter()
+            for table in (ALERT_IPS, ALERTS):
+                compact_day(compacted, table, day)
+            day_seconds.append(time.perf_counter() - began)
+        _floor_files(layouts["hourly"], layouts["floor"], per_days=None, first_day=first_day, days=args.days)
+        _floor_files(layouts["hourly"], layouts["months"], per_days=30, first_day=first_day, days=args.days)
+
+        rare, busy = _pick_ips(layouts["floor"])
+        queries = _queries(rare, busy, first_day + timedelta(days=args.days // 2))
+        results: dict[str, dict[str, tuple[float, int]]] = {}
+        for name, kind in (("hourly", "lake"), ("compacted", "lake"), ("floor", "floor"), ("months", "months")):
+            connection = _connection_for(kind, layouts[name])
+            results[name] = {label: _timed(connection, sql, args.repeats) for label, sql in queries.items()}
+            connection.close()
+
+        files = {name: sum(1 for _ in path.rglob("*.parquet")) for name, path in layouts.items()}
+        size = {name: sum(p.stat().st_size for p in path.rglob("*.parquet")) / 2**20 for name, path in layouts.items()}
+        print()
+        print(f"{args.days} days, {args.alerts_per_day} alerts/day, <= {args.ips_per_alert} IPs/alert: {ip_rows:,} alert_ips rows; "
+              f"DuckDB, median of {args.repeats} warm runs; rare IP {rare}, busy IP {busy}")
+        header = f"{'query':38s} " + " ".join(f"{n:>12s}" for n in results) + "   compacted/floor  compacted/hourly"
+        print(header)
+        print("-" * len(header))
+        for label in queries:
+            cells = " ".join(f"{results[n][label][0]:10.1f}ms" for n in results)
+            c, f, h = results["compacted"][label][0], results["floor"][label][0], results["hourly"][label][0]
+            rows = {results[n][label][1] for n in results}
+            flag = "" if len(rows) == 1 else f"  ROW COUNTS DIFFER {rows}"
+            print(f"{label:38s} {cells}   {c / f:14.1f}x  {c / h:15.2f}x{flag}")
+        print(f"{'files (both tables)':38s} " + " ".join(f"{files[n]:12d}" for n in results))
+        print(f"{'size MiB (both tables)':38s} " + " ".join(f"{size[n]:12.1f}" for n in results))
+        print()
+        print(f"generation through writer.commit_interval: {generate_seconds:.0f} s ({args.days * 24} intervals)")
+        print(f"compaction of one day (both tables): median {statistics.median(day_seconds):.2f} s, "
+              f"max {max(day_seconds):.2f} s over {args.days} days")
+        print("layouts: hourly = as the DAG writes; compacted = after compact_day; floor = one IP-sorted file per table; "
+              "months = one IP-sorted file per 30 days (not the lake layout)")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

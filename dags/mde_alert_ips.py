@@ -1,0 +1,56 @@
+"""MDE alert IPs, hourly: list the hour's alerts, fetch each alert's IPs, publish to the lake.
+
+Flow only; the logic lives in plugins/mde_pipeline (see docs/DESIGN.md).
+
+- A real one-hour data interval (``CronDataIntervalTimetable``), so run N loads alerts
+  whose ``lastUpdateTime`` lies in ``[data_interval_start, data_interval_end)``.
+- Every API call runs in pool ``mde_api`` (listing too: the budget is shared).
+- Backfill tasks yield to scheduled ones (``ScheduledBeforeBackfill``, by import path).
+- ``publish`` commits one file per table for the interval, atomically; reruns replace it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airflow.sdk import DAG, CronDataIntervalTimetable, task
+
+from mde_pipeline.assets import LAKE_ASSETS
+from mde_pipeline.operators import MDE_POOL, MdeFetchAlertIpsOperator, MdeListAlertsOperator
+from mde_pipeline.priority import PRIORITY_WEIGHT_RULE
+from mde_pipeline.publish import publish_interval, stage_listing
+
+with DAG(
+    dag_id="mde_alert_ips",
+    description="IP addresses of every Microsoft Defender for Endpoint alert, into the lake",
+    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
+    # Far enough back that `airflow backfill create` covers the 180-day retention window.
+    start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=4,
+    default_args={
+        "retries": 3,
+        "retry_delay": timedelta(minutes=2),
+        "retry_exponential_backoff": True,
+        "weight_rule": PRIORITY_WEIGHT_RULE,
+    },
+    tags=["mde", "security"],
+) as dag:
+    batches = MdeListAlertsOperator(
+        task_id="list_alerts",
+        pool=MDE_POOL,
+        staging_writer=stage_listing,
+    )
+
+    fetched = MdeFetchAlertIpsOperator.partial(task_id="fetch_ips", pool=MDE_POOL).expand(
+        batch=batches.output
+    )
+
+    @task(outlets=LAKE_ASSETS, trigger_rule="none_failed")
+    def publish(results, **context):
+        # An hour without alerts maps zero batches (skipped): it still commits empty files.
+        # Index by length: iterating a lazy XCom sequence probes past its end and logs an error.
+        batches = [results[i] for i in range(len(results))] if results is not None else []
+        return publish_interval(context, batches)
+
+    publish(fetched.output)

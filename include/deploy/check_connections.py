@@ -1,0 +1,165 @@
+"""Check, before any Airflow service starts, that the pipeline's connections are usable.
+
+docker-compose's airflow-init runs this (include/deploy/airflow_init.sh); tests run it
+on the example env files. It reads the connections exactly the way a task does:
+
+* ``mde_default``: ``MdeHook().get_config()``, the parser the operators use (tenant,
+  credential choice, cloud and endpoints, rate limits, timeouts);
+* the lake: ``resolve_lake_location()`` with Variables ``mde_lake_root`` and
+  ``mde_lake_conn_id`` (``AIRFLOW_VAR_*``); an ``abfs://`` root opens its filesystem
+  through connection ``mde_lake`` (no network call is made).
+
+Values still holding a ``<placeholder>`` from .env.example are reported by variable
+and field. Messages name variables and fields, never values: .env holds secrets and
+init logs are kept.
+
+Usage: python check_connections.py   (exit status 0 when usable, 1 otherwise)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+
+MDE_CONN_ID = "mde_default"
+PLACEHOLDER = re.compile(r"<[^<>\s][^<>]*>")
+
+
+def env_var(conn_id: str) -> str:
+    return f"AIRFLOW_CONN_{conn_id.upper()}"
+
+
+def placeholder_fields(value: str) -> list[str]:
+    """Where a connection value still holds a ``<...>`` placeholder: JSON field paths
+    (``extra.tenant_id``), or ``value`` for a URI."""
+    try:
+        document = json.loads(value)
+    except ValueError:
+        return ["value"] if PLACEHOLDER.search(value) else []
+    found: list[str] = []
+
+    def walk(node: object, path: str) -> None:
+        if isinstance(node, dict):
+            for key, child in node.items():
+                walk(child, f"{path}.{key}" if path else str(key))
+        elif isinstance(node, list):
+            for index, child in enumerate(node):
+                walk(child, f"{path}[{index}]")
+        elif isinstance(node, str):
+            if PLACEHOLDER.search(node):
+                found.append(path or "value")
+            elif path.endswith("extra") and node.strip().startswith("{"):
+                # extra given as JSON text inside the JSON document
+                try:
+                    walk(json.loads(node), path)
+                except ValueError:
+                    pass
+
+    walk(document, "")
+    return found
+
+
+def uses_other_secrets_backend(environ: os._Environ | dict) -> bool:
+    """Connections may live in a secrets backend (Key Vault, ...), not in env vars."""
+    return bool((environ.get("AIRFLOW__SECRETS__BACKEND") or "").strip())
+
+
+def precheck(conn_id: str, environ, *, required: bool) -> list[str]:
+    """Problems visible in the env var alone: missing, not JSON, placeholders left."""
+    name = env_var(conn_id)
+    value = environ.get(name)
+    if not value or not value.strip():
+        if required and not uses_other_secrets_backend(environ):
+            return [f"{name} is not set: copy .env.example to .env (include/deploy/make_env.py) and fill it in"]
+        return []
+    problems = []
+    text = value.strip()
+    if text.startswith("{"):
+        try:
+            document = json.loads(text)
+        except ValueError as exc:
+            # The decoder's message gives a position, never the text itself.
+            return [f"{name} is not valid JSON ({exc.msg} at char {exc.pos}); in .env wrap it in single quotes"]
+        if not isinstance(document, dict):
+            return [f"{name} must be a JSON object"]
+    fields = placeholder_fields(text)
+    if fields:
+        problems.append(f"{name} still holds placeholder(s) from .env.example in: {', '.join(fields)}")
+    return problems
+
+
+def check_mde(environ) -> tuple[list[str], str | None]:
+    problems = precheck(MDE_CONN_ID, environ, required=True)
+    if problems:
+        return problems, None
+    from mde_pipeline.hooks import MdeConfigurationError, MdeHook
+
+    try:
+        config = MdeHook(MDE_CONN_ID).get_config()
+    except MdeConfigurationError as exc:
+        return [str(exc)], None  # names the field to fix, never its value
+    except Exception as exc:  # lookup errors: say which, not the content
+        return [f"connection {MDE_CONN_ID!r} cannot be read: {type(exc).__name__}"], None
+    limits = [[w.limit, w.seconds] for w in config.rate_limits]
+    summary = (
+        f"{MDE_CONN_ID}: {config.auth_method} auth, cloud {config.endpoints.cloud}, "
+        f"API {config.api_base_url}, rate limits {limits} x share {config.rate_limit_share}"
+    )
+    return [], summary
+
+
+def check_lake(environ) -> tuple[list[str], str | None]:
+    from mde_pipeline.lake.location import (
+        LakeLocationError,
+        configured_lake_conn_id,
+        configured_lake_root,
+        resolve_lake_location,
+    )
+
+    root = configured_lake_root()
+    if PLACEHOLDER.search(root):
+        return ["AIRFLOW_VAR_MDE_LAKE_ROOT still holds a placeholder from .env.example"], None
+    problems: list[str] = []
+    if "://" in root and not root.lower().startswith(("file://", "local://")):
+        problems = precheck(configured_lake_conn_id(), environ, required=True)
+    if problems:
+        return problems, None
+    try:
+        location = resolve_lake_location(root)
+    except LakeLocationError as exc:
+        return [str(exc)], None
+    where = location.root if location.is_local else f"{location.protocol}://{location.root}"
+    via = "" if location.is_local else f" via connection {location.conn_id!r}"
+    return [], f"lake: {where}{via}"
+
+
+def _put_plugins_on_path() -> None:
+    # Airflow processes import mde_pipeline from the plugins folder; a plain python
+    # process (this one) has to be told where that is.
+    from airflow.configuration import conf
+
+    plugins = conf.get("core", "plugins_folder")
+    if plugins and plugins not in sys.path:
+        sys.path.insert(0, plugins)
+
+
+def main(environ=os.environ) -> int:
+    _put_plugins_on_path()
+    problems: list[str] = []
+    for check in (check_mde, check_lake):
+        found, summary = check(environ)
+        problems.extend(found)
+        if summary:
+            print(f"OK  {summary}")
+    for problem in problems:
+        print(f"ERROR  {problem}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s) with the connections: see docs/DEPLOYMENT.md", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Read the lake with DuckDB and compare it with the simulator's ground truth.
+
+Used by `make run`, the end-to-end tests and the benchmarks: one definition of "the lake
+is exact" for all of them.
+
+Exact means, for the alerts whose current ``lastUpdateTime`` lies in the loaded
+intervals: each has exactly one ``alerts`` row of that version, with the simulator's IP
+status and invalid strings, and its ``alert_ips`` rows are exactly its canonical IP set,
+once each; nothing else is in the lake.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import duckdb
+
+TABLE_GLOB = "{root}/{table}/*/*.parquet"
+
+
+def connect(root: str | Path) -> duckdb.DuckDBPyConnection:
+    """DuckDB with views ``alerts`` and ``alert_ips`` over a local lake (Hive partitions)."""
+    con = duckdb.connect()
+    for table in ("alerts", "alert_ips"):
+        pattern = TABLE_GLOB.format(root=str(root).rstrip("/"), table=table)
+        if not list(Path(root, table).glob("*/*.parquet")):
+            raise AssertionError(f"no {table} files under {root}")
+        con.execute(
+            f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{pattern}', hive_partitioning = true, union_by_name = false)"
+        )
+    return con
+
+
+def parse_time(value: str) -> datetime:
+    """The simulator's 7-digit timestamps, truncated to microseconds like the lake."""
+    text = value.rstrip("Z")
+    if "." in text:
+        whole, fraction = text.split(".")
+        text = f"{whole}.{fraction[:6].ljust(6, '0')}"
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+
+
+@dataclass
+class LakeComparison:
+    expected_alerts: int = 0
+    expected_ips: int = 0
+    lake_alerts: int = 0
+    lake_ips: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def exact(self) -> bool:
+        return not self.problems
+
+    def __str__(self) -> str:
+        head = (
+            f"expected {self.expected_alerts} alerts / {self.expected_ips} alert IPs; "
+            f"lake has {self.lake_alerts} / {self.lake_ips}"
+        )
+        if self.exact:
+            return head + ": exact"
+        return head + f"; {len(self.problems)} problems:\n  " + "\n  ".join(self.problems[:20])
+
+
+def expected_rows(ground_truth: dict[str, Any], intervals: Iterable[datetime]) -> dict[str, dict[str, Any]]:
+    """Alerts of the ground truth whose lastUpdateTime lies in one of ``intervals`` (hours)."""
+    hours = {start.astimezone(timezone.utc) for start in intervals}
+    expected = {}
+    for alert_id, truth in ground_truth["alerts"].items():
+        updated = parse_time(truth["lastUpdateTime"])
+        if updated.replace(minute=0, second=0, microsecond=0) in hours:
+            expected[alert_id] = truth
+    return expected
+
+
+def compare(root: str | Path, ground_truth: dict[str, Any], intervals: Iterable[datetime]) -> LakeComparison:
+    intervals = list(intervals)
+    expected = expected_rows(ground_truth, intervals)
+    result = LakeComparison(
+        expected_alerts=len(expected),
+        expected_ips=sum(len(t["ips"]) for t in expected.values()),
+    )
+    con = connect(root)
+    alerts = con.execute(
+        "SELECT alert_id, last_update_time, ips_status, ip_count, invalid_ip_values, tenant_id, date FROM alerts"
+    ).fetchall()
+    ips = con.execute("SELECT alert_id, alert_last_update_time, ip, ip_version FROM alert_ips").fetchall()
+    result.lake_alerts, result.lake_ips = len(alerts), len(ips)
+    problems = result.problems
+
+    seen: dict[str, int] = {}
+    for alert_id, updated, status, ip_count, invalid, tenant, date in alerts:
+        seen[alert_id] = seen.get(alert_id, 0) + 1
+        truth = expected.get(alert_id)
+        if truth is None:
+            problems.append(f"alerts: {alert_id} is in the lake but not expected")
+            continue
+        if updated != parse_time(truth["lastUpdateTime"]):
+            problems.append(f"alerts: {alert_id} version {updated} != {truth['lastUpdateTime']}")
+        if status != truth["ips_status"]:
+            problems.append(f"alerts: {alert_id} ips_status {status} != {truth['ips_status']}")
+        if ip_count != len(truth["ips"]):
+            problems.append(f"alerts: {alert_id} ip_count {ip_count} != {len(truth['ips'])}")
+        if sorted(invalid or []) != sorted(truth.get("invalid_ips") or []):
+            problems.append(f"alerts: {alert_id} invalid_ip_values {invalid} != {truth.get('invalid_ips')}")
+        if tenant != ground_truth["tenant_id"]:
+            problems.append(f"alerts: {alert_id} tenant {tenant}")
+        if str(date) != updated.strftime("%Y-%m-%d"):
+            problems.append(f"alerts: {alert_id} in partition date={date} but updated {updated}")
+    problems.extend(f"alerts: {a} appears {n} times" for a, n in seen.items() if n > 1)
+    problems.extend(f"alerts: {a} is missing" for a in expected.keys() - seen.keys())
+
+    lake_ips: dict[str, list[str]] = {}
+    for alert_id, updated, ip, version in ips:
+        lake_ips.setdefault(alert_id, []).append(ip)
+        if ":" in ip and version != 6 or ":" not in ip and version != 4:
+            problems.append(f"alert_ips: {alert_id} {ip} has ip_version {version}")
+    for alert_id in expected.keys() | lake_ips.keys():
+        want = sorted(expected.get(alert_id, {}).get("ips", []))
+        got = sorted(lake_ips.get(alert_id, []))
+        if want != got:
+            problems.append(f"alert_ips: {alert_id} has {got}, expected {want}")
+    return result
+
+
+def summary(root: str | Path) -> str:
+    """What landed, per day: what `make run` prints."""
+    con = connect(root)
+    rows = con.execute(
+        """
+        SELECT a.date, count(*) AS alerts,
+               count(*) FILTER (WHERE ips_status = 'ok') AS with_ips,
+               count(*) FILTER (WHERE ips_status = 'empty') AS empty,
+               count(*) FILTER (WHERE ips_status = 'not_found') AS not_found,
+               sum(len(coalesce(invalid_ip_values, []))) AS invalid_ip_strings,
+               sum(ip_count) AS alert_ips
+        FROM alerts a GROUP BY a.date ORDER BY a.date
+        """
+    ).fetchall()
+    top = con.execute(
+        "SELECT ip, count(DISTINCT alert_id) AS alerts FROM alert_ips GROUP BY ip ORDER BY alerts DESC, ip LIMIT 5"
+    ).fetchall()
+    lines = ["date        alerts  with_ips  empty  not_found  invalid_ip_strings  alert_ips"]
+    lines += [f"{d!s:<11} {a:>6}  {w:>8}  {e:>5}  {n:>9}  {i:>18}  {p:>9}" for d, a, w, e, n, i, p in rows]
+    lines.append("most frequent IPs: " + ", ".join(f"{ip} ({n})" for ip, n in top))
+    return "\n".join(lines)
+
+
+def hours(start: datetime, end: datetime) -> list[datetime]:
+    out, current = [], start
+    while current < end:
+        out.append(current)
+        current += timedelta(hours=1)
+    return out

@@ -1,0 +1,94 @@
+"""Faults on demand: a seeded share of eligible API calls goes wrong.
+
+One uniform draw per eligible call (an authenticated, admitted call to an endpoint in
+`fault_endpoints`) picks at most one fault, so the shares add up and a sequential run
+with the same seed sees the same faults on the same calls.
+"""
+from __future__ import annotations
+
+import random
+import threading
+
+KINDS = ("5xx", "drop", "slow", "malformed")
+
+
+class Faults:
+    def __init__(self, seed: int, *, fault_5xx=0.0, fault_slow=0.0, slow_seconds=30.0,
+                 fault_drop=0.0, fault_malformed=0.0, fault_endpoints=("list", "ips", "alert")):
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed * 104729 + 3)
+        self.rates = {"5xx": fault_5xx, "drop": fault_drop, "slow": fault_slow,
+                      "malformed": fault_malformed}
+        self.slow_seconds = slow_seconds
+        self.endpoints = set(fault_endpoints)
+
+    def check(self, **settings) -> dict:
+        """The rates these settings would give; ValueError if they add up to more than 1."""
+        rates = {kind: settings.get(f"fault_{kind}", rate) for kind, rate in self.rates.items()}
+        if sum(rates.values()) > 1.0 + 1e-9:
+            raise ValueError(f"fault rates add up to more than 1: {rates}")
+        return rates
+
+    def configure(self, **settings) -> None:
+        with self._lock:
+            self.rates = self.check(**settings)
+            if "slow_seconds" in settings:
+                self.slow_seconds = settings["slow_seconds"]
+            if "fault_endpoints" in settings:
+                self.endpoints = set(settings["fault_endpoints"])
+
+    def settings(self) -> dict:
+        with self._lock:
+            return {**{f"fault_{k}": v for k, v in self.rates.items()},
+                    "slow_seconds": self.slow_seconds,
+                    "fault_endpoints": sorted(self.endpoints)}
+
+    def draw(self, endpoint: str) -> str | None:
+        """The fault for this call ('500', '503', 'drop', 'slow', 'malformed') or None."""
+        with self._lock:
+            if endpoint not in self.endpoints or not any(self.rates.values()):
+                return None
+            roll = self._rng.random()
+            edge = 0.0
+            for kind in KINDS:
+                edge += self.rates[kind]
+                if roll < edge:
+                    if kind == "5xx":
+                        return self._rng.choice(("500", "503"))
+                    return kind
+            return None
+
+
+def malformed_ips_body(context: str, strings: list[str] | None) -> bytes:
+    """The doc example's body: second entry lacks its closing quote, then a literal '...'."""
+    first, second = (list(strings or []) + ["104.80.104.128", "23.203.232.228"])[:2]
+    return (
+        "{\n"
+        f'    "@odata.context": "{context}",\n'
+        '    "value": [\n'
+        "                {\n"
+        f'                    "id": "{first}"\n'
+        "                },\n"
+        "                {\n"
+        f'                    "id": "{second}\n'
+        "                }\n"
+        "                ...\n"
+        "    ]\n"
+        "}\n"
+    ).encode()
+
+
+def malformed_list_body(context: str, alerts: list[dict]) -> bytes:
+    """The same two defects in an alert listing."""
+    ids = [a["id"] for a in alerts[:2]] + ["da637984756812345678_-1234567890",
+                                          "636688558380765161_2136280442"]
+    return (
+        "{\n"
+        f'    "@odata.context": "{context}",\n'
+        '    "value": [\n'
+        f'        {{"id": "{ids[0]}", "severity": "Medium"}},\n'
+        f'        {{"id": "{ids[1]}, "severity": "High"}}\n'
+        "        ...\n"
+        "    ]\n"
+        "}\n"
+    ).encode()

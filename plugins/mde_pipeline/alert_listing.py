@@ -1,0 +1,369 @@
+"""List every alert whose ``lastUpdateTime`` falls in ``[start, end)``.
+
+The service's paging facts (see docs/DESIGN.md and the API notes):
+
+* ``$top`` is at most 10,000 and, with ``$top``, no ``@odata.nextLink`` comes back, so
+  the client pages by itself. Deep ``$skip`` is slow and shifts when alerts change, so
+  we advance a cursor on ``lastUpdateTime`` instead::
+
+      $filter=lastUpdateTime ge <cursor> and lastUpdateTime lt <end>
+      $orderby=lastUpdateTime asc   $top=<page_size>   $skip=<only within one timestamp>
+
+* Timestamps carry up to 7 fractional digits (100 ns). Python's datetime keeps only
+  microseconds, so the cursor is an integer count of 100 ns ticks since the epoch and
+  filter literals are written from it digit for digit.
+
+Why nothing is lost or repeated while alerts are updated during paging
+----------------------------------------------------------------------
+An update only moves an alert's ``lastUpdateTime`` forward (to "now", which is at or past
+the end of any closed interval). Take the cursor ``C`` and the result set
+``{alerts with C <= t < end}`` ordered by ``t``:
+
+* An alert already listed (``t < C``) that moves: it leaves the part of the ordering we
+  have not read yet untouched. If its new time is still before ``end`` it is listed again
+  later and deduplication by id keeps the newer version; if it moved to ``>= end`` the
+  next interval lists the new version (one row per alert version, see the lake schema).
+* An alert not yet listed (``t >= C``) that moves: it is read at its new position if that
+  is before ``end``, otherwise the next interval reads it. Either way exactly once.
+* The only dangerous place is the group of alerts sharing the cursor timestamp ``C``,
+  because ``$skip`` counts positions inside it: if an alert we already read there moves
+  away, every later position shifts down by one and a skip would jump over an alert we
+  never saw. Two rules close that hole:
+
+  1. After a page whose last timestamp ``L`` is new, the ``k`` alerts at ``L`` are simply
+     read again from ``$skip=0`` (``ge L`` includes them; dedup drops the repeats) as
+     long as ``k <= page_size // 2``. Nothing is skipped, so nothing can be jumped over,
+     whatever order the service gives equal timestamps.
+  2. Only a group too large for that (a bulk update stamping thousands of alerts with
+     one time) is read with ``$skip``, with a one-item overlap and a check. The alerts
+     we have read at ``C`` are always a prefix of the group's current order (we read it
+     front to back; alerts only leave it). A request with ``$skip=S`` must therefore
+     return, first, an alert we have already read: then positions ``0..S`` are all read
+     and nothing unread was skipped. If the first alert is unread, some read alerts have
+     left and the prefix is shorter than ``S+1``: the request is repeated with ``$skip``
+     backed off by half a page (down to 0), where the check passes again, and paging
+     goes on. Churn of up to half a page per request still makes progress.
+
+  A full page at ``C`` that brings no alert we had not read means the service does not
+  honour ``$skip`` (or the filter); that is an error, never an endless loop. What the
+  check cannot detect is an alert *inserted* at the past timestamp ``C`` or a service
+  that reorders equal timestamps between requests inside a group larger than half a
+  page; neither happens when updates are stamped with the current time and equal
+  timestamps keep a stable order.
+
+If the service does send ``@odata.nextLink``, it is followed to its end instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol
+
+from mde_pipeline.errors import MdeMalformedResponseError
+
+log = logging.getLogger(__name__)
+
+TICKS_PER_SECOND = 10_000_000
+TICKS_PER_MICROSECOND = 10
+MAX_PAGE_SIZE = 10_000  # the service's $top ceiling
+ORDER_BY = "lastUpdateTime asc"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# ISO 8601 with an offset. 'T' or ' ' between date and time: the service writes 'T',
+# Airflow renders "{{ data_interval_start }}" as "2024-01-01 00:00:00+00:00".
+_TIMESTAMP = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,7}))?(Z|[+-]\d{2}:?\d{2})$",
+    re.IGNORECASE,
+)
+
+
+# --------------------------------------------------------------------------- timestamps
+
+
+def parse_timestamp(text: str) -> int:
+    """An ISO 8601 timestamp with offset as 100 ns ticks since the Unix epoch (exact).
+
+    ``2020-01-26T20:33:57.7220239Z`` keeps its 7th digit. More than 7 fractional digits
+    or a missing offset is a ``ValueError``: a naive time would be a guess.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"timestamp must be a string, got {type(text).__name__}")
+    match = _TIMESTAMP.match(text.strip())
+    if not match:
+        raise ValueError(f"not an ISO 8601 timestamp with offset and at most 7 fractional digits: {text!r}")
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    try:
+        moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=timezone.utc)
+    except ValueError as exc:
+        raise ValueError(f"invalid timestamp {text!r}: {exc}") from None
+    ticks = _ticks_of(moment) + (int(fraction.ljust(7, "0")) if fraction else 0)
+    if offset.upper() != "Z":
+        digits = offset.replace(":", "")
+        sign = 1 if digits[0] == "+" else -1
+        ticks -= sign * (int(digits[1:3]) * 3600 + int(digits[3:5]) * 60) * TICKS_PER_SECOND
+    return ticks
+
+
+def to_ticks(value: datetime | str) -> int:
+    """Interval bound (aware datetime, pendulum DateTime, or ISO string) as ticks."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"interval bound must be timezone-aware: {value!r}")
+        return _ticks_of(value)
+    return parse_timestamp(value)
+
+
+def format_timestamp(ticks: int) -> str:
+    """Ticks as an OData DateTimeOffset literal in UTC: 7 digits when there is a fraction.
+
+    ``2020-01-26T20:33:57.7220239Z``; a whole second is written without fraction.
+    """
+    seconds, fraction = divmod(ticks, TICKS_PER_SECOND)
+    base = (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{base}.{fraction:07d}Z" if fraction else f"{base}Z"
+
+
+def ticks_to_datetime(ticks: int) -> datetime:
+    """Aware UTC datetime, the 7th digit truncated (the lake stores microseconds)."""
+    return _EPOCH + timedelta(microseconds=ticks // TICKS_PER_MICROSECOND)
+
+
+def _ticks_of(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * TICKS_PER_SECOND + delta.microseconds * TICKS_PER_MICROSECOND
+
+
+def interval_filter(cursor: int, end: int) -> str:
+    return f"lastUpdateTime ge {format_timestamp(cursor)} and lastUpdateTime lt {format_timestamp(end)}"
+
+
+# --------------------------------------------------------------------------- listing
+
+
+class AlertsApi(Protocol):
+    """The part of ``mde_pipeline.client.MdeClient`` the listing needs."""
+
+    def list_alerts_page(
+        self,
+        *,
+        filter: str | None,
+        top: int,
+        skip: int = 0,
+        orderby: str | None = ORDER_BY,
+        expand: str | None = None,
+    ) -> dict: ...
+
+    def get_next_link(self, url: str) -> dict: ...
+
+
+class ListingNotAdvancingError(RuntimeError):
+    """The service's answers do not let the cursor move forward (for example it ignores
+    ``$skip``, or equal-timestamp groups keep changing under the cursor)."""
+
+
+@dataclass
+class ListingStats:
+    requests: int = 0
+    items_received: int = 0  # including re-reads and overlaps
+    repeats_dropped: int = 0  # same alert version received again
+    versions_superseded: int = 0  # same alert id received again with a newer lastUpdateTime
+    group_resyncs: int = 0  # an equal-timestamp group changed under $skip; request repeated with less skip
+    next_link_pages: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+@dataclass
+class AlertListing:
+    """What :func:`list_interval` found: alerts sorted by (lastUpdateTime, id)."""
+
+    start: int  # ticks, inclusive
+    end: int  # ticks, exclusive
+    alerts: list[dict[str, Any]]
+    stats: ListingStats
+    listed_at: datetime  # when the last page was received (UTC)
+    tenant_id: str | None = None  # filled in by callers that know the client's tenant
+
+    def as_document(self) -> dict[str, Any]:
+        """JSON-serialisable form, for staging (``lake.staging.write_staging_json``)."""
+        return {
+            "tenant_id": self.tenant_id,
+            "start": format_timestamp(self.start),
+            "end": format_timestamp(self.end),
+            "listed_at": self.listed_at.isoformat(),
+            "stats": self.stats.as_dict(),
+            "alerts": self.alerts,
+        }
+
+
+@dataclass
+class _Item:
+    alert: dict[str, Any]
+    id: str
+    ticks: int
+
+
+@dataclass
+class _Collected:
+    """Alerts by id, keeping the newest version (highest lastUpdateTime)."""
+
+    stats: ListingStats
+    by_id: dict[str, _Item] = field(default_factory=dict)
+
+    def add(self, items: list[_Item]) -> None:
+        for item in items:
+            held = self.by_id.get(item.id)
+            if held is None:
+                self.by_id[item.id] = item
+            elif item.ticks > held.ticks:
+                self.by_id[item.id] = item
+                self.stats.versions_superseded += 1
+            else:
+                self.stats.repeats_dropped += 1
+
+    def sorted_alerts(self) -> list[dict[str, Any]]:
+        return [item.alert for item in sorted(self.by_id.values(), key=lambda item: (item.ticks, item.id))]
+
+
+def list_alerts_for_interval(
+    client: AlertsApi, start: datetime | str, end: datetime | str, page_size: int = MAX_PAGE_SIZE
+) -> list[dict[str, Any]]:
+    """Every alert with ``start <= lastUpdateTime < end``, each id once, all fields kept.
+
+    Sorted by (lastUpdateTime, id). See :func:`list_interval` for statistics.
+    """
+    return list_interval(client, start, end, page_size).alerts
+
+
+def list_interval(
+    client: AlertsApi,
+    start: datetime | str,
+    end: datetime | str,
+    page_size: int = MAX_PAGE_SIZE,
+) -> AlertListing:
+    """List ``[start, end)`` with the lastUpdateTime cursor described in the module doc."""
+    start_ticks, end_ticks = to_ticks(start), to_ticks(end)
+    if end_ticks <= start_ticks:
+        raise ValueError(f"empty or reversed interval: {format_timestamp(start_ticks)} .. {format_timestamp(end_ticks)}")
+    if not 2 <= page_size <= MAX_PAGE_SIZE:
+        # The one-alert overlap of rule 2 needs room for at least one new alert per page.
+        raise ValueError(f"page_size must be between 2 and {MAX_PAGE_SIZE}, got {page_size}")
+
+    stats = ListingStats()
+    collected = _Collected(stats)
+    cursor = start_ticks
+    skip = 0
+    read_at_cursor: set[str] = set()  # ids read at `cursor`: a prefix of that group's order
+
+    while True:
+        page = client.list_alerts_page(
+            filter=interval_filter(cursor, end_ticks), top=page_size, skip=skip, orderby=ORDER_BY
+        )
+        stats.requests += 1
+        items = _page_items(page, start_ticks, end_ticks)
+        stats.items_received += len(items)
+
+        next_link = page.get("@odata.nextLink")
+        if next_link:
+            collected.add(items)
+            _follow_next_links(client, next_link, collected, start_ticks, end_ticks)
+            break
+
+        _check_order(items, cursor)
+        if skip and (not items or items[0].ticks != cursor or items[0].id not in read_at_cursor):
+            # Read alerts left the group at `cursor`: this skip may jump over unread ones.
+            stats.group_resyncs += 1
+            log.info(
+                "alerts at %s changed under $skip=%d; backing off to re-find the last one read",
+                format_timestamp(cursor),
+                skip,
+            )
+            skip = max(0, skip - page_size // 2)
+            continue
+
+        new_at_cursor = sum(1 for item in items if item.ticks == cursor and item.id not in read_at_cursor)
+        collected.add(items)
+        if len(items) < page_size:
+            break  # the service had no more than this
+
+        last = items[-1]
+        if last.ticks > cursor:
+            group = [item.id for item in items if item.ticks == last.ticks]
+            cursor = last.ticks
+            if len(group) <= page_size // 2:
+                skip, read_at_cursor = 0, set()  # rule 1: read the small group again
+            else:
+                skip, read_at_cursor = len(group) - 1, set(group)  # rule 2: overlap by one
+        else:
+            if not new_at_cursor:
+                raise ListingNotAdvancingError(
+                    f"a full page at lastUpdateTime {format_timestamp(cursor)} ($skip={skip}) brought no alert "
+                    "not read before: the service does not honour $skip or the filter; stopping instead of looping"
+                )
+            read_at_cursor.update(item.id for item in items)
+            skip += len(items) - 1
+
+    alerts = collected.sorted_alerts()
+    log.info(
+        "listed %d alerts with lastUpdateTime in [%s, %s): %s",
+        len(alerts),
+        format_timestamp(start_ticks),
+        format_timestamp(end_ticks),
+        stats.as_dict(),
+    )
+    return AlertListing(start_ticks, end_ticks, alerts, stats, datetime.now(timezone.utc))
+
+
+def _follow_next_links(client: AlertsApi, link: str, collected: _Collected, start: int, end: int) -> None:
+    seen_links: set[str] = set()
+    while link:
+        if link in seen_links:
+            raise ListingNotAdvancingError("the service returned the same @odata.nextLink twice")
+        seen_links.add(link)
+        page = client.get_next_link(link)
+        collected.stats.requests += 1
+        collected.stats.next_link_pages += 1
+        items = _page_items(page, start, end)
+        collected.stats.items_received += len(items)
+        collected.add(items)
+        link = page.get("@odata.nextLink")
+
+
+def _page_items(page: Any, start: int, end: int) -> list[_Item]:
+    """The page's alerts, each checked: an id, a lastUpdateTime inside the filter."""
+    if not isinstance(page, dict) or not isinstance(page.get("value"), list):
+        raise MdeMalformedResponseError("alert listing page has no 'value' list")
+    items = []
+    for alert in page["value"]:
+        if not isinstance(alert, dict):
+            raise MdeMalformedResponseError("alert listing page holds a non-object entry")
+        alert_id = alert.get("id")
+        if not isinstance(alert_id, str) or not alert_id:
+            raise MdeMalformedResponseError("alert without an id in the listing")
+        try:
+            ticks = parse_timestamp(alert.get("lastUpdateTime"))
+        except ValueError as exc:
+            raise MdeMalformedResponseError(f"alert {alert_id}: bad lastUpdateTime: {exc}") from None
+        if not start <= ticks < end:
+            raise MdeMalformedResponseError(
+                f"alert {alert_id}: lastUpdateTime {alert['lastUpdateTime']} is outside the requested "
+                f"[{format_timestamp(start)}, {format_timestamp(end)})"
+            )
+        items.append(_Item(alert, alert_id, ticks))
+    return items
+
+
+def _check_order(items: list[_Item], cursor: int) -> None:
+    # The cursor arithmetic relies on ascending order at or after the cursor.
+    previous = cursor
+    for item in items:
+        if item.ticks < previous:
+            raise MdeMalformedResponseError(
+                f"alert listing is not ordered by lastUpdateTime ascending at or after the cursor "
+                f"{format_timestamp(cursor)} (alert {item.id})"
+            )
+        previous = item.ticks

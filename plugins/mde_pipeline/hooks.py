@@ -1,0 +1,96 @@
+"""MdeHook: Airflow connection -> validated config -> MDE API client.
+
+Connection ``mde_default`` (type ``http``): host = API base URL (optional when extra
+``cloud`` is set), login = client id, password = client secret, extra = JSON with
+``tenant_id`` and the options listed in :data:`mde_pipeline.client.KNOWN_EXTRA_KEYS`
+(docs/DESIGN.md). For example::
+
+    AIRFLOW_CONN_MDE_DEFAULT='{"conn_type": "http", "login": "<client id>",
+        "password": "<secret>", "extra": {"tenant_id": "<tenant>", "cloud": "eu"}}'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from airflow.sdk import BaseHook
+
+from mde_pipeline.client import MdeClient, MdeConfigurationError, MdeConnectionConfig
+
+__all__ = ["MdeHook", "MdeConnectionConfig", "MdeConfigurationError"]
+
+
+def _host_with_port(host: str | None, port: int | None) -> str | None:
+    """The connection's host, with its separate port field folded in when set."""
+    if not host or not port:
+        return host
+    parts = urlsplit(host if "://" in host else f"https://{host}")
+    if parts.port is not None:
+        return host
+    return f"{host.rstrip('/')}:{port}"
+
+
+class MdeHook(BaseHook):
+    """Hook for the Microsoft Defender for Endpoint API.
+
+    :param mde_conn_id: Airflow connection id (default ``mde_default``).
+    """
+
+    conn_name_attr = "mde_conn_id"
+    default_conn_name = "mde_default"
+    conn_type = "http"
+    hook_name = "Microsoft Defender for Endpoint"
+
+    def __init__(self, mde_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mde_conn_id = mde_conn_id
+        self._config: MdeConnectionConfig | None = None
+        self._client: MdeClient | None = None
+
+    def get_config(self) -> MdeConnectionConfig:
+        """The connection, parsed and validated (cached). Raises MdeConfigurationError
+        naming the connection and what to fix."""
+        if self._config is None:
+            conn = self.get_connection(self.mde_conn_id)
+            self._config = MdeConnectionConfig.from_parts(
+                host=_host_with_port(conn.host, conn.port),
+                login=conn.login,
+                password=conn.password,
+                extra=conn.extra,
+                conn_id=self.mde_conn_id,
+            )
+        return self._config
+
+    def get_client(self) -> MdeClient:
+        """The API client for this connection (one per hook, so its stats add up)."""
+        if self._client is None:
+            self._client = MdeClient(self.get_config())
+        return self._client
+
+    def get_conn(self) -> MdeClient:
+        return self.get_client()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def test_connection(self) -> tuple[bool, str]:
+        """For the UI's Test button: fetch one alert (needs Alert.Read.All)."""
+        try:
+            self.get_client().list_alerts_page(filter=None, top=1)
+        except Exception as exc:  # the UI shows the message; errors carry no secrets
+            return False, str(exc)
+        return True, "Listed alerts successfully"
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": ["schema"],
+            "relabeling": {"login": "Client ID", "password": "Client secret", "host": "API base URL (optional)"},
+            "placeholders": {
+                "host": "https://api.security.microsoft.com (or set extra cloud)",
+                "extra": '{"tenant_id": "<tenant guid>", "cloud": "commercial"}',
+            },
+        }

@@ -1,0 +1,93 @@
+"""MdeHook through Airflow's real connection lookup (AIRFLOW_CONN_* in the environment)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mde_pipeline.client import MdeClient, MdeConfigurationError
+from mde_pipeline.hooks import MdeHook
+
+SECRET = "hook~Secret.0123456789abcdefXYZ"
+
+
+@pytest.fixture(autouse=True)
+def mde_airflow_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    monkeypatch.setenv("MDE_RATE_LIMIT_LEDGER_DIR", str(tmp_path / "ledger"))
+
+
+def set_connection(monkeypatch, conn_id="mde_default", **fields):
+    document = {"conn_type": "http", "login": "hook-client", "password": SECRET, **fields}
+    document.setdefault("extra", {"tenant_id": "hook-tenant", "cloud": "eu"})
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(document))
+
+
+def test_hook_reads_the_default_connection_from_the_environment(monkeypatch):
+    set_connection(monkeypatch)
+    hook = MdeHook()
+    config = hook.get_config()
+    assert config.conn_id == "mde_default"
+    assert config.tenant_id == "hook-tenant"
+    assert config.client_id == "hook-client"
+    assert config.client_secret == SECRET
+    assert config.endpoints.api_base_url == "https://eu.api.security.microsoft.com"
+    assert config.endpoints.scope == "https://api.securitycenter.microsoft.com/.default"
+    assert SECRET not in repr(config)
+
+
+def test_hook_attributes_follow_airflow_conventions():
+    assert MdeHook.conn_name_attr == "mde_conn_id"
+    assert MdeHook.default_conn_name == "mde_default"
+    assert MdeHook.conn_type == "http"
+    assert MdeHook.hook_name
+    assert MdeHook.get_ui_field_behaviour()["relabeling"]["login"] == "Client ID"
+
+
+def test_hook_uses_the_named_connection_host_and_port(monkeypatch):
+    set_connection(monkeypatch, conn_id="mde_other", host="mde-proxy.example.org", port=8443,
+                   extra={"tenant_id": "t"})  # fmt: skip
+    config = MdeHook(mde_conn_id="mde_other").get_config()
+    assert config.endpoints.api_base_url == "https://mde-proxy.example.org:8443"
+
+
+def test_client_is_cached_per_hook_and_spends_the_connections_budget(monkeypatch, tmp_path):
+    set_connection(monkeypatch, extra={"tenant_id": "hook-tenant", "rate_limits": [[7, 3]]})
+    hook = MdeHook()
+    client = hook.get_client()
+    try:
+        assert isinstance(client, MdeClient)
+        assert hook.get_client() is client
+        assert client.tenant_id == "hook-tenant"
+        assert client.limiter.key == "hook-tenant:hook-client"
+        assert client.limiter.windows[0].limit == 7
+        # the default ledger is the shared SQLite file in MDE_RATE_LIMIT_LEDGER_DIR
+        assert (tmp_path / "ledger" / "mde_rate_ledger.sqlite3").exists()
+    finally:
+        hook.close()
+
+
+def test_missing_connection_is_airflows_not_found_error(monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_MDE_MISSING", raising=False)
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    with pytest.raises(AirflowNotFoundException):
+        MdeHook(mde_conn_id="mde_missing").get_config()
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"extra": {"cloud": "eu"}}, "tenant_id is required"),
+        ({"login": None}, "login"),
+        ({"password": None}, "password"),
+        ({"extra": {"tenant_id": "t", "cloud": "nowhere"}}, "unknown cloud"),
+    ],
+)
+def test_incomplete_connections_name_what_is_missing(monkeypatch, fields, message):
+    set_connection(monkeypatch, **fields)
+    with pytest.raises(MdeConfigurationError, match=message) as info:
+        MdeHook().get_config()
+    assert "'mde_default'" in str(info.value)
+    assert SECRET not in str(info.value)

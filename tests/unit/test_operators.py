@@ -1,0 +1,242 @@
+"""The operators' own logic: per-batch IP fetch results, failure policy, templating and
+the pool of mapped tasks (real Airflow DAG objects and serialization; the calls to the
+API itself are covered against the simulator in tests/integration/test_fetch_simulator.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import pendulum
+import pytest
+from airflow.sdk import DAG
+from airflow.sdk.exceptions import AirflowFailException
+from airflow.serialization.serialized_objects import DagSerialization
+
+from mde_pipeline.alert_listing import AlertListing, ListingStats, to_ticks
+from mde_pipeline.client import MdeConfigurationError
+from mde_pipeline.errors import (
+    InvalidAlertIdError,
+    MdeAuthenticationError,
+    MdeBadRequestError,
+    MdeMalformedResponseError,
+    MdePermissionError,
+    MdeServerError,
+    MdeThrottledError,
+)
+from mde_pipeline.operators import (
+    MDE_POOL,
+    MdeFetchAlertIpsOperator,
+    MdeListAlertsOperator,
+    _fail_fast_on_configuration_errors,
+    fetch_batch_ips,
+)
+
+
+@dataclass
+class FakeStats:
+    calls: int = 0
+    throttled: int = 0
+    retries: int = 0
+    wait_seconds: float = 0.0
+
+
+class FakeIpsClient:
+    """Serves canned /ips answers; counts calls like the real client's stats."""
+
+    def __init__(self, answers: dict):
+        self.answers = answers
+        self.stats = FakeStats(calls=5, wait_seconds=1.5)  # earlier calls of the same client
+        self.asked = []
+
+    def get_alert_ips(self, alert_id):
+        self.asked.append(alert_id)
+        self.stats.calls += 1
+        if alert_id == "slow":
+            self.stats.throttled += 1
+            self.stats.wait_seconds += 30
+        return self.answers[alert_id]
+
+
+def batch_of(*alert_ids):
+    return {
+        "batch_index": 2,
+        "batch_count": 5,
+        "alerts": [{"alert_id": a, "last_update_time": f"2024-03-10T13:00:0{i}.1234567Z"} for i, a in enumerate(alert_ids)],
+    }
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = datetime(2024, 3, 10, 15, 0, tzinfo=timezone.utc)
+
+    def __call__(self):
+        self.now += timedelta(seconds=1)
+        return self.now
+
+
+def test_fetch_results_per_status(caplog):
+    client = FakeIpsClient(
+        {
+            "ok": ["2001:DB8::0001", "10.0.0.1", "2001:db8::1", "bogus\nline", "10.0.0.1 "],
+            "empty": [],
+            "gone": None,
+            "slow": ["not-an-ip"],
+        }
+    )
+    caplog.set_level(logging.INFO)
+    results = fetch_batch_ips(client, batch_of("ok", "empty", "gone", "slow"), clock=FakeClock(), progress_every=2)
+
+    assert client.asked == ["ok", "empty", "gone", "slow"]  # one call per alert, in order
+    assert json.loads(json.dumps(results)) == results
+    assert results == [
+        {
+            "alert_id": "ok",
+            "last_update_time": "2024-03-10T13:00:00.1234567Z",
+            "status": "ok",
+            "ips": [["10.0.0.1", 4], ["2001:db8::1", 6]],
+            "invalid_ip_values": ["bogus\nline"],
+            "fetched_at": "2024-03-10T15:00:01+00:00",
+        },
+        {
+            "alert_id": "empty",
+            "last_update_time": "2024-03-10T13:00:01.1234567Z",
+            "status": "empty",
+            "ips": [],
+            "invalid_ip_values": [],
+            "fetched_at": "2024-03-10T15:00:02+00:00",
+        },
+        {
+            "alert_id": "gone",
+            "last_update_time": "2024-03-10T13:00:02.1234567Z",
+            "status": "not_found",
+            "ips": [],
+            "invalid_ip_values": [],
+            "fetched_at": "2024-03-10T15:00:03+00:00",
+        },
+        {
+            "alert_id": "slow",
+            "last_update_time": "2024-03-10T13:00:03.1234567Z",
+            "status": "ok",  # the service answered with values, none of them an IP
+            "ips": [],
+            "invalid_ip_values": ["not-an-ip"],
+            "fetched_at": "2024-03-10T15:00:04+00:00",
+        },
+    ]
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "alert ok: 'bogus\\nline' is not an IP address (not an IPv4 or IPv6 address); kept out of the ip column",
+        "alert slow: 'not-an-ip' is not an IP address (not an IPv4 or IPv6 address); kept out of the ip column",
+    ]
+    progress = [r.getMessage() for r in caplog.records if "alerts fetched" in r.getMessage()]
+    assert len(progress) == 2
+    assert progress[0].startswith("batch 2/5: 2/4 alerts fetched; 2 calls, 0 throttled (429), 0 retries, 0.0s waiting")
+    assert progress[1].startswith("batch 2/5: 4/4 alerts fetched; 4 calls, 1 throttled (429), 0 retries, 30.0s waiting")
+
+
+def test_a_client_error_stops_the_batch_and_propagates():
+    class Failing(FakeIpsClient):
+        def get_alert_ips(self, alert_id):
+            if alert_id == "b":
+                raise MdeServerError("MDE API failed after retries", status=503)
+            return super().get_alert_ips(alert_id)
+
+    client = Failing({"a": ["1.1.1.1"], "c": ["2.2.2.2"]})
+    with pytest.raises(MdeServerError):
+        fetch_batch_ips(client, batch_of("a", "b", "c"))
+    assert client.asked == ["a"]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MdeAuthenticationError("API refused the token", status=401, target="corr-1"),
+        MdeAuthenticationError("could not get an access token: AADSTS7000215 invalid secret", code="AADSTS7000215"),
+        MdeConfigurationError("connection 'mde_default': extra tenant_id is required"),
+        MdePermissionError("missing Ip.Read.All", status=403, permission="Ip.Read.All"),
+        MdeBadRequestError("invalid $filter", status=400),
+        InvalidAlertIdError("refusing alert id '../x'"),
+    ],
+)
+def test_configuration_errors_fail_without_retry(error):
+    def call():
+        raise error
+
+    with pytest.raises(AirflowFailException, match="not retried") as caught:
+        _fail_fast_on_configuration_errors(call)
+    assert caught.value.__cause__ is error
+    assert str(error) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MdeServerError("503", status=503),
+        MdeThrottledError("throttled", status=429, retry_after=3600),
+        MdeMalformedResponseError("not JSON"),
+        MdeAuthenticationError("could not get an access token: connection refused"),  # no answer: may pass
+    ],
+)
+def test_transient_errors_propagate_for_airflow_retries(error):
+    def call():
+        raise error
+
+    with pytest.raises(type(error)):
+        _fail_fast_on_configuration_errors(call)
+
+
+def test_templated_fields_render_from_the_run_context():
+    with DAG("render_probe", schedule=None, start_date=pendulum.datetime(2024, 1, 1)):
+        lister = MdeListAlertsOperator(task_id="list", mde_conn_id="{{ params.conn }}", params={"conn": "mde_other"})
+        fetch = MdeFetchAlertIpsOperator(task_id="fetch", batch='{"batch_index": 0, "batch_count": 1, "alerts": []}')
+    assert set(MdeListAlertsOperator.template_fields) == {"data_interval_start", "data_interval_end", "mde_conn_id"}
+    assert set(MdeFetchAlertIpsOperator.template_fields) == {"batch", "mde_conn_id"}
+
+    start = pendulum.datetime(2024, 3, 10, 13, tz="UTC")
+    context = {"data_interval_start": start, "data_interval_end": start.add(hours=1), "params": {"conn": "mde_other"}}
+    lister.render_template_fields(context)
+    assert lister.mde_conn_id == "mde_other"
+    assert to_ticks(lister.data_interval_start) == to_ticks(datetime(2024, 3, 10, 13, tzinfo=timezone.utc))
+    assert to_ticks(lister.data_interval_end) - to_ticks(lister.data_interval_start) == 3600 * 10**7
+    fetch.render_template_fields(context)
+    assert json.loads(fetch.batch)["alerts"] == []
+
+
+def test_both_operators_run_in_the_api_pool_also_when_mapped():
+    with DAG("pool_probe", schedule=None, start_date=pendulum.datetime(2024, 1, 1)) as dag:
+        lister = MdeListAlertsOperator(task_id="list")
+        fetch = MdeFetchAlertIpsOperator.partial(task_id="fetch", mde_conn_id="mde_default").expand(batch=lister.output)
+        other = MdeFetchAlertIpsOperator.partial(task_id="fetch_elsewhere", pool="other_pool").expand(batch=lister.output)
+    assert lister.pool == MDE_POOL
+    assert fetch.pool == MDE_POOL
+    assert other.pool == "other_pool"
+    # The scheduler sees the serialized DAG: the pool must survive serialization.
+    serialized = json.dumps(DagSerialization.to_dict(dag))
+    restored = DagSerialization.from_dict(json.loads(serialized))
+    assert restored.get_task("fetch").pool == MDE_POOL
+    assert restored.get_task("list").pool == MDE_POOL
+    assert restored.get_task("fetch_elsewhere").pool == "other_pool"
+
+
+def test_a_batch_that_is_not_a_batch_fails_at_once():
+    op = MdeFetchAlertIpsOperator(task_id="fetch", batch='["not", "a", "batch"]')
+    with pytest.raises(AirflowFailException, match="'alerts' list"):
+        op.execute({})
+
+
+def test_listing_document_is_json():
+    listing = AlertListing(
+        start=to_ticks("2024-03-10T13:00:00Z"),
+        end=to_ticks("2024-03-10T14:00:00Z"),
+        alerts=[{"id": "a", "lastUpdateTime": "2024-03-10T13:00:00.1234567Z", "mitreTechniques": ["T1"]}],
+        stats=ListingStats(requests=1, items_received=1),
+        listed_at=datetime(2024, 3, 10, 15, tzinfo=timezone.utc),
+        tenant_id="tenant",
+    )
+    document = json.loads(json.dumps(listing.as_document()))
+    assert document["start"] == "2024-03-10T13:00:00Z" and document["end"] == "2024-03-10T14:00:00Z"
+    assert document["alerts"] == listing.alerts and document["tenant_id"] == "tenant"
+    assert document["listed_at"] == "2024-03-10T15:00:00+00:00"
