@@ -11,10 +11,11 @@ Flow only; the logic lives in plugins/mde_pipeline (see docs/DESIGN.md).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, task
 
+from mde_pipeline import dag_settings
 from mde_pipeline.assets import LAKE_ASSETS
 from mde_pipeline.operators import MDE_POOL, MdeFetchAlertIpsOperator, MdeListAlertsOperator
 from mde_pipeline.priority import PRIORITY_WEIGHT_RULE
@@ -27,10 +28,10 @@ with DAG(
     # Far enough back that `airflow backfill create` covers the 180-day retention window.
     start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
     catchup=False,
-    max_active_runs=4,
+    max_active_runs=dag_settings.MAX_ACTIVE_RUNS,
     default_args={
-        "retries": 3,
-        "retry_delay": timedelta(minutes=2),
+        "retries": dag_settings.TASK_RETRIES,
+        "retry_delay": dag_settings.RETRY_DELAY,
         "retry_exponential_backoff": True,
         "weight_rule": PRIORITY_WEIGHT_RULE,
     },

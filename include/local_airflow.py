@@ -68,6 +68,20 @@ class AirflowHome:
             )
         return proc
 
+    def test_runs(self, dag_id: str, run_ats, conf: dict | None = None, timeout: float = 900) -> list[dict]:
+        """Run ``dag.test()`` for each logical date in one process; one result dict each."""
+        args = [str(REPO / "include" / "dag_runs.py"), dag_id, *[t.isoformat() if hasattr(t, "isoformat") else str(t) for t in run_ats]]
+        if conf is not None:
+            args += ["--conf", json.dumps(conf)]
+        proc = subprocess.run(
+            [str(VENV_BIN / "python"), *args], env=self.env, cwd=self.path, capture_output=True, text=True, timeout=timeout
+        )
+        self.last_output = proc.stdout + proc.stderr
+        runs = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"run_at"')]
+        if proc.returncode != 0 or len(runs) != len(args) - 2 - (2 if conf is not None else 0):
+            raise AssertionError(f"dag_runs.py exited {proc.returncode}\n{self.last_output[-8000:]}")
+        return runs
+
     def import_pools(self, pools_file: Path = REPO / "include" / "pools.json") -> None:
         self.cli("pools", "import", str(pools_file))
 

@@ -64,6 +64,6 @@ fi
 
 step "Importing pools from ${POOLS_FILE}"
 "${ENTRYPOINT}" airflow pools import "${POOLS_FILE}"
-"${ENTRYPOINT}" airflow pools get mde_api
+"${ENTRYPOINT}" airflow pools get mde_api --output json
 
 step "airflow-init done"

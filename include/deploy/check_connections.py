@@ -48,14 +48,15 @@ def placeholder_fields(value: str) -> list[str]:
             for index, child in enumerate(node):
                 walk(child, f"{path}[{index}]")
         elif isinstance(node, str):
-            if PLACEHOLDER.search(node):
-                found.append(path or "value")
-            elif path.endswith("extra") and node.strip().startswith("{"):
+            if path == "extra" and node.strip().startswith("{"):
                 # extra given as JSON text inside the JSON document
                 try:
                     walk(json.loads(node), path)
+                    return
                 except ValueError:
                     pass
+            if PLACEHOLDER.search(node):
+                found.append(path or "value")
 
     walk(document, "")
     return found
@@ -76,7 +77,7 @@ def precheck(conn_id: str, environ, *, required: bool) -> list[str]:
         return []
     problems = []
     text = value.strip()
-    if text.startswith("{"):
+    if text.startswith(("{", "[")):  # Airflow reads JSON when it looks like JSON
         try:
             document = json.loads(text)
         except ValueError as exc:

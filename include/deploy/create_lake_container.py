@@ -26,6 +26,10 @@ def ensure_container(location, *, timeout: float, interval: float = 2.0, sleep=t
     """Create the location's container if missing. True when it was created, False
     when it existed. Retries any error until ``timeout``; then raises the last one."""
     container = container_of(location.root)
+    if hasattr(location.fs, "assume_container_exists"):
+        # adlfs takes any error while looking a container up for "it exists" unless
+        # told otherwise; here an unreachable store must be an error, not a success.
+        location.fs.assume_container_exists = False
     deadline = now() + timeout
     while True:
         try:

@@ -104,7 +104,7 @@ class AlertStore:
         self.tenant_id = tenant_id
         self.invalid_ip_rate = invalid_ip_rate
         self.vanish_rate = vanish_rate
-        self._lock = threading.RLock()
+        self._lock = self.lock = threading.RLock()
         self._rng = random.Random(seed)
         self._advance_rng = random.Random(seed * 7919 + 17)
         self.version = 0
@@ -420,7 +420,7 @@ class AlertStore:
 
     def write_ground_truth(self, path: Path) -> None:
         with self._lock:
-            data = json.dumps(self.ground_truth(), indent=1, sort_keys=True)
+            data = json.dumps(self.ground_truth(), separators=(",", ":"), sort_keys=True)
             tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
             tmp.write_text(data)
             os.replace(tmp, path)

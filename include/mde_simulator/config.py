@@ -10,6 +10,8 @@ import json
 import math
 from pathlib import Path
 
+from .timeutil import parse_cli_time
+
 DEFAULT_RATE_LIMITS = [[100, 60], [1500, 3600]]
 DEFAULT_TENANT_ID = "8f4c1f5e-2a6b-4c3d-9e8f-0a1b2c3d4e5f"
 DEFAULT_CLIENT_ID = "3c9d7a10-5b2e-4f61-8a7c-d1e2f3a4b5c6"
@@ -188,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     server = parser.add_argument_group("server")
-    server.add_argument("--state-dir", required=True, type=Path,
+    server.add_argument("--state-dir", default=Path(".sim"), type=Path,
                         help="folder for ca.pem, server cert, ground_truth.json, ready.json")
     server.add_argument("--host", default="127.0.0.1", help="address to listen on")
     server.add_argument("--port", type=int, default=0, help="port (0 = pick a free one)")
@@ -278,6 +280,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--default-top must be between 1 and 10000")
     if args.token_lifetime <= 0:
         parser.error("--token-lifetime must be > 0")
+    for name in ("start", "end"):
+        value = getattr(args, name)
+        if value is not None:
+            try:
+                parse_cli_time(value)
+            except ValueError as exc:
+                parser.error(f"--{name}: {exc}")
+    if args.start and args.end and parse_cli_time(args.end) <= parse_cli_time(args.start):
+        parser.error("--end must be after --start")
     if args.fault_5xx + args.fault_slow + args.fault_drop + args.fault_malformed > 1.0:
         parser.error("fault rates add up to more than 1")
     return args

@@ -92,7 +92,9 @@ def load_certificate(pem: str | bytes) -> x509.Certificate:
 class Entra:
     def __init__(self, *, scopes=DEFAULT_SCOPES, token_lifetime: float = 3599):
         self._lock = threading.Lock()
-        self._clients: dict[str, Client] = {}
+        # Keyed by (client id, tenant): one multi-tenant app can be registered in several
+        # tenants, and limits count per application + tenant.
+        self._clients: dict[tuple[str, str], Client] = {}
         self._signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self._kid = uuid.uuid4().hex
         self.scopes = list(scopes)
@@ -104,21 +106,22 @@ class Entra:
                  certificates=()) -> None:
         with self._lock:
             client = Client(client_id, tenant_id, secret, list(roles))
-            old = self._clients.get(client_id)
-            if old is not None:
-                client.certificates.update(old.certificates)
-            self._clients[client_id] = client
+            for other in self._clients.values():   # certificates belong to the app
+                if other.client_id == client_id:
+                    client.certificates.update(other.certificates)
+            self._clients[(client_id, tenant_id)] = client
         for pem in certificates:
             self.add_certificate(client_id, pem)
 
     def add_certificate(self, client_id: str, pem: str | bytes) -> None:
         cert = load_certificate(pem)
         with self._lock:
-            client = self._clients.get(client_id)
-            if client is None:
+            registrations = [c for c in self._clients.values() if c.client_id == client_id]
+            if not registrations:
                 raise KeyError(client_id)
-            for thumbprint in _thumbprints(cert):
-                client.certificates[thumbprint] = cert
+            for client in registrations:
+                for thumbprint in _thumbprints(cert):
+                    client.certificates[thumbprint] = cert
 
     def tenants(self) -> set:
         with self._lock:
@@ -198,8 +201,8 @@ class Entra:
             raise fail(400, "invalid_request", 900144,
                        "The request body must contain the following parameter: 'client_id'.")
         with self._lock:
-            client = self._clients.get(client_id)
-        if client is None or client.tenant_id != tenant:
+            client = self._clients.get((client_id, tenant))
+        if client is None:
             raise fail(400, "unauthorized_client", 700016,
                        f"Application with identifier '{client_id}' was not found in the "
                        f"directory '{tenant}'. This can happen if the application has not been "
@@ -322,8 +325,8 @@ class Entra:
         if claims.get("aud") not in [s[: -len("/.default")] for s in self.scopes]:
             raise TokenError(401, "The access token audience is not valid for this API.")
         with self._lock:
-            client = self._clients.get(claims.get("appid"))
-        if client is None or client.tenant_id != claims.get("tid"):
+            client = self._clients.get((claims.get("appid"), claims.get("tid")))
+        if client is None:
             raise TokenError(401, "The access token was issued to an unknown application.")
         return TokenClaims(client.client_id, client.tenant_id, list(claims.get("roles", [])),
                            expires_at)

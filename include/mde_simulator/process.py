@@ -88,6 +88,7 @@ class SimulatorProcess:
                     pass  # cannot happen with the atomic rename, but never trust a race
             code = self.process.poll()
             if code is not None:
+                self.stop()
                 raise SimulatorError(f"simulator exited with code {code} before it was ready:\n"
                                      f"{self._stderr_tail()}")
             if time.monotonic() > deadline:

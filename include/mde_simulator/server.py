@@ -31,7 +31,8 @@ from .faults import Faults, malformed_ips_body, malformed_list_body
 from .odata import ODataError, parse_query, update_time_bounds
 from .rate_limit import SlidingWindowLimiter
 from .stats import Stats
-from .timeutil import TICKS_PER_SECOND, format_ticks, format_timespan, now_ticks, parse_iso
+from .timeutil import (TICKS_PER_SECOND, format_ticks, format_timespan, now_ticks,
+                       parse_cli_time, parse_iso)
 
 MDE_JSON = "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8"
 ENTRA_JSON = "application/json; charset=utf-8"
@@ -57,8 +58,8 @@ class Simulator:
         self.log_requests = args.log_requests
         self.ground_truth_path = self.state_dir / "ground_truth.json"
 
-        end = parse_iso(args.end) if args.end else (now_ticks() // TICKS_PER_SECOND) * TICKS_PER_SECOND
-        start = parse_iso(args.start) if args.start else end - 24 * 3600 * TICKS_PER_SECOND
+        end = parse_cli_time(args.end) if args.end else (now_ticks() // TICKS_PER_SECOND) * TICKS_PER_SECOND
+        start = parse_cli_time(args.start) if args.start else end - 24 * 3600 * TICKS_PER_SECOND
         self.store = AlertStore(
             seed=args.seed, count=args.alerts, start=start, end=end, tenant_id=args.tenant_id,
             burst_share=args.burst_share, empty_ips_rate=args.empty_ips_rate,
@@ -434,17 +435,19 @@ class Handler(BaseHTTPRequestHandler):
             query = parse_query(self._query_pairs)
         except ODataError as exc:
             return self._json(400, mde_error("BadRequest", str(exc)))
-        if query.filter is not None:
-            low, low_inc, high, high_inc = update_time_bounds(query.filter)
-            candidates = sim.store.range_by_update(low, low_inc, high, high_inc)
-            candidates = [a for a in candidates if query.filter.matches(_field_getter(a))]
-        else:
-            candidates = sim.store.snapshot()
-        ordered = _order(candidates, query.orderby)
-        top = query.top if query.top is not None else sim.default_top
-        page = ordered[query.skip: query.skip + top]
+        # One consistent view: --advance-rate may move alerts from other threads.
+        with sim.store.lock:
+            if query.filter is not None:
+                low, low_inc, high, high_inc = update_time_bounds(query.filter)
+                candidates = sim.store.range_by_update(low, low_inc, high, high_inc)
+                candidates = [a for a in candidates if query.filter.matches(_field_getter(a))]
+            else:
+                candidates = sim.store.snapshot()
+            ordered = _order(candidates, query.orderby)
+            top = query.top if query.top is not None else sim.default_top
+            page = ordered[query.skip: query.skip + top]
+            value = [sim.store.to_json(a, query.expand_evidence) for a in page]
         context = f"{sim.base_url}/api/$metadata#Alerts"
-        value = [sim.store.to_json(a, query.expand_evidence) for a in page]
         if malformed:
             body = malformed_list_body(context, value)
             self._send(200, body, MDE_JSON)

@@ -43,6 +43,14 @@ def parse_iso(text: str) -> int:
     return ticks
 
 
+def parse_cli_time(text: str) -> int:
+    """--start/--end: ISO 8601; without an offset it means UTC (as datetime.isoformat())."""
+    try:
+        return parse_iso(text)
+    except ValueError:
+        return parse_iso(text.strip() + "Z")
+
+
 def _ticks_of(moment: datetime) -> int:
     epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
     delta = moment - epoch

@@ -160,8 +160,8 @@ class AlertsApi(Protocol):
 
 
 class ListingNotAdvancingError(RuntimeError):
-    """The service's answers do not let the cursor move forward (for example it ignores
-    ``$skip``, or equal-timestamp groups keep changing under the cursor)."""
+    """The service's answers do not let the listing move forward (it ignores ``$skip``
+    or the filter, or repeats an ``@odata.nextLink``)."""
 
 
 @dataclass
@@ -248,7 +248,9 @@ def list_interval(
     """List ``[start, end)`` with the lastUpdateTime cursor described in the module doc."""
     start_ticks, end_ticks = to_ticks(start), to_ticks(end)
     if end_ticks <= start_ticks:
-        raise ValueError(f"empty or reversed interval: {format_timestamp(start_ticks)} .. {format_timestamp(end_ticks)}")
+        raise ValueError(
+            f"empty or reversed interval: {format_timestamp(start_ticks)} .. {format_timestamp(end_ticks)}"
+        )
     if not 2 <= page_size <= MAX_PAGE_SIZE:
         # The one-alert overlap of rule 2 needs room for at least one new alert per page.
         raise ValueError(f"page_size must be between 2 and {MAX_PAGE_SIZE}, got {page_size}")

@@ -26,7 +26,9 @@ DEFAULT_BATCH_SIZE = 100
 DEFAULT_MAX_BATCHES = 1000
 
 
-def effective_batch_size(alert_count: int, batch_size: int = DEFAULT_BATCH_SIZE, max_batches: int = DEFAULT_MAX_BATCHES) -> int:
+def effective_batch_size(
+    alert_count: int, batch_size: int = DEFAULT_BATCH_SIZE, max_batches: int = DEFAULT_MAX_BATCHES
+) -> int:
     """``batch_size``, grown just enough that ``alert_count`` alerts fit in ``max_batches``."""
     if batch_size < 1 or max_batches < 1:
         raise ValueError(f"batch_size and max_batches must be positive, got {batch_size}, {max_batches}")

@@ -374,7 +374,10 @@ class ClientStats:
     throttled: int = 0
     retries: int = 0
     wait_seconds: float = 0.0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Not a field: dataclasses.asdict()/replace() of stats must keep working.
+        self._lock = threading.Lock()
 
     def add(self, *, calls: int = 0, throttled: int = 0, retries: int = 0, wait_seconds: float = 0.0) -> None:
         with self._lock:

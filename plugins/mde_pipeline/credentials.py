@@ -98,15 +98,32 @@ def trust_bundle(configured: Iterable[str] = ()) -> str:
         seen.add(real)
         parts.extend(_certificates_in(path, origin))
     bundle = b"".join(parts)
-    directory = os.path.join(tempfile.gettempdir(), "mde_ca_bundles")
-    os.makedirs(directory, exist_ok=True)
+    directory = _private_dir()
     target = os.path.join(directory, hashlib.sha256(bundle).hexdigest()[:32] + ".pem")
-    if not os.path.exists(target):
+    if not _holds(target, bundle):  # never trust a file just for its name
         fd, scratch = tempfile.mkstemp(dir=directory, suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
             handle.write(bundle)
         os.replace(scratch, target)  # atomic: concurrent builders write the same bytes
     return target
+
+
+def _private_dir() -> str:
+    """A temp directory only this user can write (a trust store must not be planted)."""
+    directory = os.path.join(tempfile.gettempdir(), f"mde_ca_bundles_{os.getuid()}")
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    info = os.lstat(directory)
+    if not os.path.isdir(directory) or os.path.islink(directory) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        directory = tempfile.mkdtemp(prefix="mde_ca_bundles_")
+    return directory
+
+
+def _holds(path: str, content: bytes) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read() == content
+    except OSError:
+        return False
 
 
 def build_transport(config: "MdeConnectionConfig") -> RequestsTransport:
@@ -143,6 +160,10 @@ def build_credential(config: "MdeConnectionConfig", *, transport: RequestsTransp
     authority = {
         "authority": config.endpoints.authority_host,
         "disable_instance_discovery": config.disable_instance_discovery,
+        # azure-identity's own RetryPolicy for token requests: the connection's retry knobs
+        "retry_total": config.retry_total,
+        "retry_backoff_factor": config.retry_backoff_factor,
+        "retry_backoff_max": config.retry_backoff_max,
     }
     method = config.auth_method
     if method == "client_secret":

@@ -214,7 +214,12 @@ def _ips_result(entry: dict[str, Any], values: list[Any] | None, fetched_at: dat
     ip_set = canonical_ips(values)
     for invalid in ip_set.invalid:
         # %r: a hostile string cannot forge log lines.
-        logger.warning("alert %s: %r is not an IP address (%s); kept out of the ip column", entry["alert_id"], invalid.value, invalid.reason)
+        logger.warning(
+            "alert %s: %r is not an IP address (%s); kept out of the ip column",
+            entry["alert_id"],
+            invalid.value,
+            invalid.reason,
+        )
     result["status"] = IPS_OK
     result["ips"] = [ip.as_pair() for ip in ip_set.ips]
     result["invalid_ip_values"] = [

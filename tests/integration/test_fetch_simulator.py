@@ -91,7 +91,8 @@ def test_batches_fetch_exactly_the_ground_truth(simulator, tmp_path, caplog):
         "the seed should serve one address twice"
     )
     # Each invalid string is reported with its alert id.
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "not an IP" in r.getMessage()]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = [w for w in warnings if "not an IP" in w]
     assert len(warnings) == sum(len(r["invalid_ip_values"]) for r in results)
     assert all(any(f"alert {r['alert_id']}: " in w for w in warnings) for r in results if r["invalid_ip_values"])
 
@@ -104,7 +105,9 @@ def test_batches_fetch_exactly_the_ground_truth(simulator, tmp_path, caplog):
         assert window["all"]["max_calls"] <= window["limit"]
 
     # The results are what the lake step consumes (lake/schema.py).
-    tables = interval_tables(listing.alerts, results, tenant_id=listing.tenant_id, interval_start=START, listed_at=listing.listed_at)
+    tables = interval_tables(
+        listing.alerts, results, tenant_id=listing.tenant_id, interval_start=START, listed_at=listing.listed_at
+    )
     assert tables["alert_ips"].num_rows == sum(len(r["ips"]) for r in results)
     assert tables["alerts"].num_rows == len(results)
 
@@ -141,7 +144,8 @@ def test_operators_execute_with_the_airflow_connection(simulator, tmp_path, monk
 
 @pytest.mark.parametrize("simulator", [SIM], indirect=True)
 def test_configuration_errors_fail_the_task_and_service_errors_raise_for_retries(simulator, tmp_path, monkeypatch):
-    batch = make_batches([{"id": next(iter(simulator.ground_truth()["alerts"])), "lastUpdateTime": "2026-01-05T00:00:00Z"}])[0]
+    some_alert = next(iter(simulator.ground_truth()["alerts"]))
+    batch = make_batches([{"id": some_alert, "lastUpdateTime": "2026-01-05T00:00:00Z"}])[0]
 
     # An app registration without Ip.Read.All: 403, named, not retried.
     limited = simulator.connection_uri(

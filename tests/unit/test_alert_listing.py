@@ -92,7 +92,10 @@ class FakeAlertsApi:
         }
 
     def ordered(self, ge: int, lt: int) -> list[str]:
-        key = (lambda a: (self.ticks[a], self.random.random())) if self.shuffle_ties else (lambda a: (self.ticks[a], self.order[a]))
+        if self.shuffle_ties:
+            key = lambda a: (self.ticks[a], self.random.random())  # noqa: E731
+        else:
+            key = lambda a: (self.ticks[a], self.order[a])  # noqa: E731
         return sorted((a for a, t in self.ticks.items() if ge <= t < lt), key=key)
 
     def list_alerts_page(self, *, filter, top, skip=0, orderby="lastUpdateTime asc", expand=None):
@@ -196,7 +199,7 @@ def assert_exact_once_per_version(api: FakeAlertsApi, intervals: dict[tuple[int,
             current = api.ticks[alert_id]
             if ticks != current:
                 assert (alert_id, ticks) in api.served
-                assert current >= end, f"{alert_id}: an older version listed although the current one is in the same interval"
+                assert current >= end, f"{alert_id}: an older version listed while the current one is in the interval"
     assert not [v for v, n in all_versions.items() if n > 1]
     covered_start, covered_end = min(s for s, _ in intervals), max(e for _, e in intervals)
     missing = [
@@ -229,7 +232,8 @@ def test_timestamps_round_trip_at_100ns(text, expected_literal):
 def test_seventh_digit_orders_timestamps_a_microsecond_datetime_cannot():
     a, b = parse_timestamp("2020-01-26T20:33:57.7220239Z"), parse_timestamp("2020-01-26T20:33:57.7220238Z")
     assert a - b == 1
-    assert ticks_to_datetime(a) == ticks_to_datetime(b) == datetime(2020, 1, 26, 20, 33, 57, 722023, tzinfo=timezone.utc)
+    truncated = datetime(2020, 1, 26, 20, 33, 57, 722023, tzinfo=timezone.utc)
+    assert ticks_to_datetime(a) == ticks_to_datetime(b) == truncated
 
 
 @pytest.mark.parametrize(
@@ -347,7 +351,9 @@ def test_whole_second_bounds_from_airflow():
     api = FakeAlertsApi({"x": H0, "y": H1})
     listing = list_alerts_for_interval(api, "2024-03-10 13:00:00+00:00", "2024-03-10 14:00:00+00:00")
     assert [a["id"] for a in listing] == ["x"]
-    assert api.requests[0]["filter"] == "lastUpdateTime ge 2024-03-10T13:00:00Z and lastUpdateTime lt 2024-03-10T14:00:00Z"
+    assert api.requests[0]["filter"] == (
+        "lastUpdateTime ge 2024-03-10T13:00:00Z and lastUpdateTime lt 2024-03-10T14:00:00Z"
+    )
     assert api.requests[0]["top"] == 10_000
 
 
@@ -450,7 +456,15 @@ def test_a_group_that_keeps_changing_under_skip_is_still_listed_exactly():
         ({"value": [{"id": "a", "lastUpdateTime": "2024-03-10T14:00:00Z"}]}, "outside the requested"),
         ({"value": [{"id": "a", "lastUpdateTime": None}]}, "bad lastUpdateTime"),
         ({"value": [{"lastUpdateTime": "2024-03-10T13:00:00Z"}]}, "without an id"),
-        ({"value": [{"id": "b", "lastUpdateTime": "2024-03-10T13:30:00Z"}, {"id": "a", "lastUpdateTime": "2024-03-10T13:10:00Z"}]}, "not ordered"),
+        (
+            {
+                "value": [
+                    {"id": "b", "lastUpdateTime": "2024-03-10T13:30:00Z"},
+                    {"id": "a", "lastUpdateTime": "2024-03-10T13:10:00Z"},
+                ]
+            },
+            "not ordered",
+        ),
         ({"values": []}, "no 'value' list"),
         ({"value": ["a"]}, "non-object"),
     ],

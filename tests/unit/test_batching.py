@@ -15,7 +15,9 @@ def listing(count: int, seed: int = 0) -> list[dict]:
     return [
         {
             "id": f"da{638000000000000000 + i}_{rng.randrange(2**31)}",
-            "lastUpdateTime": f"2024-03-10T13:{rng.randrange(60):02d}:{rng.randrange(60):02d}.{rng.randrange(10**7):07d}Z",
+            "lastUpdateTime": (
+                f"2024-03-10T13:{rng.randrange(60):02d}:{rng.randrange(60):02d}.{rng.randrange(10**7):07d}Z"
+            ),
             "title": "big entity field that must not travel in a batch",
         }
         for i in range(count)

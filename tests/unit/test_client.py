@@ -367,3 +367,14 @@ def test_config_repr_has_no_secrets(mde_make_config, mde_cert_pem):
     assert "pw-secret-999" not in text and "PRIVATE KEY" not in text
     secret_config = mde_make_config()
     assert secret_config.client_secret not in repr(secret_config)
+
+
+def test_stats_are_a_plain_dataclass_for_logs_and_xcom(mde_scripted):
+    import dataclasses
+
+    api = mde_scripted()
+    api.script(OK, throttled(5), OK)
+    api.client.get_alert_ips(ALERT_ID)
+    api.client.get_alert_ips(ALERT_ID)
+    stats = dataclasses.asdict(api.client.stats)
+    assert stats == {"calls": 3, "throttled": 1, "retries": 1, "wait_seconds": pytest.approx(5.05)}

@@ -131,3 +131,16 @@ def test_credential_transport_trusts_extra_cas(monkeypatch, tmp_path, mde_make_c
     bundle = transport.connection_config.verify
     assert bundle != certifi.where() and os.path.exists(bundle)
     assert ca.strip() in open(bundle, "rb").read()
+
+
+def test_a_planted_bundle_file_is_replaced_not_trusted(monkeypatch, tmp_path, mde_cert_pem):
+    ca, _ = mde_cert_pem("real-ca")
+    (tmp_path / "real.pem").write_bytes(ca)
+    path = trust_bundle([str(tmp_path / "real.pem")])
+    evil, _ = mde_cert_pem("planted-ca")
+    with open(path, "wb") as handle:
+        handle.write(evil)
+    assert trust_bundle([str(tmp_path / "real.pem")]) == path
+    content = open(path, "rb").read()
+    assert ca.strip() in content and evil.strip() not in content
+    assert os.stat(os.path.dirname(path)).st_mode & 0o077 == 0

@@ -64,7 +64,9 @@ def batch_of(*alert_ids):
     return {
         "batch_index": 2,
         "batch_count": 5,
-        "alerts": [{"alert_id": a, "last_update_time": f"2024-03-10T13:00:0{i}.1234567Z"} for i, a in enumerate(alert_ids)],
+        "alerts": [
+            {"alert_id": a, "last_update_time": f"2024-03-10T13:00:0{i}.1234567Z"} for i, a in enumerate(alert_ids)
+        ],
     }
 
 
@@ -209,7 +211,9 @@ def test_both_operators_run_in_the_api_pool_also_when_mapped():
     with DAG("pool_probe", schedule=None, start_date=pendulum.datetime(2024, 1, 1)) as dag:
         lister = MdeListAlertsOperator(task_id="list")
         fetch = MdeFetchAlertIpsOperator.partial(task_id="fetch", mde_conn_id="mde_default").expand(batch=lister.output)
-        other = MdeFetchAlertIpsOperator.partial(task_id="fetch_elsewhere", pool="other_pool").expand(batch=lister.output)
+        other = MdeFetchAlertIpsOperator.partial(task_id="fetch_elsewhere", pool="other_pool").expand(
+            batch=lister.output
+        )
     assert lister.pool == MDE_POOL
     assert fetch.pool == MDE_POOL
     assert other.pool == "other_pool"

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import pytest
 
-from conftest import Api, assert_mde_error
+from simhttp import Api, assert_mde_error
 from mde_simulator.process import SimulatorProcess
 from mde_simulator.timeutil import parse_iso
 

@@ -5,10 +5,28 @@ from collections import Counter
 import pytest
 import requests
 
-from conftest import Api, assert_mde_error
+from simhttp import Api, assert_mde_error
 from mde_simulator.process import SimulatorProcess
 
 NO_LIMITS = [[100000, 1]]
+NO_FAULTS = {"fault_5xx": 0.0, "fault_drop": 0.0, "fault_slow": 0.0, "fault_malformed": 0.0,
+             "fault_endpoints": "all"}
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    with SimulatorProcess(tmp_path_factory.mktemp("faults"), alerts=20, seed=5,
+                          rate_limits=NO_LIMITS, missing_ips_rate=0, empty_ips_rate=0) as process:
+        yield process
+
+
+@pytest.fixture
+def simulator(shared):
+    """The shared simulator with no faults and fresh stats; faults are switched off after."""
+    shared.configure(**NO_FAULTS)
+    shared.reset_stats()
+    yield shared
+    shared.configure(**NO_FAULTS)
 
 
 def parses(text):
@@ -29,11 +47,8 @@ def ips_statuses(api, alert_ids, calls):
     return out
 
 
-@pytest.mark.parametrize("simulator", [{"alerts": 20, "seed": 5, "rate_limits": NO_LIMITS,
-                                        "missing_ips_rate": 0, "empty_ips_rate": 0,
-                                        "fault_5xx": 0.2, "fault_drop": 0.1,
-                                        "fault_endpoints": ["ips"]}], indirect=True)
 def test_faults_happen_at_the_asked_rate_and_only_where_asked(api, simulator):
+    simulator.configure(fault_5xx=0.2, fault_drop=0.1, fault_endpoints=["ips"])
     alert_ids = [a["id"] for a in api.list_all()]         # list is not a fault endpoint
     statuses = ips_statuses(api, alert_ids, 300)
     counts = Counter(statuses)
@@ -69,9 +84,6 @@ def test_same_seed_same_faults(tmp_path):
     assert False in runs[0][40:]        # some malformed listings among the 20
 
 
-@pytest.mark.parametrize("simulator", [{"alerts": 20, "seed": 2, "rate_limits": NO_LIMITS,
-                                        "missing_ips_rate": 0, "empty_ips_rate": 0}],
-                         indirect=True)
 def test_malformed_bodies_are_really_unparseable(api, simulator):
     alert_id = api.list_all()[0]["id"]
     simulator.configure(fault_malformed=1.0)
@@ -86,9 +98,8 @@ def test_malformed_bodies_are_really_unparseable(api, simulator):
     assert api.get(f"/api/alerts/{alert_id}/ips").json()["value"]
 
 
-@pytest.mark.parametrize("simulator", [{"alerts": 5, "rate_limits": NO_LIMITS,
-                                        "fault_slow": 1.0, "slow_seconds": 1.5}], indirect=True)
 def test_slow_answers_outlast_a_client_timeout(api, simulator):
+    simulator.configure(fault_slow=1.0, slow_seconds=1.5)
     with pytest.raises(requests.exceptions.ReadTimeout):
         api.get("/api/alerts", timeout=(5, 0.3))
     simulator.configure(fault_slow=0.0)
@@ -96,7 +107,6 @@ def test_slow_answers_outlast_a_client_timeout(api, simulator):
     assert simulator.stats()["faults"]["slow"] == 1
 
 
-@pytest.mark.parametrize("simulator", [{"alerts": 5, "rate_limits": NO_LIMITS}], indirect=True)
 def test_dropped_connection_and_config_validation(api, simulator):
     simulator.configure(fault_drop=1.0, fault_endpoints="list")
     with pytest.raises(requests.ConnectionError):

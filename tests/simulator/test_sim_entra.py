@@ -13,8 +13,29 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from conftest import MDE_SCOPE, assert_mde_error
+from simhttp import MDE_SCOPE, Api, assert_mde_error
 from mde_simulator import tls
+from mde_simulator.process import SimulatorProcess
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One simulator for the tests that change nothing in it."""
+    with SimulatorProcess(tmp_path_factory.mktemp("entra"), alerts=5) as process:
+        yield process
+
+
+@pytest.fixture
+def sim(shared):
+    shared.reset_stats()
+    return shared
+
+
+@pytest.fixture
+def sim_api(sim):
+    client = Api(sim)
+    yield client
+    client.close()
 
 
 def secret_credential(info, **kwargs):
@@ -39,7 +60,7 @@ def make_certificate(path, name="mde-client"):
     return cert_pem.decode()
 
 
-def test_client_secret_credential_gets_a_token_with_tls_verified(simulator, api, monkeypatch):
+def test_client_secret_credential_gets_a_token_with_tls_verified(sim, sim_api, monkeypatch):
     looked_up = []
     real_getaddrinfo = socket.getaddrinfo
 
@@ -48,29 +69,29 @@ def test_client_secret_credential_gets_a_token_with_tls_verified(simulator, api,
         return real_getaddrinfo(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", recording_getaddrinfo)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", simulator.ca_bundle)
-    credential = secret_credential(simulator.info)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", sim.ca_bundle)
+    credential = secret_credential(sim.info)
     token = credential.get_token(MDE_SCOPE)
     assert token.expires_on > time.time() + 3000
     assert "login.microsoftonline.com" not in looked_up
     assert "127.0.0.1" in looked_up
-    seen = [(r["endpoint"], r["status"]) for r in simulator.requests()]
+    seen = [(r["endpoint"], r["status"]) for r in sim.requests()]
     assert seen == [("openid_configuration", 200), ("token", 200)]
-    response = api.get("/api/alerts", {"$top": "1"}, token=token.token)
+    response = sim_api.get("/api/alerts", {"$top": "1"}, token=token.token)
     assert response.status_code == 200
 
 
-def test_an_untrusted_ca_fails_verification(simulator, tmp_path, monkeypatch):
+def test_an_untrusted_ca_fails_verification(sim, tmp_path, monkeypatch):
     other_ca = tls.generate(tmp_path).ca_pem          # a valid CA, just not the server's
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(other_ca))
     with pytest.raises((ClientAuthenticationError, ServiceRequestError)) as caught:
-        secret_credential(simulator.info, retry_total=0).get_token(MDE_SCOPE)
+        secret_credential(sim.info, retry_total=0).get_token(MDE_SCOPE)
     assert "CERTIFICATE_VERIFY_FAILED" in repr(caught.value) + repr(caught.value.__context__)
-    assert not [r for r in simulator.requests() if r["endpoint"] == "token"]
+    assert not [r for r in sim.requests() if r["endpoint"] == "token"]
 
 
-def test_wrong_secret_gets_401_in_entra_shape(simulator, api):
-    response = api.token_response(secret="not-the-secret")
+def test_wrong_secret_gets_401_in_entra_shape(sim, sim_api):
+    response = sim_api.token_response(secret="not-the-secret")
     assert response.status_code == 401
     body = response.json()
     assert set(body) >= {"error", "error_description", "error_codes", "timestamp",
@@ -81,39 +102,39 @@ def test_wrong_secret_gets_401_in_entra_shape(simulator, api):
     uuid.UUID(body["trace_id"]), uuid.UUID(body["correlation_id"])
     assert "not-the-secret" not in response.text
     with pytest.raises(ClientAuthenticationError) as caught:
-        secret_credential(simulator.info, secret="not-the-secret",
-                          connection_verify=simulator.ca_bundle).get_token(MDE_SCOPE)
+        secret_credential(sim.info, secret="not-the-secret",
+                          connection_verify=sim.ca_bundle).get_token(MDE_SCOPE)
     assert "AADSTS7000215" in str(caught.value)
-    assert simulator.stats()["token_failures"] == 2
+    assert sim.stats()["token_failures"] == 2
 
 
-def test_tenant_client_and_scope_errors(simulator, api):
-    wrong_tenant = api.token_response(tenant="00000000-0000-0000-0000-000000000000")
+def test_tenant_client_and_scope_errors(sim, sim_api):
+    wrong_tenant = sim_api.token_response(tenant="00000000-0000-0000-0000-000000000000")
     assert wrong_tenant.status_code == 400 and wrong_tenant.json()["error_codes"] == [90002]
-    discovery = api.session.get(
-        f"{simulator.base_url}/00000000-0000-0000-0000-000000000000/v2.0/"
+    discovery = sim_api.session.get(
+        f"{sim.base_url}/00000000-0000-0000-0000-000000000000/v2.0/"
         ".well-known/openid-configuration")
     assert discovery.status_code == 400 and "AADSTS90002" in discovery.json()["error_description"]
-    unknown_client = api.token_response(client_id=str(uuid.uuid4()))
+    unknown_client = sim_api.token_response(client_id=str(uuid.uuid4()))
     assert unknown_client.status_code == 400
     assert unknown_client.json()["error_codes"] == [700016]
-    other_resource = api.token_response(scope="https://graph.microsoft.com/.default")
+    other_resource = sim_api.token_response(scope="https://graph.microsoft.com/.default")
     assert other_resource.status_code == 400
     assert other_resource.json()["error_codes"] == [500011]
-    regional = api.token_response(scope="https://api-eu.securitycenter.microsoft.com/.default")
+    regional = sim_api.token_response(scope="https://api-eu.securitycenter.microsoft.com/.default")
     assert regional.json()["error_codes"] == [500011]
-    not_default = api.token_response(scope="https://api.securitycenter.microsoft.com/Alert.Read.All")
+    not_default = sim_api.token_response(scope="https://sim_api.securitycenter.microsoft.com/Alert.Read.All")
     assert not_default.status_code == 400 and not_default.json()["error_codes"] == [1002012]
-    no_credential = api.session.post(
-        f"{simulator.base_url}/{simulator.info['tenant_id']}/oauth2/v2.0/token",
-        data={"grant_type": "client_credentials", "client_id": simulator.info["client_id"],
+    no_credential = sim_api.session.post(
+        f"{sim.base_url}/{sim.info['tenant_id']}/oauth2/v2.0/token",
+        data={"grant_type": "client_credentials", "client_id": sim.info["client_id"],
               "scope": MDE_SCOPE})
     assert no_credential.status_code == 401
     assert no_credential.json()["error_codes"] == [7000218]
-    legacy = api.token_response(
+    legacy = sim_api.token_response(
         scope="https://securitycenter.onmicrosoft.com/windowsatpservice/.default")
     assert legacy.status_code == 200 and legacy.json()["token_type"] == "Bearer"
-    assert api.get("/api/alerts", {"$top": "1"},
+    assert sim_api.get("/api/alerts", {"$top": "1"},
                    token=legacy.json()["access_token"]).status_code == 200
 
 

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import Api, assert_mde_error
+from simhttp import Api, assert_mde_error
 from mde_simulator.process import SimulatorProcess
 from mde_simulator.timeutil import format_ticks, parse_iso
 

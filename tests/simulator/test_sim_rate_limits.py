@@ -5,23 +5,46 @@ Times come from the server's own record of each call's arrival (/_sim/requests),
 the assertions do not depend on how fast this machine happens to be.
 """
 import math
+import threading
+import time
 
 import pytest
 
-from conftest import assert_mde_error
+from simhttp import Api, assert_mde_error
+from mde_simulator.process import SimulatorProcess
 
 IPS = "/api/alerts/da000000000000000000_1/ips"   # unknown id: a counted 404, cheap
 
 
+@pytest.fixture(scope="module")
+def simulator(tmp_path_factory):
+    with SimulatorProcess(tmp_path_factory.mktemp("limits"), alerts=10) as process:
+        yield process
+
+
+@pytest.fixture
+def limits(simulator):
+    """Set the windows for one test, with empty windows and fresh stats."""
+    clients = []
+
+    def apply(rate_limits, scope="shared"):
+        simulator.configure(rate_limits=rate_limits, limit_scope=scope)
+        simulator.reset_stats(limiter=True)
+        clients.append(Api(simulator))
+        return clients[-1]
+    yield apply
+    for client in clients:
+        client.close()
+
+
 def sleep_until(moment):
-    import time
     delay = moment - time.time()
     if delay > 0:
         time.sleep(delay)
 
 
-@pytest.mark.parametrize("simulator", [{"alerts": 10, "rate_limits": [[3, 2]]}], indirect=True)
-def test_fourth_call_in_the_window_is_throttled_and_admitted_after_the_slide(api):
+def test_fourth_call_in_the_window_is_throttled_and_admitted_after_the_slide(limits, simulator):
+    api = limits([[3, 2]])
     api.token()  # token requests never count
     first = [api.get(IPS) for _ in range(3)]
     assert [r.status_code for r in first] == [404, 404, 404]
@@ -42,9 +65,8 @@ def test_fourth_call_in_the_window_is_throttled_and_admitted_after_the_slide(api
     assert after.status_code == 404       # admitted (an unknown id), not 429
 
 
-@pytest.mark.parametrize("simulator", [{"alerts": 10, "rate_limits": [[2, 1]]}], indirect=True)
-def test_calls_during_a_throttle_prolong_it(api, simulator):
-    import time
+def test_calls_during_a_throttle_prolong_it(limits, simulator):
+    api = limits([[2, 1]])
     admitted = [api.get(IPS) for _ in range(2)]
     assert [r.status_code for r in admitted] == [404, 404]
     refused = []
@@ -73,15 +95,14 @@ def test_calls_during_a_throttle_prolong_it(api, simulator):
     assert stats["calls"]["ips"] == {"404": 3, "429": 3}
 
 
-@pytest.mark.parametrize("simulator", [{"alerts": 10, "rate_limits": [[2, 30]]}], indirect=True)
-def test_shared_and_per_endpoint_budgets(api, simulator):
+def test_shared_and_per_endpoint_budgets(limits, simulator):
+    api = limits([[2, 30]])
     assert api.get("/api/alerts").status_code == 200
     assert api.get(IPS).status_code == 404
     assert_mde_error(api.get("/api/alerts"), 429)         # list + ips share one budget
     assert_mde_error(api.get(IPS), 429)
 
-    simulator.reset_stats(limiter=True)
-    simulator.configure(limit_scope="per-endpoint")
+    api = limits([[2, 30]], scope="per-endpoint")
     assert api.get("/api/alerts").status_code == 200
     assert api.get("/api/alerts").status_code == 200
     assert_mde_error(api.get("/api/alerts"), 429)
@@ -93,8 +114,8 @@ def test_shared_and_per_endpoint_budgets(api, simulator):
     assert windows["ips"] == {"max_calls": 3, "max_admitted": 2}
 
 
-@pytest.mark.parametrize("simulator", [{"alerts": 10, "rate_limits": [[2, 30]]}], indirect=True)
-def test_budget_is_per_client_and_token_requests_do_not_count(api, simulator):
+def test_budget_is_per_client_and_token_requests_do_not_count(limits, simulator):
+    api = limits([[2, 30]])
     for _ in range(5):
         api.token(fresh=True)
     assert api.get("/api/alerts").status_code == 200
@@ -109,9 +130,8 @@ def test_budget_is_per_client_and_token_requests_do_not_count(api, simulator):
     assert per_client[simulator.info["limited_client_id"]]["calls"] == 1
 
 
-@pytest.mark.parametrize("simulator", [{"alerts": 10, "rate_limits": [[100, 60]]}],
-                         indirect=True)
-def test_limits_change_at_run_time_and_unauthenticated_calls_are_not_counted(api, simulator):
+def test_limits_change_at_run_time_and_unauthenticated_calls_are_not_counted(limits, simulator):
+    api = limits([[100, 60]])
     assert api.get(IPS, token=False).status_code == 401
     assert api.get(IPS).status_code == 404
     settings = simulator.configure(rate_limits=[[1, 3600]])
@@ -125,14 +145,8 @@ def test_limits_change_at_run_time_and_unauthenticated_calls_are_not_counted(api
     assert stats["clients"][0]["calls"] == 3
 
 
-@pytest.mark.parametrize("simulator", [{"alerts": 10, "rate_limits": [[20, 1], [30, 3]]}],
-                         indirect=True)
-def test_concurrent_callers_never_get_more_than_the_limit_admitted(simulator):
-    import threading
-    import time
-
-    from conftest import Api
-
+def test_concurrent_callers_never_get_more_than_the_limit_admitted(limits, simulator):
+    limits([[20, 1], [30, 3]])
     results, lock = [], threading.Lock()
     deadline = time.time() + 1.5
 
@@ -157,3 +171,23 @@ def test_concurrent_callers_never_get_more_than_the_limit_admitted(simulator):
     for window in client["windows"]:
         assert 1 <= window["all"]["max_admitted"] <= window["limit"]
         assert window["all"]["max_calls"] > window["limit"]
+
+
+def test_one_app_in_two_tenants_has_two_budgets(limits, simulator):
+    api = limits([[2, 30]])
+    app = simulator.info["client_id"]
+    other_tenant = "11111111-2222-4333-8444-555555555555"
+    simulator.configure(clients=[{"client_id": app, "client_secret": "second-tenant-secret",
+                                  "tenant_id": other_tenant}])
+    response = api.token_response(client_id=app, secret="second-tenant-secret",
+                                  tenant=other_tenant)
+    assert response.status_code == 200, response.text
+    other_token = response.json()["access_token"]
+    assert api.get(IPS).status_code == 404
+    assert api.get(IPS).status_code == 404
+    assert_mde_error(api.get(IPS), 429)
+    assert api.get(IPS, token=other_token).status_code == 404   # its own budget
+    # The secret of one tenant's registration does not open the other.
+    assert api.token_response(client_id=app, secret="second-tenant-secret").status_code == 401
+    budgets = {(c["client_id"], c["tenant_id"]): c["calls"] for c in simulator.stats()["clients"]}
+    assert budgets == {(app, simulator.info["tenant_id"]): 3, (app, other_tenant): 1}

@@ -1,0 +1,42 @@
+"""Daily compaction of the lake's closed days (flow only; logic in mde_pipeline.lake.compaction).
+
+- Runs at 03:30 UTC with a real one-day data interval (``CronDataIntervalTimetable``).
+  A run compacts, in both tables, every day that still has hourly files and ended at
+  least ``GRACE`` (3 h) before its data interval's end, so yesterday is compacted by the
+  03:30 run, and old days filled by a backfill are picked up by the next run once no
+  hourly file of theirs changed for an hour (the backfill has moved on).
+- Why a schedule and not the lake Assets (``mde_lake.alerts`` / ``mde_lake.alert_ips``):
+  those are emitted by every hourly publish; compaction needs a day to be over, not a
+  new hour, and one run per day is enough. Compaction changes files, not rows, so it
+  emits no asset events.
+- Idempotent and safe beside hourly loads and reruns: each day is swapped in atomically
+  under the day's lake lock, and reruns of hours in compacted days are published into
+  the compacted file by the writer. ``catchup=False``: one run does all pending days.
+- The lake root and its connection come from Variables ``mde_lake_root`` and
+  ``mde_lake_conn_id``, as for ``mde_alert_ips``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airflow.sdk import DAG, CronDataIntervalTimetable, task
+
+with DAG(
+    dag_id="mde_lake_compaction",
+    description="Rewrite closed days of the MDE lake into one sorted file per table and day",
+    schedule=CronDataIntervalTimetable("30 3 * * *", timezone="UTC"),
+    start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=10)},
+    tags=["mde", "lake"],
+) as dag:
+
+    @task
+    def compact_closed_days(**context) -> list[dict]:
+        from mde_pipeline.lake.compaction import run_compaction
+
+        return run_compaction(closed_before=context["data_interval_end"])
+
+    compact_closed_days()

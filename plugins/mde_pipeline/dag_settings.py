@@ -1,0 +1,30 @@
+"""Defaults of DAG mde_alert_ips that operators may tune without editing the DAG.
+
+Everything has a production default here, so a stock deployment needs no setting.
+The environment overrides exist for operations (shorter retry delays in a sandbox) and
+for tests that must watch a failure happen without waiting minutes for retries.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+
+def _int_env(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
+
+
+# A failed batch retries alone; 5xx/timeouts/throttling are already retried inside the
+# client, so a task retry covers longer outages.
+TASK_RETRIES = _int_env("MDE_ALERT_IPS_TASK_RETRIES", 3)
+RETRY_DELAY = timedelta(seconds=_int_env("MDE_ALERT_IPS_RETRY_DELAY_SECONDS", 120))
+# Runs of the DAG at once (scheduled and each backfill have their own limit); the pool,
+# not this, bounds the API callers.
+MAX_ACTIVE_RUNS = _int_env("MDE_ALERT_IPS_MAX_ACTIVE_RUNS", 4)

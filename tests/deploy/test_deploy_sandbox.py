@@ -1,0 +1,143 @@
+"""The local sandbox's settings work against the real parts they point at.
+
+* the simulator, started with the flags docker-compose renders for mde-simulator, issues
+  a token to the sandbox connection from .env.local.example and serves alerts and IPs
+  to it, over TLS verified against the CA it wrote; its certificate names the host the
+  containers use;
+* include/deploy/create_lake_container.py creates the lake container in a real Azurite
+  through the sandbox's own mde_lake connection (the well-known development key).
+
+Host names that only exist on the compose network (mde-simulator, azurite) are swapped
+for the loopback address where the test process connects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+VENV_PYTHON = str(Path(sys.executable))
+
+
+def test_sandbox_connection_talks_to_the_simulator_as_compose_starts_it(tmp_path, local_model):
+    from mde_pipeline.client import MdeClient, MdeConnectionConfig
+    from mde_simulator.config import build_parser
+    from mde_simulator.process import SimulatorProcess
+
+    services = local_model["services"]
+    flags = build_parser().parse_args(services["mde-simulator"]["command"][3:])
+    connection = json.loads(services["airflow-worker"]["environment"]["AIRFLOW_CONN_MDE_DEFAULT"])
+
+    # Loopback and a free port here (0.0.0.0:8443 in compose). Without --public-host: the
+    # simulator would advertise token endpoints at mde-simulator, a name only the
+    # compose network resolves.
+    with SimulatorProcess(
+        tmp_path / "sim", host="127.0.0.1", port=0,
+        tenant_id=flags.tenant_id, client_id=flags.client_id, client_secret=flags.client_secret,
+        alerts=flags.alerts, seed=flags.seed, san=flags.san,
+    ) as sim:
+        names = x509.load_pem_x509_certificate((tmp_path / "sim" / "server.pem").read_bytes()).extensions \
+            .get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+        assert "mde-simulator" in names  # the host name AIRFLOW_CONN_MDE_DEFAULT uses
+        local_url = sim.base_url
+        extra = dict(connection["extra"], authority_host=local_url, ca_bundle=sim.ca_bundle,
+                     rate_limit_ledger_dir=str(tmp_path / "ledger"))
+        config = MdeConnectionConfig.from_parts(
+            host=local_url, login=connection["login"], password=connection["password"], extra=extra)
+        with MdeClient(config) as client:
+            page = client.list_alerts_page(filter=None, top=5)
+            assert len(page["value"]) == 5
+            truth = sim.ground_truth()
+            assert len(truth["alerts"]) == flags.alerts
+            ips = client.get_alert_ips(page["value"][0]["id"])
+            assert ips is None or isinstance(ips, list)
+        stats = sim.stats()
+        assert stats["clients"] and all(c["throttled"] == 0 for c in stats["clients"])
+
+
+def test_lake_init_creates_the_container_in_azurite(tmp_path, local_model):
+    from tests.lake.azurite import AzuriteServer
+
+    worker_env = local_model["services"]["airflow-worker"]["environment"]
+    lake_init = local_model["services"]["mde-lake-init"]
+    script = REPO / "include" / "deploy" / "create_lake_container.py"
+    assert lake_init["command"] == ["python", "/opt/airflow/include/deploy/create_lake_container.py"]
+    container = f"mde-lake-{uuid.uuid4().hex[:8]}"
+    root = worker_env["AIRFLOW_VAR_MDE_LAKE_ROOT"].replace("abfs://mde-lake@", f"abfs://{container}@")
+
+    with AzuriteServer() as azurite:
+        sandbox_connection = worker_env["AIRFLOW_CONN_MDE_LAKE"]
+        assert "http://azurite:10000/" in sandbox_connection
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+        env.update(
+            AIRFLOW_HOME=str(tmp_path / "home"),
+            AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
+            AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
+            AIRFLOW_VAR_MDE_LAKE_ROOT=root,
+            AIRFLOW_VAR_MDE_LAKE_CONN_ID=lake_init["environment"]["AIRFLOW_VAR_MDE_LAKE_CONN_ID"],
+            AIRFLOW_CONN_MDE_LAKE=sandbox_connection.replace("http://azurite:10000/", f"http://127.0.0.1:{azurite.port}/"),
+        )
+        env.pop("PYTHONPATH", None)
+
+        def run() -> subprocess.CompletedProcess:
+            return subprocess.run([VENV_PYTHON, str(script), "--timeout", "30"], env=env,
+                                  capture_output=True, text=True, timeout=300)
+
+        first = run()
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert f"lake container '{container}' created" in first.stdout
+        assert azurite.blob_service().get_container_client(container).exists()
+        again = run()
+        assert again.returncode == 0 and "already there" in again.stdout
+
+    # Azurite gone: the script retries until its timeout, then says why and fails.
+    env["AIRFLOW_CONN_MDE_LAKE"] = sandbox_connection.replace("http://azurite:10000/", "http://127.0.0.1:9/")
+    gone = subprocess.run([VENV_PYTHON, str(script), "--timeout", "3"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert gone.returncode == 1 and f"cannot create container '{container}'" in gone.stderr
+
+
+def test_ensure_container_retries_until_the_store_answers():
+    """Retry logic on fsspec's in-memory filesystem (a real one), failing twice first."""
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    sys.path.insert(0, str(REPO / "include" / "deploy"))
+    import create_lake_container
+
+    class Flaky(MemoryFileSystem):
+        failures = 2
+
+        def exists(self, path, **kwargs):
+            if Flaky.failures:
+                Flaky.failures -= 1
+                raise ConnectionError("store not up yet")
+            return super().exists(path, **kwargs)
+
+    class Location:
+        root = "lake-container/prefix"
+        fs = Flaky(skip_instance_cache=True)
+
+    clock = {"now": 0.0}
+    sleeps = []
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        clock["now"] += seconds
+
+    assert create_lake_container.ensure_container(Location, timeout=10, sleep=sleep, now=lambda: clock["now"])
+    assert sleeps == [2.0, 2.0] and Location.fs.exists("lake-container")
+    assert not create_lake_container.ensure_container(Location, timeout=10, sleep=sleep, now=lambda: clock["now"])
+
+    Flaky.failures = 100
+    with pytest.raises(ConnectionError):
+        create_lake_container.ensure_container(Location, timeout=5, sleep=sleep, now=lambda: clock["now"])
