@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, task
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
 
 from mde_pipeline import dag_settings
 from mde_pipeline.assets import LAKE_ASSETS
@@ -36,11 +36,13 @@ with DAG(
         "weight_rule": PRIORITY_WEIGHT_RULE,
     },
     tags=["mde", "security"],
+    params={"batch_size": Param(100, type="integer", minimum=1)},
 ) as dag:
     batches = MdeListAlertsOperator(
         task_id="list_alerts",
         pool=MDE_POOL,
         staging_writer=stage_listing,
+        batch_size="{{ params.batch_size }}",
     )
 
     fetched = MdeFetchAlertIpsOperator.partial(task_id="fetch_ips", pool=MDE_POOL).expand(

@@ -13,11 +13,19 @@ Values still holding a ``<placeholder>`` from .env.example are reported by varia
 and field. Messages name variables and fields, never values: .env holds secrets and
 init logs are kept.
 
-Usage: python check_connections.py   (exit status 0 when usable, 1 otherwise)
+With ``--probe`` it also talks to both (``airflow-init`` does not: the sandbox's
+simulator starts after it): ``mde_default`` lists one alert, the way the connection
+test of MdeHook does (one call of the budget, through the rate limiter), and an
+``abfs://`` lake looks its container up. Use it from a running deployment:
+
+    docker compose run --rm airflow-cli python /opt/airflow/include/deploy/check_connections.py --probe
+
+Usage: python check_connections.py [--probe]   (exit status 0 when usable, 1 otherwise)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -91,14 +99,15 @@ def precheck(conn_id: str, environ, *, required: bool) -> list[str]:
     return problems
 
 
-def check_mde(environ) -> tuple[list[str], str | None]:
+def check_mde(environ, probe: bool = False) -> tuple[list[str], str | None]:
     problems = precheck(MDE_CONN_ID, environ, required=True)
     if problems:
         return problems, None
     from mde_pipeline.hooks import MdeConfigurationError, MdeHook
 
+    hook = MdeHook(MDE_CONN_ID)
     try:
-        config = MdeHook(MDE_CONN_ID).get_config()
+        config = hook.get_config()
     except MdeConfigurationError as exc:
         return [str(exc)], None  # names the field to fix, never its value
     except Exception as exc:  # lookup errors: say which, not the content
@@ -108,10 +117,18 @@ def check_mde(environ) -> tuple[list[str], str | None]:
         f"{MDE_CONN_ID}: {config.auth_method} auth, cloud {config.endpoints.cloud}, "
         f"API {config.api_base_url}, rate limits {limits} x share {config.rate_limit_share}"
     )
+    if probe:
+        try:
+            works, message = hook.test_connection()  # the client's errors carry no secret
+        finally:
+            hook.close()
+        if not works:
+            return [f"{MDE_CONN_ID}: {message}"], None
+        summary += "; listed an alert"
     return [], summary
 
 
-def check_lake(environ) -> tuple[list[str], str | None]:
+def check_lake(environ, probe: bool = False) -> tuple[list[str], str | None]:
     from mde_pipeline.lake.location import (
         LakeLocationError,
         configured_lake_conn_id,
@@ -133,6 +150,16 @@ def check_lake(environ) -> tuple[list[str], str | None]:
         return [str(exc)], None
     where = location.root if location.is_local else f"{location.protocol}://{location.root}"
     via = "" if location.is_local else f" via connection {location.conn_id!r}"
+    if probe and not location.is_local:
+        container = location.root.split("/", 1)[0]
+        # adlfs reads lookup errors as "the container exists" unless told otherwise.
+        location.fs.assume_container_exists = False
+        try:
+            if not location.fs.exists(container):
+                return [f"lake container {container!r} does not exist (connection {location.conn_id!r})"], None
+        except Exception as exc:  # the storage SDK names account and status, not keys
+            return [f"lake {where}{via} cannot be reached: {type(exc).__name__}: {exc}"], None
+        via += "; container found"
     return [], f"lake: {where}{via}"
 
 
@@ -146,11 +173,15 @@ def _put_plugins_on_path() -> None:
         sys.path.insert(0, plugins)
 
 
-def main(environ=os.environ) -> int:
+def main(argv: list[str] | None = None, environ=os.environ) -> int:
+    parser = argparse.ArgumentParser(description="Check the pipeline's connections.")
+    parser.add_argument("--probe", action="store_true",
+                        help="also call the API once and look the lake container up")
+    args = parser.parse_args(argv)
     _put_plugins_on_path()
     problems: list[str] = []
     for check in (check_mde, check_lake):
-        found, summary = check(environ)
+        found, summary = check(environ, probe=args.probe)
         problems.extend(found)
         if summary:
             print(f"OK  {summary}")

@@ -107,7 +107,7 @@ class MdeListAlertsOperator(BaseOperator):
     only the batches survive the task.
     """
 
-    template_fields: Sequence[str] = ("data_interval_start", "data_interval_end", "mde_conn_id")
+    template_fields: Sequence[str] = ("data_interval_start", "data_interval_end", "mde_conn_id", "batch_size")
     ui_color = "#e8f1fb"
 
     def __init__(
@@ -133,6 +133,9 @@ class MdeListAlertsOperator(BaseOperator):
         self.staging_writer = staging_writer
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
+        # int(): a templated batch_size ("{{ params.batch_size }}") renders as a string.
+        batch_size = int(self.batch_size)
+
         def run() -> list[dict[str, Any]]:
             with _mde_client(self.mde_conn_id) as client:
                 before = _stats_snapshot(client)
@@ -141,7 +144,7 @@ class MdeListAlertsOperator(BaseOperator):
                 api = {name: value - before[name] for name, value in _stats_snapshot(client).items()}
             if self.staging_writer is not None:
                 self.staging_writer(listing, context)
-            batches = make_batches(listing.alerts, batch_size=self.batch_size, max_batches=self.max_batches)
+            batches = make_batches(listing.alerts, batch_size=batch_size, max_batches=self.max_batches)
             self.log.info(
                 "%d alerts in [%s, %s) -> %d batches of up to %d; listing %s; API %s",
                 len(listing.alerts),

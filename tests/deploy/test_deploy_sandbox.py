@@ -65,50 +65,78 @@ def test_sandbox_connection_talks_to_the_simulator_as_compose_starts_it(tmp_path
         assert stats["clients"] and all(c["throttled"] == 0 for c in stats["clients"])
 
 
-def test_lake_init_creates_the_container_in_azurite(tmp_path, local_model):
+def test_lake_init_and_probe_against_azurite_and_the_simulator(tmp_path, local_model):
+    """mde-lake-init creates the container; `check_connections.py --probe` then reaches
+    both services with the sandbox's connections, and names a wrong secret's failure
+    without showing the secret."""
+    from mde_simulator.config import build_parser
+    from mde_simulator.process import SimulatorProcess
+
     from tests.lake.azurite import AzuriteServer
 
-    worker_env = local_model["services"]["airflow-worker"]["environment"]
-    lake_init = local_model["services"]["mde-lake-init"]
-    script = REPO / "include" / "deploy" / "create_lake_container.py"
+    services = local_model["services"]
+    worker_env = services["airflow-worker"]["environment"]
+    lake_init = services["mde-lake-init"]
     assert lake_init["command"] == ["python", "/opt/airflow/include/deploy/create_lake_container.py"]
+    create = REPO / "include" / "deploy" / "create_lake_container.py"
+    check = REPO / "include" / "deploy" / "check_connections.py"
     container = f"mde-lake-{uuid.uuid4().hex[:8]}"
     root = worker_env["AIRFLOW_VAR_MDE_LAKE_ROOT"].replace("abfs://mde-lake@", f"abfs://{container}@")
+    flags = build_parser().parse_args(services["mde-simulator"]["command"][3:])
+    mde_connection = json.loads(worker_env["AIRFLOW_CONN_MDE_DEFAULT"])
+    lake_connection = worker_env["AIRFLOW_CONN_MDE_LAKE"]
+    assert "http://azurite:10000/" in lake_connection
 
-    with AzuriteServer() as azurite:
-        sandbox_connection = worker_env["AIRFLOW_CONN_MDE_LAKE"]
-        assert "http://azurite:10000/" in sandbox_connection
+    with AzuriteServer() as azurite, SimulatorProcess(
+        tmp_path / "sim", host="127.0.0.1", port=0, tenant_id=flags.tenant_id, client_id=flags.client_id,
+        client_secret=flags.client_secret, alerts=flags.alerts, seed=flags.seed,
+    ) as sim:
+        # The sandbox's connections, with the compose network's host names swapped for
+        # where the services listen here.
+        mde_connection["host"] = mde_connection["extra"]["authority_host"] = sim.base_url
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+        env.pop("PYTHONPATH", None)
         env.update(
             AIRFLOW_HOME=str(tmp_path / "home"),
             AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
             AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
             AIRFLOW_VAR_MDE_LAKE_ROOT=root,
             AIRFLOW_VAR_MDE_LAKE_CONN_ID=lake_init["environment"]["AIRFLOW_VAR_MDE_LAKE_CONN_ID"],
-            AIRFLOW_CONN_MDE_LAKE=sandbox_connection.replace("http://azurite:10000/", f"http://127.0.0.1:{azurite.port}/"),
+            AIRFLOW_CONN_MDE_LAKE=lake_connection.replace("http://azurite:10000/", f"http://127.0.0.1:{azurite.port}/"),
+            AIRFLOW_CONN_MDE_DEFAULT=json.dumps(mde_connection),
+            REQUESTS_CA_BUNDLE=sim.ca_bundle,
+            MDE_RATE_LIMIT_LEDGER_DIR=str(tmp_path / "ledger"),
         )
-        env.pop("PYTHONPATH", None)
 
-        def run() -> subprocess.CompletedProcess:
-            return subprocess.run([VENV_PYTHON, str(script), "--timeout", "30"], env=env,
+        def run(script: Path, *args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([VENV_PYTHON, str(script), *args], env=env,
                                   capture_output=True, text=True, timeout=300)
 
-        first = run()
+        probe = run(check, "--probe")
+        assert probe.returncode == 1
+        assert f"lake container '{container}' does not exist" in probe.stderr
+
+        first = run(create, "--timeout", "30")
         assert first.returncode == 0, first.stderr[-3000:]
         assert f"lake container '{container}' created" in first.stdout
         assert azurite.blob_service().get_container_client(container).exists()
-        again = run()
-        assert again.returncode == 0 and "already there" in again.stdout
 
-    # Azurite gone: the script retries until its timeout, then says why and fails.
-    env["AIRFLOW_CONN_MDE_LAKE"] = sandbox_connection.replace("http://azurite:10000/", "http://127.0.0.1:9/")
-    gone = subprocess.run([VENV_PYTHON, str(script), "--timeout", "3"], env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert gone.returncode == 1 and f"cannot create container '{container}'" in gone.stderr
+        probe = run(check, "--probe")
+        assert probe.returncode == 0, probe.stderr[-3000:]
+        assert "listed an alert" in probe.stdout and "container found" in probe.stdout
+
+        wrong = "wrong-" + flags.client_secret
+        env["AIRFLOW_CONN_MDE_DEFAULT"] = json.dumps(dict(mde_connection, password=wrong))
+        probe = run(check, "--probe")
+        assert probe.returncode == 1 and "mde_default:" in probe.stderr, probe.stderr[-2000:]
+        assert wrong not in probe.stdout + probe.stderr
 
 
 def test_ensure_container_retries_until_the_store_answers():
-    """Retry logic on fsspec's in-memory filesystem (a real one), failing twice first."""
+    """Retry logic on fsspec's in-memory filesystem (a real one), failing twice first.
+
+    (Against an unreachable Azurite the storage SDK's own retries take ~90 s per call
+    before the error reaches this loop: too slow for the suite.)"""
     from fsspec.implementations.memory import MemoryFileSystem
 
     sys.path.insert(0, str(REPO / "include" / "deploy"))
@@ -116,6 +144,7 @@ def test_ensure_container_retries_until_the_store_answers():
 
     class Flaky(MemoryFileSystem):
         failures = 2
+        assume_container_exists = None  # adlfs's default: lookup errors read as "exists"
 
         def exists(self, path, **kwargs):
             if Flaky.failures:
@@ -136,6 +165,7 @@ def test_ensure_container_retries_until_the_store_answers():
 
     assert create_lake_container.ensure_container(Location, timeout=10, sleep=sleep, now=lambda: clock["now"])
     assert sleeps == [2.0, 2.0] and Location.fs.exists("lake-container")
+    assert Location.fs.assume_container_exists is False
     assert not create_lake_container.ensure_container(Location, timeout=10, sleep=sleep, now=lambda: clock["now"])
 
     Flaky.failures = 100
