@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -128,15 +127,13 @@ def worker_main(argv: Sequence[str]) -> int:
         if not line:
             return 1  # the parent gave up
         batches = json.loads(line)
-        first_call_at = time.time()
         results = [result for batch in batches for result in fetch_batch_ips(client, batch, logger=quiet)]
         done_at = time.time()
         stats = asdict(client.stats.snapshot())
     finally:
         hook.close()
     Path(result_file).write_text(
-        json.dumps({"results": results, "stats": stats, "first_call_at": first_call_at, "done_at": done_at,
-                    "batches": len(batches)}),
+        json.dumps({"results": results, "stats": stats, "done_at": done_at}),
         encoding="utf-8",
     )
     return 0

@@ -18,15 +18,22 @@ from typing import Any, Iterable
 
 import duckdb
 
-TABLE_GLOB = "{root}/{table}/*/*.parquet"
+def connect(root: str | Path, conn_id: str | None = None) -> duckdb.DuckDBPyConnection:
+    """DuckDB with views ``alerts`` and ``alert_ips`` over the lake (Hive partitions).
 
+    A local root is read directly; an ``abfs://`` root through the project's own
+    filesystem (the Airflow connection ``conn_id``), registered with DuckDB.
+    """
+    from mde_pipeline.lake.location import resolve_lake_location
 
-def connect(root: str | Path) -> duckdb.DuckDBPyConnection:
-    """DuckDB with views ``alerts`` and ``alert_ips`` over a local lake (Hive partitions)."""
+    location = resolve_lake_location(str(root), conn_id)
     con = duckdb.connect()
+    if not location.is_local:
+        con.register_filesystem(location.fs)
     for table in ("alerts", "alert_ips"):
-        pattern = TABLE_GLOB.format(root=str(root).rstrip("/"), table=table)
-        if not list(Path(root, table).glob("*/*.parquet")):
+        pattern = location.table_glob(table)
+        location.fs.invalidate_cache()
+        if not location.fs.glob(location.path(table, "*", "*.parquet")):
             raise AssertionError(f"no {table} files under {root}")
         con.execute(
             f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{pattern}', hive_partitioning = true, union_by_name = false)"
@@ -76,14 +83,16 @@ def expected_rows(ground_truth: dict[str, Any], intervals: Iterable[datetime]) -
     return expected
 
 
-def compare(root: str | Path, ground_truth: dict[str, Any], intervals: Iterable[datetime]) -> LakeComparison:
+def compare(
+    root: str | Path, ground_truth: dict[str, Any], intervals: Iterable[datetime], conn_id: str | None = None
+) -> LakeComparison:
     intervals = list(intervals)
     expected = expected_rows(ground_truth, intervals)
     result = LakeComparison(
         expected_alerts=len(expected),
         expected_ips=sum(len(t["ips"]) for t in expected.values()),
     )
-    con = connect(root)
+    con = connect(root, conn_id)
     alerts = con.execute(
         "SELECT alert_id, last_update_time, ips_status, ip_count, invalid_ip_values, tenant_id, date FROM alerts"
     ).fetchall()

@@ -248,18 +248,26 @@ class AirflowServices:
         self.api("PATCH", f"/pools/{name}?update_mask=slots", {"pool": name, "slots": slots, "include_deferred": False})
 
     def create_backfill(self, dag_id: str, from_date, to_date, *, max_active_runs: int = 10, conf: dict | None = None) -> dict:
-        """``airflow backfill create``: runs for logical dates in [from_date, to_date] (inclusive)."""
-        return self.api(
-            "POST",
-            "/backfills",
-            {
-                "dag_id": dag_id,
-                "from_date": from_date.isoformat(),
-                "to_date": to_date.isoformat(),
-                "max_active_runs": max_active_runs,
-                "dag_run_conf": conf or {},
-            },
-        )
+        """``airflow backfill create``: runs for logical dates in [from_date, to_date] (inclusive).
+
+        On SQLite, Airflow 3.3 answers 503 "Database is locked" when the scheduler holds
+        the write lock at that moment (it removes the half-made backfill): try again.
+        """
+        body = {
+            "dag_id": dag_id,
+            "from_date": from_date.isoformat(),
+            "to_date": to_date.isoformat(),
+            "max_active_runs": max_active_runs,
+            "dag_run_conf": conf or {},
+        }
+        for attempt in range(1, 11):
+            try:
+                return self.api("POST", "/backfills", body)
+            except ServicesError as exc:
+                if "-> 503" not in str(exc) or "locked" not in str(exc) or attempt == 10:
+                    raise
+                time.sleep(1)
+        raise AssertionError("unreachable")
 
     def clear_run(self, dag_id: str, run_id: str) -> None:
         """Clear every task of a run (the run is queued again and rerun)."""

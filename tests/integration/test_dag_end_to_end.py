@@ -8,6 +8,8 @@ fast; each test has its own Airflow home, simulator, lake and rate-limit ledger.
 from __future__ import annotations
 
 import hashlib
+import json
+import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -100,6 +102,15 @@ def test_hours_land_exactly_reruns_replace_and_empty_hours_commit(template_db, t
         stats = sim.stats()
 
     assert stats["throttled"] == 0, stats
+    # Every successful run announced both tables as Asset events, with what it committed.
+    db = sqlite3.connect(home.path / "airflow.db")
+    events = db.execute(
+        "SELECT a.name, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id ORDER BY e.id"
+    ).fetchall()
+    assert sorted({name for name, _ in events}) == ["mde_lake.alert_ips", "mde_lake.alerts"]
+    assert len(events) == 2 * (len(runs) + len(again))
+    first_alerts = json.loads(next(extra for name, extra in events if name == "mde_lake.alerts"))
+    assert first_alerts["interval_start"] == HOURS[0].isoformat() and first_alerts["rows"] > 0
     # Nothing left in staging once runs succeeded.
     assert not [p for p in (lake / "_staging").rglob("*") if p.is_file()]
     # The empty hour committed both tables with zero rows and the full schema.
