@@ -10,10 +10,12 @@ times, in one run and on the same rows, through the analysts' DuckDB views:
 * a 7-day window aggregation on ``alert_last_update_time``;
 * the alerts/IPs join over the whole window;
 
-for (a) the hourly layout, (b) the lake after ``compact_day`` of every day, (c) one
-IP-sorted file per table (the floor), and, to answer "days or months", (d) one
-IP-sorted file per 30 days (not the lake's layout: a month file has no ``date=`` key).
-It also times the compaction of each day. Prints a table; nothing is asserted.
+for (a) the hourly layout, (b) the lake after ``compact_day`` of every day, (b+) the
+same with the month IP indexes the compaction DAG builds for closed months (what the
+analyst CLI reads), (c) one IP-sorted file per table (the floor), and, to answer "days or
+months", (d) one IP-sorted file per 30 days (not the lake's layout: a month file has no
+``date=`` key). It also times the compaction of each day and the index of each month.
+Prints a table; nothing is asserted.
 
 The synthetic data (:func:`interval_tables`) is deterministic per (seed, hour), so any
 hour can be regenerated exactly: the tests use that to check reruns.
@@ -202,6 +204,7 @@ def generate_lake(location, first_day: datetime, days: int, *, alerts_per_day: i
 def _floor_files(hourly_root: Path, target: Path, *, per_days: int | None, first_day: datetime, days: int) -> None:
     """IP-sorted files outside the lake layout: one per table, or one per ``per_days`` days."""
     from mde_pipeline.lake.compaction import compacted_parquet_bytes, sort_for_queries
+    from mde_pipeline.lake.writer import ROW_GROUP_ROWS
 
     for table in (ALERT_IPS, ALERTS):
         groups = [(0, days)] if per_days is None else [(d, min(days, d + per_days)) for d in range(0, days, per_days)]
@@ -214,7 +217,8 @@ def _floor_files(hourly_root: Path, target: Path, *, per_days: int | None, first
             data = sort_for_queries(table, pa.concat_tables([pq.read_table(p, partitioning=None) for p in paths]))
             directory = target / table / (f"part={index:03d}" if per_days else "")
             directory.mkdir(parents=True, exist_ok=True)
-            (directory / "data.parquet").write_bytes(compacted_parquet_bytes(table, data))
+            # The writer's 128 Ki-row groups: the best measured for one big sorted file.
+            (directory / "data.parquet").write_bytes(compacted_parquet_bytes(table, data, row_group_rows=ROW_GROUP_ROWS))
 
 
 def _timed(connection, sql: str, repeats: int) -> tuple[float, int]:
@@ -250,8 +254,8 @@ def _connection_for(kind: str, root: Path):
 
     from mde_pipeline.analyst_cli import connect
 
-    if kind == "lake":
-        return connect(str(root))
+    if kind in ("lake", "lake+index"):
+        return connect(str(root), use_ip_index=kind == "lake+index")
     connection = duckdb.connect()
     hive = ", hive_partitioning = false" if kind == "floor" else ", hive_partitioning = true"
     pattern = "*.parquet" if kind == "floor" else "*/*.parquet"
@@ -281,7 +285,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--keep", metavar="DIR", help="build the lakes in DIR and keep them")
     args = parser.parse_args(argv)
 
-    from mde_pipeline.lake.compaction import compact_day
+    from mde_pipeline.lake.compaction import build_month_index, compact_day
     from mde_pipeline.lake.location import resolve_lake_location
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mde-bench-lake-"))
@@ -311,38 +315,54 @@ def main(argv: list[str]) -> int:
             for table in (ALERT_IPS, ALERTS):
                 compact_day(compacted, table, day)
             day_seconds.append(time.perf_counter() - began)
+        month_seconds = []
+        for month in sorted({f"{first_day + timedelta(days=d):%Y-%m}" for d in range(args.days)}):
+            began = time.perf_counter()
+            build_month_index(compacted, month)
+            month_seconds.append(time.perf_counter() - began)
         _floor_files(layouts["hourly"], layouts["floor"], per_days=None, first_day=first_day, days=args.days)
         _floor_files(layouts["hourly"], layouts["months"], per_days=30, first_day=first_day, days=args.days)
 
         rare, busy = _pick_ips(layouts["floor"])
         queries = _queries(rare, busy, first_day + timedelta(days=args.days // 2))
         results: dict[str, dict[str, tuple[float, int]]] = {}
-        for name, kind in (("hourly", "lake"), ("compacted", "lake"), ("floor", "floor"), ("months", "months")):
-            connection = _connection_for(kind, layouts[name])
+        runs = (("hourly", "lake", "hourly"), ("compacted", "lake", "compacted"), ("+index", "lake+index", "compacted"),
+                ("floor", "floor", "floor"), ("months", "months", "months"))
+        for name, kind, layout in runs:
+            connection = _connection_for(kind, layouts[layout])
             results[name] = {label: _timed(connection, sql, args.repeats) for label, sql in queries.items()}
             connection.close()
 
-        files = {name: sum(1 for _ in path.rglob("*.parquet")) for name, path in layouts.items()}
-        size = {name: sum(p.stat().st_size for p in path.rglob("*.parquet")) / 2**20 for name, path in layouts.items()}
+        def data_files(path: Path) -> list[Path]:
+            return [p for p in path.rglob("*.parquet") if not p.relative_to(path).parts[0].startswith("_")]
+
+        files = {name: len(data_files(path)) for name, path in layouts.items()}
+        size = {name: sum(p.stat().st_size for p in data_files(path)) / 2**20 for name, path in layouts.items()}
+        index_mib = sum(p.stat().st_size for p in (layouts["compacted"] / "_ip_index").rglob("*.parquet")) / 2**20
         print()
         print(f"{args.days} days, {args.alerts_per_day} alerts/day, <= {args.ips_per_alert} IPs/alert: {ip_rows:,} alert_ips rows; "
               f"DuckDB, median of {args.repeats} warm runs; rare IP {rare}, busy IP {busy}")
-        header = f"{'query':38s} " + " ".join(f"{n:>12s}" for n in results) + "   compacted/floor  compacted/hourly"
+        header = f"{'query':38s} " + " ".join(f"{n:>12s}" for n in results) + "   compacted/floor  +index/floor  compacted/hourly"
         print(header)
         print("-" * len(header))
         for label in queries:
             cells = " ".join(f"{results[n][label][0]:10.1f}ms" for n in results)
-            c, f, h = results["compacted"][label][0], results["floor"][label][0], results["hourly"][label][0]
+            c, i = results["compacted"][label][0], results["+index"][label][0]
+            f, h = results["floor"][label][0], results["hourly"][label][0]
             rows = {results[n][label][1] for n in results}
             flag = "" if len(rows) == 1 else f"  ROW COUNTS DIFFER {rows}"
-            print(f"{label:38s} {cells}   {c / f:14.1f}x  {c / h:15.2f}x{flag}")
-        print(f"{'files (both tables)':38s} " + " ".join(f"{files[n]:12d}" for n in results))
-        print(f"{'size MiB (both tables)':38s} " + " ".join(f"{size[n]:12.1f}" for n in results))
+            print(f"{label:38s} {cells}   {c / f:14.1f}x  {i / f:11.1f}x  {c / h:15.2f}x{flag}")
+        layout_of = {"hourly": "hourly", "compacted": "compacted", "+index": "compacted", "floor": "floor", "months": "months"}
+        print(f"{'parquet files (both tables)':38s} " + " ".join(f"{files[layout_of[n]]:12d}" for n in results))
+        print(f"{'size MiB (both tables)':38s} " + " ".join(f"{size[layout_of[n]]:12.1f}" for n in results))
         print()
         print(f"generation through writer.commit_interval: {generate_seconds:.0f} s ({args.days * 24} intervals)")
         print(f"compaction of one day (both tables): median {statistics.median(day_seconds):.2f} s, "
               f"max {max(day_seconds):.2f} s over {args.days} days")
-        print("layouts: hourly = as the DAG writes; compacted = after compact_day; floor = one IP-sorted file per table; "
+        print(f"IP index of one month: median {statistics.median(month_seconds):.2f} s, max {max(month_seconds):.2f} s "
+              f"over {len(month_seconds)} months; the indexes take {index_mib:.1f} MiB (not in the sizes above)")
+        print("layouts: hourly = as the DAG writes; compacted = after compact_day (day files only); +index = the same lake "
+              "read through the analyst views, which use the month IP indexes; floor = one IP-sorted file per table; "
               "months = one IP-sorted file per 30 days (not the lake layout)")
     finally:
         if not args.keep:

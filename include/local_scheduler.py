@@ -330,3 +330,33 @@ class AirflowServices:
                         extra = diagnostics() + "\n"
                 raise ServicesTimeout(f"timed out after {timeout:.0f} s waiting for {what}\n{extra}{self.log_tails()}")
             time.sleep(interval)
+
+
+@contextlib.contextmanager
+def pipeline_services(
+    root: Path,
+    sim: Any,
+    template_db: Path,
+    *,
+    pool_slots: int | None = None,
+    client: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    parallelism: int = 4,
+    dag_id: str = "mde_alert_ips",
+):
+    """The pipeline deployed on the real services against a running simulator.
+
+    A fresh home under ``root`` (``root/airflow``; the lake in ``root/lake``) with the
+    simulator's connection (``client`` adds connection extras, e.g. the limiter margin),
+    ``include/pools.json`` imported as a deployment does (then resized to ``pool_slots``),
+    and the DAG parsed. The DAG stays paused: unpausing is the caller's move.
+    """
+    from local_airflow import fresh_home, lake_env
+
+    home = fresh_home(template_db, Path(root) / "airflow", **sim.env(**(client or {})), **lake_env(Path(root) / "lake"), **(env or {}))
+    home.import_pools()  # also writes airflow.cfg (one jwt_secret for all services)
+    with AirflowServices(home, parallelism=parallelism) as services:
+        if pool_slots is not None:
+            services.set_pool("mde_api", pool_slots)
+        services.wait_for_dag(dag_id)
+        yield services

@@ -50,8 +50,12 @@ def _sql_literal(text: str) -> str:
     return text.replace("'", "''")
 
 
-def connect(root: str | None = None, conn_id: str | None = None, *, views_sql: Path = VIEWS_SQL):
-    """A DuckDB connection with the lake's views; ``root``/``conn_id`` as for the DAG."""
+def connect(root: str | None = None, conn_id: str | None = None, *, views_sql: Path = VIEWS_SQL, use_ip_index: bool = True):
+    """A DuckDB connection with the lake's views; ``root``/``conn_id`` as for the DAG.
+
+    ``use_ip_index``: read closed months of ``alert_ips`` from their IP-sorted copies
+    where those are valid (same rows, faster IP lookups).
+    """
     import duckdb
 
     from mde_pipeline.lake.location import resolve_lake_location
@@ -76,7 +80,44 @@ def connect(root: str | None = None, conn_id: str | None = None, *, views_sql: P
             _create_empty_view(connection, table, SCHEMAS[table])
             continue
         connection.execute(statement.replace(ROOT_PLACEHOLDER, _sql_literal(lake_root)))
+    if use_ip_index:
+        _use_month_indexes(connection, location)
     return connection
+
+
+def _use_month_indexes(connection, location) -> None:
+    """Read closed months' alert_ips from their IP-sorted copies (lake/compaction.py).
+
+    Only indexes that match the lake right now are used; their months are excluded from
+    the day files by a constant range filter on the Hive ``date``, which DuckDB applies
+    to the file list before opening anything (a long ``NOT IN`` list of dates costs
+    several times more per file than a range). A day rewritten after this point deletes
+    its month's index first, so a long session gets "file not found" rather than stale
+    rows: reconnect.
+    """
+    from mde_pipeline.lake.compaction import INDEXED_TABLE, valid_month_indexes
+
+    indexes = valid_month_indexes(location)
+    if not indexes:
+        return
+    ranges: list[list[date]] = []
+    for month in sorted(index.month for index in indexes):
+        first = date.fromisoformat(f"{month}-01")
+        following = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+        if ranges and ranges[-1][1] == first:
+            ranges[-1][1] = following
+        else:
+            ranges.append([first, following])
+    outside = " AND ".join(f"NOT (date >= DATE '{a}' AND date < DATE '{b}')" for a, b in ranges)
+    files = ", ".join(f"'{_sql_literal(index.uri)}'" for index in indexes)
+    day_files = _sql_literal(location.uri(INDEXED_TABLE, "*", "*.parquet"))
+    connection.execute(
+        f"""CREATE OR REPLACE VIEW {INDEXED_TABLE} AS
+        SELECT * FROM read_parquet('{day_files}', hive_partitioning = true, hive_types = {{'date': DATE}})
+        WHERE {outside}
+        UNION ALL BY NAME
+        SELECT *, CAST(timezone('UTC', interval_start) AS DATE) AS date FROM read_parquet([{files}])"""
+    )
 
 
 def _create_empty_view(connection, table: str, schema) -> None:
@@ -201,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--file", type=Path, help="a SQL file to run")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
     parser.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS, help="rows printed per result (0: all)")
+    parser.add_argument("--no-ip-index", action="store_true", help="read alert_ips from the day files only")
     args = parser.parse_args(argv)
 
     import duckdb
@@ -208,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     from mde_pipeline.lake.location import LakeLocationError
 
     try:
-        connection = connect(args.lake, args.conn_id)
+        connection = connect(args.lake, args.conn_id, use_ip_index=not args.no_ip_index)
     except (LakeLocationError, AnalystCliError, duckdb.Error) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

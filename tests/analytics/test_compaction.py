@@ -331,7 +331,10 @@ def test_compaction_and_rerun_on_abfs(abfs_location, tmp_path):
         connection = duckdb.connect()
         connection.register_filesystem(fs)
         keys = ", ".join(ROW_KEYS[table])
-        return connection.execute(f"SELECT * FROM read_parquet('{location.uri(table)}/*/*.parquet') ORDER BY {keys}").to_arrow_table()
+        return connection.sql(
+            f"SELECT * FROM read_parquet('{location.uri(table)}/*/*.parquet', hive_partitioning = true, "
+            f"hive_types = {{'date': DATE}}) ORDER BY {keys}"
+        ).to_arrow_table()
 
     before = rows(ALERT_IPS)
     assert compact_day(location, ALERT_IPS, DAY).action == "compacted"
@@ -344,5 +347,5 @@ def test_compaction_and_rerun_on_abfs(abfs_location, tmp_path):
     files = {interval_file(name, HOUR): lake_parquet_bytes(name, data) for name, data in rerun.items()}
     commit_interval_files(location, HOUR, rerun, files)
     fresh = _fresh_lake_with_rerun(tmp_path, HOUR, 1)
-    assert rows(ALERT_IPS).equals(table_rows(fresh, ALERT_IPS, DAY).drop_columns(["date"]))
+    assert rows(ALERT_IPS).equals(table_rows(fresh, ALERT_IPS, DAY))
     assert not fs.glob(location.path("_staging", "compaction", "**", "*.parquet"))

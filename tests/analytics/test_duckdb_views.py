@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from mde_pipeline.analyst_cli import connect
-from mde_pipeline.lake.compaction import compact_day
+from mde_pipeline.lake.compaction import build_month_index, compact_day
 from mde_pipeline.lake.schema import ALERT_IPS, ALERTS, SCHEMAS
 
 from tests.analytics.conftest import DAYS, FIRST_DAY, day_name, small_tables
@@ -35,14 +35,20 @@ def expected_latest_versions(alerts):
     return latest
 
 
-@pytest.fixture(params=["hourly", "compacted"])
+@pytest.fixture(params=["hourly", "compacted", "compacted+ip-index"])
 def lake(request, hourly_lake):
     root, location = hourly_lake
-    if request.param == "compacted":
+    if request.param != "hourly":
         for d in range(DAYS):
             for table in SCHEMAS:
                 compact_day(location, table, day_name(d))
-    return connect(str(root))
+    if request.param == "compacted+ip-index":
+        assert build_month_index(location, FIRST_DAY.strftime("%Y-%m")) is not None
+    connection = connect(str(root))
+    # The analyst views read the month index exactly when one is valid.
+    definition = connection.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'alert_ips'").fetchone()[0]
+    assert ("_ip_index" in definition) == (request.param == "compacted+ip-index")
+    return connection
 
 
 def test_base_views_hold_every_row_with_the_partition_date(lake, generated):

@@ -5,6 +5,7 @@ One short local[1] session for the whole module: it is the slowest part of the s
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -22,6 +23,8 @@ from tests.analytics.conftest import day_name
 REPO = Path(__file__).resolve().parents[2]
 SPARK_SQL = REPO / "include" / "sql" / "spark"
 VIEWS = ("alerts_latest", "alert_ips_latest", "alert_ip_details", "ip_summary")
+
+pytestmark = pytest.mark.slow  # starts a JVM
 
 
 def spark_type(arrow_type: pa.DataType) -> str:
@@ -58,6 +61,8 @@ def spark(tmp_path_factory):
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+    # py4j logs at INFO from __del__ at interpreter exit, after pytest closed its streams.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 def run_script(spark, path: Path, lake_root: str) -> None:

@@ -1,0 +1,123 @@
+"""Named locks of the lake, so that two writers of the same files never interleave.
+
+Each file commit is atomic on its own; an interval has two files (``alerts`` and
+``alert_ips``). Without a lock, a backfill and a scheduled run committing the same hour
+at the same moment could leave one run's ``alerts`` next to the other run's
+``alert_ips``. Under the lock the last committer's pair wins whole. The writer and
+compaction both take the day's lock, ``date=YYYY-MM-DD`` (compaction.day_lock).
+
+* local lake: ``fcntl.flock`` on ``<root>/_locks/<name>.lock`` (released by the OS when
+  the holder dies);
+* blob lake: a lease on the blob ``<root>/_locks/<name>.lock``, renewed while held;
+  it expires ``LEASE_SECONDS`` after a holder dies, so a killed commit blocks the next
+  one for at most that long.
+
+The lock only guards the commit step (two renames or two uploads of small files), not
+the work before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from mde_pipeline.lake.location import LakeLocation
+
+LOCKS_DIR = "_locks"
+LEASE_SECONDS = 15  # Azure's shortest: a dead holder's lease is gone soonest
+DEFAULT_TIMEOUT_SECONDS = 300.0
+
+log = logging.getLogger(__name__)
+
+
+class LakeLockTimeout(RuntimeError):
+    """Another commit held the lock for longer than the timeout.
+
+    Not a ``TimeoutError``: fsspec's sync() would turn that into its own FSTimeoutError.
+    """
+
+
+@contextmanager
+def lake_lock(location: LakeLocation, name: str, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> Iterator[None]:
+    """Hold the lock ``name`` (e.g. ``date=2024-01-01``) of this lake. Not reentrant."""
+    relative = f"{LOCKS_DIR}/{name}.lock"
+    if location.is_local:
+        with _file_lock(location.path(relative)):
+            yield
+    else:
+        with _blob_lease(location, location.path(relative), timeout):
+            yield
+
+
+@contextmanager
+def _file_lock(path: str) -> Iterator[None]:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a") as handle:
+        # Blocking: holders keep it for the milliseconds two renames take.
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _blob_lease(location: LakeLocation, path: str, timeout: float) -> Iterator[None]:
+    from fsspec.asyn import sync
+
+    fs: Any = location.fs
+    container, blob = path.split("/", 1)
+    lease = sync(fs.loop, _acquire_lease, fs, container, blob, timeout)
+    if lease is None:
+        raise LakeLockTimeout(f"lock {path} stayed leased by another commit for {timeout:.0f} s")
+    renewing = asyncio.run_coroutine_threadsafe(_keep_renewing(lease, path), fs.loop)
+    try:
+        yield
+    finally:
+        renewing.cancel()
+        try:
+            sync(fs.loop, lease.release)
+        except Exception as exc:  # the lease expires on its own; the commit itself succeeded
+            log.warning("could not release lock %s (%s); it expires in %d s", path, type(exc).__name__, LEASE_SECONDS)
+
+
+async def _keep_renewing(lease: Any, path: str) -> None:
+    while True:
+        await asyncio.sleep(LEASE_SECONDS / 3)
+        try:
+            await lease.renew()
+        except Exception as exc:
+            log.warning("could not renew lock %s (%s): another commit may start", path, type(exc).__name__)
+            return
+
+
+async def _acquire_lease(fs: Any, container: str, blob: str, timeout: float) -> Any:
+    """The lease, or None when it stayed taken for ``timeout`` seconds."""
+    from azure.core.exceptions import HttpResponseError, ResourceExistsError
+
+    client = fs.service_client.get_blob_client(container, blob)
+    try:
+        await client.upload_blob(b"", overwrite=False)
+    except ResourceExistsError:
+        pass  # created by an earlier commit (possibly leased right now)
+    except HttpResponseError as exc:
+        if exc.status_code not in (409, 412):  # exists and leased
+            raise
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        try:
+            return await client.acquire_lease(lease_duration=LEASE_SECONDS)
+        except HttpResponseError as exc:
+            if getattr(exc, "error_code", None) not in ("LeaseAlreadyPresent", "LeaseIdMismatchWithLeaseOperation") and exc.status_code != 409:
+                raise
+        if time.monotonic() + delay > deadline:
+            return None
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)

@@ -1,0 +1,103 @@
+"""Writer processes for the crash and concurrency tests (run as ``python lake_child.py ...``).
+
+* ``stall-local ROOT MARKER SEED``: commits a large interval to a local lake; the
+  ``alerts`` file is written whole, the large ``alert_ips`` file stops halfway: half
+  its bytes are on disk, then the child writes MARKER and waits to be killed.
+* ``stall-blob CONNECTION_STRING ROOT MARKER SEED``: commits a large interval to
+  Azurite and stops just before the first Put Block List: every block of both files
+  is on the server, uncommitted; then it writes MARKER and waits to be killed.
+* ``commit-loop ROOT SEED TIMES [CONNECTION_STRING]``: commits its own version of one
+  interval TIMES times (local root, or an abfs root through CONNECTION_STRING).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parents[1] / "plugins"), str(HERE)]
+
+from lake_data import large_interval, sample_interval  # noqa: E402
+
+from mde_pipeline.lake import writer  # noqa: E402
+from mde_pipeline.lake.location import LakeLocation, parse_blob_root, resolve_lake_location  # noqa: E402
+
+START = datetime(2024, 2, 29, 23, tzinfo=timezone.utc)
+BIG = {"alerts": 40_000, "ips_per_alert": 10}
+
+
+def _wait_to_be_killed(marker: str, note: str) -> None:
+    Path(marker + ".part").write_text(note)
+    os.replace(marker + ".part", marker)
+    sys.stdin.read()  # blocks until the parent kills us (or closes stdin)
+    os._exit(3)  # never reached when killed: exiting would be a test failure
+
+
+class _StallingFile:
+    """A real file that accepts half of the first write, then stalls."""
+
+    def __init__(self, path: str, marker: str) -> None:
+        self._file = open(path, "xb")
+        self._marker = marker
+
+    def write(self, data) -> int:
+        half = len(data) // 2
+        self._file.write(data[:half])
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        _wait_to_be_killed(self._marker, self._file.name)
+        return half
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._file.close()
+
+
+def _blob_location(connection_string: str, root: str) -> LakeLocation:
+    # Straight to adlfs: the child stays fast (no Airflow import); location resolution
+    # through Airflow is tested in-process.
+    from adlfs import AzureBlobFileSystem
+
+    protocol, container, account, prefix = parse_blob_root(root)
+    fs = AzureBlobFileSystem(connection_string=connection_string)
+    return LakeLocation(url=root, protocol="abfs", root=f"{container}/{prefix}", fs=fs, conn_id=None, account_name=account)
+
+
+def stall_local(root: str, marker: str, seed: str) -> None:
+    writer._open_new_file = lambda path: _StallingFile(path, marker) if "/alert_ips/" in path else open(path, "xb")
+    writer.commit_interval(resolve_lake_location(root), START, large_interval(START, seed=int(seed), **BIG))
+    os._exit(4)  # the commit must never complete
+
+
+def stall_blob(connection_string: str, root: str, marker: str, seed: str) -> None:
+    from azure.storage.blob.aio import BlobClient
+
+    async def stall_before_commit(self, *args, **kwargs):
+        _wait_to_be_killed(marker, "blocks staged")
+        await asyncio.sleep(3600)
+
+    BlobClient.commit_block_list = stall_before_commit
+    location = _blob_location(connection_string, root)
+    writer.commit_interval(location, START, large_interval(START, seed=int(seed), **BIG))
+    os._exit(4)
+
+
+def commit_loop(root: str, seed: str, times: str, connection_string: str | None = None) -> None:
+    location = _blob_location(connection_string, root) if connection_string else resolve_lake_location(root)
+    tables = sample_interval(START, alerts=300, ips_per_alert=5, seed=int(seed))
+    for _ in range(int(times)):
+        writer.commit_interval(location, START, tables)
+
+
+if __name__ == "__main__":
+    command, *arguments = sys.argv[1:]
+    {"stall-local": stall_local, "stall-blob": stall_blob, "commit-loop": commit_loop}[command](*arguments)

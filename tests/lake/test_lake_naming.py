@@ -1,0 +1,127 @@
+"""File names of the lake and the staging area: the identity a rerun relies on."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+import pendulum
+import pytest
+
+from mde_pipeline.lake.schema import LakeSchemaError
+from mde_pipeline.lake.staging import sanitize_run_id, staging_path
+from mde_pipeline.lake.writer import (
+    interval_file,
+    interval_key,
+    interval_start_of,
+    parse_interval_file,
+    parse_interval_key,
+    partition_date,
+)
+
+UTC = timezone.utc
+
+
+def test_interval_file_names_come_from_the_interval_alone():
+    start = datetime(2024, 3, 9, 7, tzinfo=UTC)
+    assert interval_file("alert_ips", start) == "alert_ips/date=2024-03-09/interval=20240309T07.parquet"
+    assert interval_file("alerts", start) == "alerts/date=2024-03-09/interval=20240309T07.parquet"
+    assert interval_key(start) == "20240309T07"
+    assert partition_date(start) == "2024-03-09"
+
+
+def test_interval_start_in_another_zone_or_as_text_names_the_same_utc_file():
+    in_utc = datetime(2024, 3, 9, 23, tzinfo=UTC)
+    in_plus_two = pendulum.datetime(2024, 3, 10, 1, tz="Europe/Copenhagen")  # 00:00 UTC on 10 March
+    assert interval_file("alerts", in_utc) == "alerts/date=2024-03-09/interval=20240309T23.parquet"
+    assert interval_file("alerts", in_plus_two) == "alerts/date=2024-03-10/interval=20240310T00.parquet"
+    assert interval_file("alerts", "2024-03-09T23:00:00Z") == interval_file("alerts", in_utc)
+    assert interval_file("alerts", "2024-03-10T00:00:00+01:00") == interval_file("alerts", in_utc)
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (datetime(2024, 3, 9, 7, 30, tzinfo=UTC), "whole hour"),
+        (datetime(2024, 3, 9, 7, 0, 0, 1, tzinfo=UTC), "whole hour"),
+        (datetime(2024, 3, 9, 7), "naive"),
+        (None, "required"),
+        ("yesterday", "ISO 8601"),
+    ],
+)
+def test_interval_start_must_be_an_aware_whole_hour(value, message):
+    with pytest.raises(LakeSchemaError, match=message):
+        interval_start_of(value)
+
+
+def test_unknown_table_has_no_file_name():
+    with pytest.raises(LakeSchemaError, match="unknown lake table"):
+        interval_file("alert_ip", datetime(2024, 1, 1, tzinfo=UTC))
+
+
+def test_interval_file_names_parse_back():
+    start = datetime(2024, 12, 31, 23, tzinfo=UTC)
+    assert parse_interval_file(interval_file("alerts", start)) == start
+    assert parse_interval_file("abfs://c/p/alerts/date=2024-12-31/interval=20241231T23.parquet") == start
+    assert parse_interval_key("20241231T23") == start
+    for other in (".interval=20241231T23.parquet.abc.tmp", "interval=20241231T23.parquet.tmp", "part-0.parquet"):
+        with pytest.raises(LakeSchemaError):
+            parse_interval_file(other)
+
+
+def test_file_names_sort_in_time_order():
+    starts = [datetime(2024, 1, 1, tzinfo=UTC) + timedelta(hours=h) for h in range(0, 24 * 40, 7)]
+    names = [interval_file("alert_ips", s) for s in starts]
+    assert sorted(names) == names
+
+
+# --------------------------------------------------------------------------- run ids
+
+AIRFLOW_RUN_IDS = [
+    "scheduled__2024-01-01T00:00:00+00:00",
+    "backfill__2024-01-01T00:00:00+00:00",
+    "manual__2024-01-01T00:00:00.123456+00:00",
+    "asset_triggered__2024-01-01T00:00:00+00:00_aBc123",
+    "my run/with slashes/../and dots",
+    "run with ünïcode and spaces",
+    "a:b",
+    "a_b",
+    "a_3Ab",
+    "..",
+    ".",
+]
+
+
+@pytest.mark.parametrize("run_id", AIRFLOW_RUN_IDS)
+def test_sanitised_run_id_is_one_safe_path_segment(run_id):
+    segment = sanitize_run_id(run_id)
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", segment), segment
+    assert segment not in (".", "..")
+    assert len(segment) <= 120
+
+
+def test_sanitising_is_one_to_one():
+    segments = [sanitize_run_id(run_id) for run_id in AIRFLOW_RUN_IDS]
+    assert len(set(segments)) == len(AIRFLOW_RUN_IDS)
+    assert sanitize_run_id("scheduled__2024-01-01T00:00:00+00:00") == "scheduled_5F_5F2024-01-01T00_3A00_3A00_2B00_3A00"
+
+
+def test_long_run_ids_are_cut_with_a_hash_that_keeps_them_apart():
+    first, second = "manual__" + "x" * 240 + "1", "manual__" + "x" * 240 + "2"
+    assert len(sanitize_run_id(first)) <= 120
+    assert sanitize_run_id(first) != sanitize_run_id(second)
+    assert sanitize_run_id(first) == sanitize_run_id(first)
+
+
+@pytest.mark.parametrize("run_id", ["", None, 3])
+def test_run_id_is_required(run_id):
+    with pytest.raises(ValueError):
+        sanitize_run_id(run_id)
+
+
+def test_staging_paths():
+    start = datetime(2024, 1, 2, 3, tzinfo=UTC)
+    run_id = "scheduled__2024-01-02T03:00:00+00:00"
+    assert staging_path(start) == "_staging/20240102T03"
+    assert staging_path(start, run_id) == f"_staging/20240102T03/{sanitize_run_id(run_id)}"
+    assert staging_path(start, run_id, "ips-0001.parquet").endswith("/ips-0001.parquet")
