@@ -192,15 +192,18 @@ def test_transient_errors_propagate_for_airflow_retries(error):
 
 def test_templated_fields_render_from_the_run_context():
     with DAG("render_probe", schedule=None, start_date=pendulum.datetime(2024, 1, 1)):
-        lister = MdeListAlertsOperator(task_id="list", mde_conn_id="{{ params.conn }}", params={"conn": "mde_other"})
+        lister = MdeListAlertsOperator(
+            task_id="list", mde_conn_id="{{ params.conn }}", batch_size="{{ params.size }}", params={"conn": "mde_other", "size": 7}
+        )
         fetch = MdeFetchAlertIpsOperator(task_id="fetch", batch='{"batch_index": 0, "batch_count": 1, "alerts": []}')
-    assert set(MdeListAlertsOperator.template_fields) == {"data_interval_start", "data_interval_end", "mde_conn_id"}
+    assert set(MdeListAlertsOperator.template_fields) == {"data_interval_start", "data_interval_end", "mde_conn_id", "batch_size"}
     assert set(MdeFetchAlertIpsOperator.template_fields) == {"batch", "mde_conn_id"}
 
     start = pendulum.datetime(2024, 3, 10, 13, tz="UTC")
-    context = {"data_interval_start": start, "data_interval_end": start.add(hours=1), "params": {"conn": "mde_other"}}
+    context = {"data_interval_start": start, "data_interval_end": start.add(hours=1), "params": {"conn": "mde_other", "size": 7}}
     lister.render_template_fields(context)
     assert lister.mde_conn_id == "mde_other"
+    assert int(lister.batch_size) == 7
     assert to_ticks(lister.data_interval_start) == to_ticks(datetime(2024, 3, 10, 13, tzinfo=timezone.utc))
     assert to_ticks(lister.data_interval_end) - to_ticks(lister.data_interval_start) == 3600 * 10**7
     fetch.render_template_fields(context)
