@@ -225,6 +225,7 @@ def test_scheduled_run_is_served_before_a_busy_backfill(template_db, tmp_path, s
     # ... and none waited for more than the batches in flight: no backfill task got a
     # pool slot between the moment a scheduled-run task became ready and its own turn.
     for attempt in served:
+        assert attempt.scheduled is not None, f"{attempt.label} has no scheduled_dttm\n{report}"
         assert not overtaking(attempt, record), (
             f"{attempt.label} (scheduled {attempt.scheduled}, queued {attempt.queued}) was overtaken by "
             f"{[o.label for o in overtaking(attempt, record)]}\n{report}"
