@@ -55,32 +55,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-REPO = Path(__file__).resolve().parent.parent
-# plugins/ holds mde_pipeline, include/ the simulator (the Makefile and pytest.ini put
-# them on the path; a bare `python -m bench.client_budget` does not).
-IMPORT_DIRS = [REPO / "plugins", REPO / "include", REPO]
-for _directory in reversed(IMPORT_DIRS):
-    if str(_directory) not in sys.path:
-        sys.path.insert(0, str(_directory))
-
-REAL_RATE_LIMITS = [[100, 60], [1500, 3600]]
+# bench/__init__ puts plugins/ and include/ on the path (also for `python -m bench.client_budget`).
+from bench import IMPORT_DIRS, REAL_RATE_LIMITS, REPO, scaled_rate_limits, tidy_seconds  # noqa: E402,F401
 INTERVAL_START, INTERVAL_END = "2026-01-05T00:00:00Z", "2026-01-06T00:00:00Z"
 WORKER_FLAG = "--worker"
 READY = "ready"
 
 
 # --------------------------------------------------------------------------- arithmetic
-
-
-def scaled_rate_limits(scale: float, real: Sequence[Sequence[float]] = REAL_RATE_LIMITS) -> list[list[float]]:
-    """Every window ``scale`` times shorter, the same number of calls."""
-    if not scale > 0:
-        raise ValueError(f"scale must be > 0, got {scale!r}")
-    return [[int(calls), _tidy(seconds / scale)] for calls, seconds in real]
-
-
-def _tidy(seconds: float) -> float | int:
-    return int(seconds) if float(seconds).is_integer() else round(seconds, 6)
 
 
 def rate_floor(calls: int, windows: Sequence[Sequence[float]]) -> float:
@@ -314,7 +296,7 @@ def _tail(path: Path, limit: int = 3000) -> str:
 
 
 def _seconds_label(seconds: float) -> str:
-    return f"{_tidy(seconds)}s"
+    return f"{tidy_seconds(seconds)}s"
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

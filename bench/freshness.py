@@ -33,23 +33,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-for _directory in reversed([REPO / "plugins", REPO / "include", REPO]):
-    if str(_directory) not in sys.path:
-        sys.path.insert(0, str(_directory))
-
+from bench import API_ENDPOINTS, DAG_ID, REPO, scaled_rate_limits  # noqa: E402  (sets sys.path)
 import lake_check  # noqa: E402
 from local_airflow import migrated_template  # noqa: E402
 from local_scheduler import pipeline_services  # noqa: E402
 from mde_simulator.process import SimulatorProcess  # noqa: E402
 
-DAG_ID = "mde_alert_ips"
-REAL_RATE_LIMITS = [[100, 60], [1500, 3600]]
-API_ENDPOINTS = ("list", "ips", "alert")
 
 
-def scaled(scale: float) -> list[list[float]]:
-    return [[calls, seconds / scale] for calls, seconds in REAL_RATE_LIMITS]
 
 
 def schedule_floor(calls: int, limits) -> float:
@@ -68,7 +59,7 @@ def parse(value: str | None) -> datetime | None:
 
 
 def run_one(args, alerts: int, template_db: Path, root: Path) -> dict[str, Any]:
-    limits = scaled(args.scale)
+    limits = scaled_rate_limits(args.scale)
     now = datetime.now(timezone.utc)
     hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
     client = {} if args.margin is None else {"rate_limit_margin_seconds": args.margin}
@@ -151,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=9)
     args = parser.parse_args(argv)
     counts = [int(n) for n in args.alerts.split(",") if n.strip()]
-    limits = scaled(args.scale)
+    limits = scaled_rate_limits(args.scale)
     print(
         f"freshness: windows {limits} (real / {args.scale:g}); pool mde_api "
         f"{args.slots or 'from include/pools.json'}; margin {args.margin if args.margin is not None else 'default'}; "

@@ -48,25 +48,16 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-for _directory in reversed([REPO / "plugins", REPO / "include", REPO]):
-    if str(_directory) not in sys.path:
-        sys.path.insert(0, str(_directory))
-
+from bench import API_ENDPOINTS, DAG_ID, REPO, scaled_rate_limits  # noqa: E402  (sets sys.path)
 import lake_check  # noqa: E402
 from local_airflow import migrated_template  # noqa: E402
 from local_scheduler import pipeline_services  # noqa: E402
 from mde_simulator.process import SimulatorProcess  # noqa: E402
 
-DAG_ID = "mde_alert_ips"
-REAL_RATE_LIMITS = [[100, 60], [1500, 3600]]
-API_ENDPOINTS = ("list", "ips", "alert")
 # Hours far from now: the scheduled run that unpausing creates (latest hour) finds none.
 DATA_START = datetime(2026, 1, 5, tzinfo=timezone.utc)
 
 
-def scaled(scale: float) -> list[list[float]]:
-    return [[calls, seconds / scale] for calls, seconds in REAL_RATE_LIMITS]
 
 
 class ArrivalRecorder:
@@ -137,7 +128,7 @@ def window_shares(arrivals: list[float], seconds: float, limit: int, step: float
 
 
 def run_one(args, slots: int, template_db: Path, root: Path) -> dict[str, Any]:
-    limits = scaled(args.scale)
+    limits = scaled_rate_limits(args.scale)
     hours = lake_check.hours(DATA_START, DATA_START + timedelta(hours=args.hours))
     with SimulatorProcess(
         root / "sim",
@@ -229,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     slot_counts = [int(s) for s in args.slots.split(",") if s.strip()]
 
-    limits = scaled(args.scale)
+    limits = scaled_rate_limits(args.scale)
     calls = args.hours * (args.alerts_per_hour + 1)
     print(
         f"pipeline_budget: windows {limits} (real / {args.scale:g}), margin {args.margin:g} s; "
