@@ -11,11 +11,16 @@ times, in one run and on the same rows, through the analysts' DuckDB views:
 * the alerts/IPs join over the whole window;
 
 for (a) the hourly layout, (b) the lake after ``compact_day`` of every day, (b+) the
-same with the month IP indexes the compaction DAG builds for closed months (what the
-analyst CLI reads), (c) one IP-sorted file per table (the floor), and, to answer "days or
-months", (d) one IP-sorted file per 30 days (not the lake's layout: a month file has no
-``date=`` key). It also times the compaction of each day and the index of each month.
-Prints a table; nothing is asserted.
+same read through the analyst CLI's session, which uses the month IP index the
+compaction DAG builds (lake/ip_index.py), (b++) the same with the last two days still
+hourly (the steady state between two compaction runs), (c) one IP-sorted file per table
+(the floor), and, to answer "days or months", (d) one IP-sorted file per 30 days (not
+the lake's layout: a month file has no ``date=`` key). It also times the compaction of
+each day and the index of each month. Prints a table; nothing is asserted.
+
+Every layout is read with the CLI's DuckDB settings (analyst_cli.DUCKDB_SETTINGS), and
+the timed runs go round the layouts in turn, so load from elsewhere on the machine
+falls on all of them alike.
 
 The synthetic data (:func:`interval_tables`) is deterministic per (seed, hour), so any
 hour can be regenerated exactly: the tests use that to check reruns.
@@ -25,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import os
 import shutil
 import statistics
 import sys
@@ -36,7 +40,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mde_pipeline.lake.schema import ALERT_IPS, ALERTS, SCHEMAS, TIMESTAMP
@@ -221,14 +224,20 @@ def _floor_files(hourly_root: Path, target: Path, *, per_days: int | None, first
             (directory / "data.parquet").write_bytes(compacted_parquet_bytes(table, data, row_group_rows=ROW_GROUP_ROWS))
 
 
-def _timed(connection, sql: str, repeats: int) -> tuple[float, int]:
-    connection.execute(sql).fetchall()  # warm: OS cache, not DuckDB's result
-    samples = []
+def _timed_round_robin(connections: dict, queries: dict[str, str], repeats: int) -> dict[str, dict[str, tuple[float, int]]]:
+    """Median ms and row count of every query on every connection, the runs interleaved."""
+    samples: dict[tuple[str, str], list[float]] = {(n, q): [] for n in connections for q in queries}
+    rows: dict[tuple[str, str], int] = {}
+    for name, connection in connections.items():
+        for label, sql in queries.items():
+            rows[name, label] = len(connection.execute(sql).fetchall())  # warm: OS cache, footers
     for _ in range(repeats):
-        started = time.perf_counter()
-        rows = connection.execute(sql).fetchall()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples) * 1000, len(rows)
+        for label, sql in queries.items():
+            for name, connection in connections.items():
+                started = time.perf_counter()
+                connection.execute(sql).fetchall()
+                samples[name, label].append(time.perf_counter() - started)
+    return {n: {q: (statistics.median(samples[n, q]) * 1000, rows[n, q]) for q in queries} for n in connections}
 
 
 def _queries(rare_ip: str, busy_ip: str, window_start: datetime) -> dict[str, str]:
@@ -252,11 +261,12 @@ def _queries(rare_ip: str, busy_ip: str, window_start: datetime) -> dict[str, st
 def _connection_for(kind: str, root: Path):
     import duckdb
 
-    from mde_pipeline.analyst_cli import connect
+    from mde_pipeline.analyst_cli import configure, connect
 
     if kind in ("lake", "lake+index"):
         return connect(str(root), use_ip_index=kind == "lake+index")
     connection = duckdb.connect()
+    configure(connection)
     hive = ", hive_partitioning = false" if kind == "floor" else ", hive_partitioning = true"
     pattern = "*.parquet" if kind == "floor" else "*/*.parquet"
     for table in (ALERT_IPS, ALERTS):
@@ -280,18 +290,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--days", type=int, default=180)
     parser.add_argument("--alerts-per-day", type=int, default=2000)
     parser.add_argument("--ips-per-alert", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per query (median reported)")
+    parser.add_argument("--repeats", type=int, default=15, help="timed runs per query and layout (median reported)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", metavar="DIR", help="build the lakes in DIR and keep them")
     args = parser.parse_args(argv)
 
-    from mde_pipeline.lake.compaction import build_month_index, compact_day
+    from mde_pipeline.lake.compaction import compact_day
+    from mde_pipeline.lake.ip_index import build_month_index, months_to_index
     from mde_pipeline.lake.location import resolve_lake_location
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mde-bench-lake-"))
     work.mkdir(parents=True, exist_ok=True)
     first_day = datetime(2025, 1, 1, tzinfo=timezone.utc)
-    layouts = {"hourly": work / "hourly", "compacted": work / "compacted", "floor": work / "floor", "months": work / "months"}
+    layouts = {name: work / name for name in ("hourly", "compacted", "recent", "floor", "months")}
     try:
         for path in layouts.values():
             shutil.rmtree(path, ignore_errors=True)
@@ -306,6 +317,10 @@ def main(argv: list[str]) -> int:
         generate_seconds = time.perf_counter() - started
         print(f"generated {ip_rows:,} alert_ips rows in {generate_seconds:.0f} s")
 
+        # "compacted": every day compacted, every month indexed (months_to_index is what
+        # the compaction DAG calls after compacting). "recent": the same lake two days
+        # before, as the CLI sees it between two compaction runs: the last two days
+        # still hourly and outside the index.
         shutil.copytree(layouts["hourly"], layouts["compacted"], ignore=shutil.ignore_patterns("_*"))
         compacted = resolve_lake_location(str(layouts["compacted"]))
         day_seconds = []
@@ -315,8 +330,13 @@ def main(argv: list[str]) -> int:
             for table in (ALERT_IPS, ALERTS):
                 compact_day(compacted, table, day)
             day_seconds.append(time.perf_counter() - began)
+            if d == args.days - 3:
+                shutil.copytree(layouts["compacted"], layouts["recent"], ignore=shutil.ignore_patterns("_*"))
+        recent = resolve_lake_location(str(layouts["recent"]))
+        for month in months_to_index(recent):
+            build_month_index(recent, month)
         month_seconds = []
-        for month in sorted({f"{first_day + timedelta(days=d):%Y-%m}" for d in range(args.days)}):
+        for month in months_to_index(compacted):
             began = time.perf_counter()
             build_month_index(compacted, month)
             month_seconds.append(time.perf_counter() - began)
@@ -325,13 +345,16 @@ def main(argv: list[str]) -> int:
 
         rare, busy = _pick_ips(layouts["floor"])
         queries = _queries(rare, busy, first_day + timedelta(days=args.days // 2))
-        results: dict[str, dict[str, tuple[float, int]]] = {}
-        runs = (("hourly", "lake", "hourly"), ("compacted", "lake", "compacted"), ("+index", "lake+index", "compacted"),
-                ("floor", "floor", "floor"), ("months", "months", "months"))
-        for name, kind, layout in runs:
-            connection = _connection_for(kind, layouts[layout])
-            results[name] = {label: _timed(connection, sql, args.repeats) for label, sql in queries.items()}
-            connection.close()
+        runs = {  # column: (connection kind, layout)
+            "hourly": ("lake", "hourly"), "compacted": ("lake", "compacted"), "+index": ("lake+index", "compacted"),
+            "+index,2d hourly": ("lake+index", "recent"), "floor": ("floor", "floor"), "months": ("months", "months"),
+        }
+        connections = {name: _connection_for(kind, layouts[layout]) for name, (kind, layout) in runs.items()}
+        try:
+            results = _timed_round_robin(connections, queries, args.repeats)
+        finally:
+            for connection in connections.values():
+                connection.close()
 
         def data_files(path: Path) -> list[Path]:
             return [p for p in path.rglob("*.parquet") if not p.relative_to(path).parts[0].startswith("_")]
@@ -342,27 +365,27 @@ def main(argv: list[str]) -> int:
         print()
         print(f"{args.days} days, {args.alerts_per_day} alerts/day, <= {args.ips_per_alert} IPs/alert: {ip_rows:,} alert_ips rows; "
               f"DuckDB, median of {args.repeats} warm runs; rare IP {rare}, busy IP {busy}")
-        header = f"{'query':38s} " + " ".join(f"{n:>12s}" for n in results) + "   compacted/floor  +index/floor  compacted/hourly"
+        header = f"{'query':38s} " + " ".join(f"{n:>17s}" for n in results) + "   compacted/floor  +index/floor  compacted/hourly"
         print(header)
         print("-" * len(header))
         for label in queries:
-            cells = " ".join(f"{results[n][label][0]:10.1f}ms" for n in results)
+            cells = " ".join(f"{results[n][label][0]:15.1f}ms" for n in results)
             c, i = results["compacted"][label][0], results["+index"][label][0]
             f, h = results["floor"][label][0], results["hourly"][label][0]
             rows = {results[n][label][1] for n in results}
             flag = "" if len(rows) == 1 else f"  ROW COUNTS DIFFER {rows}"
             print(f"{label:38s} {cells}   {c / f:14.1f}x  {i / f:11.1f}x  {c / h:15.2f}x{flag}")
-        layout_of = {"hourly": "hourly", "compacted": "compacted", "+index": "compacted", "floor": "floor", "months": "months"}
-        print(f"{'parquet files (both tables)':38s} " + " ".join(f"{files[layout_of[n]]:12d}" for n in results))
-        print(f"{'size MiB (both tables)':38s} " + " ".join(f"{size[layout_of[n]]:12.1f}" for n in results))
+        print(f"{'parquet files (both tables)':38s} " + " ".join(f"{files[runs[n][1]]:17d}" for n in results))
+        print(f"{'size MiB (both tables)':38s} " + " ".join(f"{size[runs[n][1]]:17.1f}" for n in results))
         print()
         print(f"generation through writer.commit_interval: {generate_seconds:.0f} s ({args.days * 24} intervals)")
         print(f"compaction of one day (both tables): median {statistics.median(day_seconds):.2f} s, "
               f"max {max(day_seconds):.2f} s over {args.days} days")
         print(f"IP index of one month: median {statistics.median(month_seconds):.2f} s, max {max(month_seconds):.2f} s "
               f"over {len(month_seconds)} months; the indexes take {index_mib:.1f} MiB (not in the sizes above)")
-        print("layouts: hourly = as the DAG writes; compacted = after compact_day (day files only); +index = the same lake "
-              "read through the analyst views, which use the month IP indexes; floor = one IP-sorted file per table; "
+        print("layouts: hourly = as the DAG writes; compacted = after compact_day of every day (day files only); "
+              "+index = the same lake through the analyst CLI's session, which reads the IP index; +index,2d hourly = "
+              "the same with the last two days not compacted yet; floor = one IP-sorted file per table; "
               "months = one IP-sorted file per 30 days (not the lake layout)")
     finally:
         if not args.keep:

@@ -5,8 +5,10 @@
   least ``GRACE`` (3 h) before its data interval's end, so yesterday is compacted by the
   03:30 run, and old days filled by a backfill are picked up by the next run once no
   hourly file of theirs changed for an hour (the backfill has moved on). Then every
-  month that is over and fully compacted gets its IP-sorted ``alert_ips`` copy under
-  ``_ip_index/`` (what the analyst CLI reads for IP lookups; see docs/ANALYSTS.md).
+  month whose compacted days are not exactly what its IP index covers (the current
+  month after each day, a month whose index a rerun dropped) gets its IP-sorted
+  ``alert_ips`` copy under ``_ip_index/`` rebuilt (mde_pipeline.lake.ip_index; what the
+  analyst CLI reads for IP lookups; see docs/ANALYSTS.md).
 - Why a schedule and not the lake Assets (``mde_lake.alerts`` / ``mde_lake.alert_ips``):
   those are emitted by every hourly publish; compaction needs a day to be over, not a
   new hour, and one run per day is enough. Compaction changes files, not rows, so it
@@ -26,7 +28,7 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, task
 
 with DAG(
     dag_id="mde_lake_compaction",
-    description="Rewrite closed days of the MDE lake into sorted files; index closed months by IP",
+    description="Rewrite closed days of the MDE lake into sorted files; index compacted days by IP",
     schedule=CronDataIntervalTimetable("30 3 * * *", timezone="UTC"),
     start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
     catchup=False,

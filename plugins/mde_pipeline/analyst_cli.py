@@ -12,7 +12,10 @@ filesystem. Without ``--sql``/``--file`` it starts an interactive shell (stateme
 end with ``;``; ``.tables``, ``.schema NAME``, ``.quit``).
 
 Views (include/sql/duckdb/views.sql): ``alerts``, ``alert_ips``, ``alerts_latest``,
-``alert_ips_latest``, ``alert_ip_details``, ``ip_summary``.
+``alert_ips_latest``, ``alert_ip_details``, ``ip_summary``. ``alert_ips`` reads the days
+the IP index covers (lake/ip_index.py) from it and the other days from their files
+(``--no-ip-index``: day files only); :class:`LakeSession` keeps the views in step with
+the lake while a shell stays open.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any, TextIO
 VIEWS_SQL = Path(__file__).resolve().parents[2] / "include" / "sql" / "duckdb" / "views.sql"
 ROOT_PLACEHOLDER = "${LAKE_ROOT}"
 BASE_TABLES = ("alerts", "alert_ips")
+INDEXED = "alert_ips"  # the table the IP index copies (mde_pipeline.lake.ip_index.INDEXED_TABLE)
 DEFAULT_MAX_ROWS = 1000
 
 _BASE_VIEW = re.compile(r"CREATE OR REPLACE VIEW (\w+) AS\s+SELECT \*\s+FROM read_parquet\(", re.IGNORECASE)
@@ -50,74 +54,179 @@ def _sql_literal(text: str) -> str:
     return text.replace("'", "''")
 
 
+# Session settings of every connection the CLI opens (the benchmark applies them to every
+# layout it compares). Footers parsed once per session instead of once per query: an IP
+# lookup reads little else. DuckDB checks a cached footer against the file's modification
+# time, and the lake writes every file under a new name or by an atomic rename.
+DUCKDB_SETTINGS = ("SET parquet_metadata_cache = true",)
+
+
+def configure(connection) -> None:
+    for statement in DUCKDB_SETTINGS:
+        connection.execute(statement)
+
+
 def connect(root: str | None = None, conn_id: str | None = None, *, views_sql: Path = VIEWS_SQL, use_ip_index: bool = True):
-    """A DuckDB connection with the lake's views; ``root``/``conn_id`` as for the DAG.
+    """A :class:`LakeSession` on the lake; ``root``/``conn_id`` as for the DAG.
 
-    ``use_ip_index``: read closed months of ``alert_ips`` from their IP-sorted copies
-    where those are valid (same rows, faster IP lookups).
+    ``use_ip_index``: read the days the IP index covers from its IP-sorted month files
+    (same rows, faster IP lookups); without it every day comes from its day files.
     """
-    import duckdb
-
     from mde_pipeline.lake.location import resolve_lake_location
-    from mde_pipeline.lake.schema import SCHEMAS
 
-    location = resolve_lake_location(root, conn_id)
-    connection = duckdb.connect()
-    if not location.is_local:
-        connection.register_filesystem(location.fs)
-    lake_root = location.uri()
-    try:
-        script = views_sql.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise AnalystCliError(f"cannot read the views file {views_sql}: {exc}") from exc
-    fs = location.fs
-    fs.invalidate_cache()
-    for statement in split_statements(script):
-        match = _BASE_VIEW.match(statement)
-        table = match.group(1) if match else None
-        if table in BASE_TABLES and not fs.glob(location.path(table, "*", "*.parquet")):
-            # No file yet: an empty view of the right shape, so queries still run.
-            _create_empty_view(connection, table, SCHEMAS[table])
-            continue
-        connection.execute(statement.replace(ROOT_PLACEHOLDER, _sql_literal(lake_root)))
-    if use_ip_index:
-        _use_month_indexes(connection, location)
-    return connection
+    return LakeSession(resolve_lake_location(root, conn_id), views_sql=views_sql, use_ip_index=use_ip_index)
 
 
-def _use_month_indexes(connection, location) -> None:
-    """Read closed months' alert_ips from their IP-sorted copies (lake/compaction.py).
+class LakeSession:
+    """DuckDB with the analysts' views, kept in step with the lake while it is open.
 
-    Only indexes that match the lake right now are used; their months are excluded from
-    the day files by a constant range filter on the Hive ``date``, which DuckDB applies
-    to the file list before opening anything (a long ``NOT IN`` list of dates costs
-    several times more per file than a range). A day rewritten after this point deletes
-    its month's index first, so a long session gets "file not found" rather than stale
-    rows: reconnect.
+    ``execute`` works as DuckDB's (it returns the connection, ready to fetch). Before
+    each statement it checks, with one listing per table, whether the lake gained or
+    lost a day directory since the views were made, and makes them again if so. Within
+    a day nothing needs redoing: the views glob a day's files at query time. A statement
+    that fails on a missing file (an index month rebuilt or dropped, a day swapped by
+    compaction while it was read) is retried once on fresh views.
     """
-    from mde_pipeline.lake.compaction import INDEXED_TABLE, valid_month_indexes
 
-    indexes = valid_month_indexes(location)
-    if not indexes:
-        return
-    ranges: list[list[date]] = []
-    for month in sorted(index.month for index in indexes):
-        first = date.fromisoformat(f"{month}-01")
-        following = date(first.year + first.month // 12, first.month % 12 + 1, 1)
-        if ranges and ranges[-1][1] == first:
-            ranges[-1][1] = following
-        else:
-            ranges.append([first, following])
-    outside = " AND ".join(f"NOT (date >= DATE '{a}' AND date < DATE '{b}')" for a, b in ranges)
-    files = ", ".join(f"'{_sql_literal(index.uri)}'" for index in indexes)
-    day_files = _sql_literal(location.uri(INDEXED_TABLE, "*", "*.parquet"))
-    connection.execute(
-        f"""CREATE OR REPLACE VIEW {INDEXED_TABLE} AS
-        SELECT * FROM read_parquet('{day_files}', hive_partitioning = true, hive_types = {{'date': DATE}})
-        WHERE {outside}
-        UNION ALL BY NAME
-        SELECT *, CAST(timezone('UTC', interval_start) AS DATE) AS date FROM read_parquet([{files}])"""
-    )
+    def __init__(self, location, *, views_sql: Path = VIEWS_SQL, use_ip_index: bool = True) -> None:
+        import duckdb
+
+        self.location = location
+        self.use_ip_index = use_ip_index
+        try:
+            self._script = views_sql.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise AnalystCliError(f"cannot read the views file {views_sql}: {exc}") from exc
+        self.connection = duckdb.connect()
+        configure(self.connection)
+        if not location.is_local:
+            self.connection.register_filesystem(location.fs)
+        self._state: tuple | None = None
+        self._watched_days: tuple[str, ...] = ()  # uncovered days with no file yet
+        self._empty_tables: tuple[str, ...] = ()  # tables with no file yet
+        self.refresh(force=True)
+
+    # -- DuckDB's interface, as far as the CLI and its users need it
+    def execute(self, sql: str, parameters=None):
+        import duckdb
+
+        self.refresh()
+        try:
+            return self.connection.execute(sql, parameters)
+        except duckdb.IOException:
+            self.refresh(force=True)
+            return self.connection.execute(sql, parameters)
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> LakeSession:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- views
+    def _lake_state(self) -> tuple:
+        """What the views were made from beyond what their globs find at query time."""
+        fs = self.location.fs
+        fs.invalidate_cache()
+        days = []
+        for table in BASE_TABLES:
+            try:
+                days.append(tuple(sorted(_base(p) for p in fs.ls(self.location.path(table), detail=False))))
+            except FileNotFoundError:
+                days.append(())
+        filled = tuple(day for day in self._watched_days if _day_parquet_files(self.location, day))
+        started = tuple(t for t in self._empty_tables if fs.glob(self.location.path(t, "*", "*.parquet")))
+        return tuple(days), filled, started
+
+    def refresh(self, force: bool = False) -> None:
+        """Make the views again if the lake's days changed (always with ``force``)."""
+        state = self._lake_state()
+        if force or state != self._state:
+            self._make_views()
+            self._state = self._lake_state()
+
+    def _make_views(self) -> None:
+        from mde_pipeline.lake.schema import SCHEMAS
+
+        fs = self.location.fs
+        fs.invalidate_cache()
+        lake_root = self.location.uri()
+        self._watched_days, empty = (), []
+        for statement in split_statements(self._script):
+            match = _BASE_VIEW.match(statement)
+            table = match.group(1) if match else None
+            if table in BASE_TABLES and not fs.glob(self.location.path(table, "*", "*.parquet")):
+                # No file yet: an empty view of the right shape, so queries still run.
+                _create_empty_view(self.connection, table, SCHEMAS[table])
+                empty.append(table)
+                continue
+            self.connection.execute(statement.replace(ROOT_PLACEHOLDER, _sql_literal(lake_root)))
+        self._empty_tables = tuple(empty)
+        if self.use_ip_index and INDEXED not in empty:
+            self._use_ip_index()
+
+    def _use_ip_index(self) -> None:
+        """Read the days the IP index covers from it, every other day from its day files.
+
+        Only indexes that match the lake right now are used (lake/ip_index.py). The day
+        files are named by one glob per uncovered day (per month when no day of the month
+        is covered), never by a glob over the whole table: DuckDB lists every directory a
+        glob spans on every query, which alone costs about what the lookup does.
+        """
+        from mde_pipeline.lake.ip_index import INDEXED_TABLE, valid_month_indexes
+
+        indexes = valid_month_indexes(self.location)
+        if not indexes:
+            return
+        covered = {day for index in indexes for day in index.days}
+        by_month: dict[str, list[str]] = {}
+        for day in _table_days(self.location, INDEXED_TABLE):
+            by_month.setdefault(day[:7], []).append(day)
+        patterns, waiting = [], []
+        for month, days in sorted(by_month.items()):
+            if not covered.intersection(days):
+                patterns.append(self.location.uri(INDEXED_TABLE, f"date={month}-*", "*.parquet"))
+                continue
+            for day in days:
+                if day in covered:
+                    continue
+                if _day_parquet_files(self.location, day):
+                    patterns.append(self.location.uri(INDEXED_TABLE, f"date={day}", "*.parquet"))
+                else:
+                    waiting.append(day)  # a glob matching nothing is an error in DuckDB
+        self._watched_days = tuple(waiting)
+        files = ", ".join(f"'{_sql_literal(index.uri)}'" for index in indexes)
+        parts = [f"SELECT *, CAST(timezone('UTC', interval_start) AS DATE) AS date FROM read_parquet([{files}])"]
+        if patterns:
+            globs = ", ".join(f"'{_sql_literal(p)}'" for p in patterns)
+            parts.append(f"SELECT * FROM read_parquet([{globs}], hive_partitioning = true, hive_types = {{'date': DATE}})")
+        self.connection.execute(f"CREATE OR REPLACE VIEW {INDEXED_TABLE} AS\n" + "\nUNION ALL BY NAME\n".join(parts))
+
+
+def _base(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _table_days(location, table: str) -> list[str]:
+    """``YYYY-MM-DD`` of every ``date=`` directory of a table, sorted."""
+    try:
+        names = [_base(p) for p in location.fs.ls(location.path(table), detail=False)]
+    except FileNotFoundError:
+        return []
+    return sorted(n.removeprefix("date=") for n in names if n.startswith("date="))
+
+
+def _day_parquet_files(location, day: str) -> bool:
+    from mde_pipeline.lake.ip_index import INDEXED_TABLE
+
+    try:
+        names = [_base(p) for p in location.fs.ls(location.path(INDEXED_TABLE, f"date={day}"), detail=False)]
+    except FileNotFoundError:
+        return False
+    return any(n.endswith(".parquet") and not n.startswith((".", "_")) for n in names)
 
 
 def _create_empty_view(connection, table: str, schema) -> None:

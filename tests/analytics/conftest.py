@@ -14,8 +14,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-# Importing Airflow (Variables, ObjectStoragePath) must not touch ~/airflow.
-os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="analytics-tests-airflow-"))
+# Importing Airflow (Variables, ObjectStoragePath) must not touch ~/airflow. (`make test`
+# sets AIRFLOW_HOME; a bare `pytest` gets a temporary one.)
+if "AIRFLOW_HOME" not in os.environ:
+    os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="analytics-tests-airflow-")
 
 from bench.lake_queries import generate_lake, interval_tables  # noqa: E402
 from mde_pipeline.lake.location import resolve_lake_location  # noqa: E402

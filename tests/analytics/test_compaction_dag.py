@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mde_pipeline.lake.compaction import run_compaction
+from mde_pipeline.lake.ip_index import valid_month_indexes
 from mde_pipeline.lake.schema import SCHEMAS
 
 from local_airflow import fresh_home, lake_env, migrated_template
@@ -37,7 +38,7 @@ def files_of(root: Path, table: str, day: str) -> list[str]:
 
 @pytest.mark.slow
 def test_dag_compacts_the_days_closed_before_its_interval_end(airflow_db, hourly_lake, tmp_path):
-    root, _ = hourly_lake
+    root, location = hourly_lake
     age_files(root, hours=2)
     home = fresh_home(airflow_db, tmp_path / "home", **lake_env(root))
 
@@ -51,12 +52,15 @@ def test_dag_compacts_the_days_closed_before_its_interval_end(airflow_db, hourly
             names = files_of(root, table, day_name(d))
             assert len(names) == 1 and names[0].startswith("compacted-"), (table, d, names)
         assert len(files_of(root, table, day_name(2))) == 24
+    # ...and the IP index of March covers the two compacted days.
+    assert [i.days for i in valid_month_indexes(location)] == [(day_name(0), day_name(1))]
 
     # A later run (its task's function, to spare a second Airflow start) picks up the
     # rest; days already compacted are left as they are.
     before = files_of(root, "alert_ips", day_name(0))
     summary = run_compaction(closed_before=datetime(2025, 3, 10, 3, 30, tzinfo=timezone.utc), root=str(root))
     assert sorted((s["day"], s["action"]) for s in summary["days"]) == [(day_name(2), "compacted")] * len(SCHEMAS)
-    assert summary["indexed_months"] == []  # March 2025 is not over on 2025-03-10
+    assert summary["indexed_months"] == ["2025-03"]  # the index catches up with the third day
+    assert [i.days for i in valid_month_indexes(location)] == [tuple(day_name(d) for d in range(DAYS))]
     assert all(len(files_of(root, t, day_name(d))) == 1 for t in SCHEMAS for d in range(DAYS))
     assert files_of(root, "alert_ips", day_name(0)) == before

@@ -13,7 +13,8 @@ import pyarrow as pa
 import pytest
 
 from mde_pipeline.analyst_cli import connect
-from mde_pipeline.lake.compaction import build_month_index, compact_day
+from mde_pipeline.lake.compaction import compact_day
+from mde_pipeline.lake.ip_index import build_month_index
 from mde_pipeline.lake.schema import ALERT_IPS, ALERTS, SCHEMAS
 
 from tests.analytics.conftest import DAYS, FIRST_DAY, day_name, small_tables

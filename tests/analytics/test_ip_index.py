@@ -1,34 +1,39 @@
-"""The month IP index: an exact, IP-sorted copy that is never used once stale."""
+"""The IP index (lake/ip_index.py): an exact, IP-sorted copy that is never used once stale,
+and the analyst session that reads it next to the day files it does not cover."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+import json
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
 
 from mde_pipeline.analyst_cli import connect
-from mde_pipeline.lake.compaction import (
+from mde_pipeline.lake.compaction import compact_day, publish_interval_into_compacted_day
+from mde_pipeline.lake.ip_index import (
     INDEX_DIR,
+    INDEX_ROW_GROUP_ROWS,
     build_month_index,
-    closed_months_to_index,
-    compact_day,
-    publish_interval_into_compacted_day,
+    index_directory,
+    index_months,
+    months_to_index,
     valid_month_indexes,
 )
 from mde_pipeline.lake.schema import ALERT_IPS, ROW_KEYS, SCHEMAS
-from mde_pipeline.lake.writer import interval_file, lake_parquet_bytes, write_files_atomic
+from mde_pipeline.lake.writer import commit_interval, interval_file, lake_parquet_bytes, write_files_atomic
 
 from tests.analytics.conftest import DAYS, FIRST_DAY, day_name, small_tables
 
 MONTH = FIRST_DAY.strftime("%Y-%m")
 HOUR = FIRST_DAY + timedelta(days=1, hours=5)
 KEYS = ", ".join(ROW_KEYS[ALERT_IPS])
+QUERY = f"SELECT {KEYS}, severity, interval_start, date FROM alert_ips ORDER BY {KEYS}"
 
 
-def compact_all(location) -> None:
-    for d in range(DAYS):
+def compact(location, days=range(DAYS)) -> None:
+    for d in days:
         for table in SCHEMAS:
             compact_day(location, table, day_name(d))
 
@@ -36,18 +41,24 @@ def compact_all(location) -> None:
 def lake_ips(root: Path) -> list[tuple]:
     """alert_ips as the day files hold it (the truth the index must copy)."""
     return duckdb.connect().execute(
-        f"SELECT {KEYS}, severity, interval_start FROM read_parquet('{root}/alert_ips/*/*.parquet') ORDER BY {KEYS}"
+        f"SELECT {KEYS}, severity, interval_start, date FROM read_parquet('{root}/alert_ips/*/*.parquet', "
+        f"hive_partitioning = true, hive_types = {{'date': DATE}}) ORDER BY {KEYS}"
     ).fetchall()
 
 
 def view_ips(root: Path) -> list[tuple]:
-    return connect(str(root)).execute(f"SELECT {KEYS}, severity, interval_start FROM alert_ips ORDER BY {KEYS}").fetchall()
+    with connect(str(root)) as session:
+        return session.execute(QUERY).fetchall()
+
+
+def alert_ips_view(session) -> str:
+    return session.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'alert_ips'").fetchone()[0]
 
 
 def test_index_is_an_ip_sorted_copy_of_the_compacted_month(hourly_lake):
     root, location = hourly_lake
     assert build_month_index(location, MONTH) is None  # days still hourly: nothing to index
-    compact_all(location)
+    compact(location)
 
     index = build_month_index(location, MONTH)
 
@@ -57,50 +68,109 @@ def test_index_is_an_ip_sorted_copy_of_the_compacted_month(hourly_lake):
     data = pq.read_table(path)
     ips = data.column("ip").to_pylist()
     assert ips == sorted(ips) and data.num_rows == index.rows == len(lake_ips(root))
+    assert pq.ParquetFile(path).metadata.row_group(0).num_rows == min(INDEX_ROW_GROUP_ROWS, index.rows)
     assert [i.month for i in valid_month_indexes(location)] == [MONTH]
     assert view_ips(root) == lake_ips(root)
     # Table globs never see the index (no double counting for any engine).
     assert duckdb.connect().execute(f"SELECT count(*) FROM read_parquet('{root}/alert_ips/*/*.parquet')").fetchone()[0] == index.rows
 
 
-def test_a_rerun_into_the_month_drops_the_index_and_the_views_stay_exact(hourly_lake):
+def test_a_partly_compacted_month_is_indexed_and_the_rest_read_from_day_files(hourly_lake):
     root, location = hourly_lake
-    compact_all(location)
+    compact(location, days=range(DAYS - 1))
+    assert months_to_index(location) == [MONTH]
+    [index] = index_months(location)
+    assert index.days == tuple(day_name(d) for d in range(DAYS - 1))
+    assert months_to_index(location) == []
+
+    with connect(str(root)) as session:
+        definition = alert_ips_view(session)
+        # The index for the covered days, one glob for the last day only: no glob over the table.
+        assert str(Path(index.uri)) in definition and f"date={day_name(DAYS - 1)}/*.parquet" in definition
+        assert "alert_ips/*/*.parquet" not in definition
+        assert session.execute(QUERY).fetchall() == lake_ips(root)
+
+        # An hourly load into the day the index does not cover leaves the index alone.
+        hour = FIRST_DAY + timedelta(days=DAYS - 1, hours=7)
+        commit_interval(location, hour, small_tables(hour, 1))
+        assert [i.days for i in valid_month_indexes(location)] == [index.days]
+        assert session.execute(QUERY).fetchall() == lake_ips(root)
+
+        # Compacting that day: the index is behind, still valid, and rebuilt by the next run.
+        compact(location, days=[DAYS - 1])
+        assert [i.days for i in valid_month_indexes(location)] == [index.days]
+        assert months_to_index(location) == [MONTH]
+        assert session.execute(QUERY).fetchall() == lake_ips(root)
+        [rebuilt] = index_months(location)
+        assert rebuilt.days == tuple(day_name(d) for d in range(DAYS))
+        assert not Path(index.uri).exists()
+        # The open session was reading the old file: it moves to the new one by itself.
+        assert session.execute(QUERY).fetchall() == lake_ips(root)
+        assert str(Path(rebuilt.uri)) in alert_ips_view(session) and "hive_partitioning" not in alert_ips_view(session)
+
+
+def test_a_rerun_into_a_covered_day_drops_the_index_and_the_views_stay_exact(hourly_lake):
+    root, location = hourly_lake
+    compact(location)
     build_month_index(location, MONTH)
-    open_session = connect(str(root))
+    session = connect(str(root))
+    raw = duckdb.connect()
+    raw.execute(f"CREATE VIEW alert_ips AS SELECT * FROM read_parquet('{valid_month_indexes(location)[0].uri}')")
+    raw.execute("SET parquet_metadata_cache = true")
+    raw.execute("SELECT count(*) FROM alert_ips").fetchall()
 
     publish_interval_into_compacted_day(location, ALERT_IPS, HOUR, small_tables(HOUR, 1)[ALERT_IPS])
 
     assert valid_month_indexes(location) == []
     assert not list((root / INDEX_DIR).rglob("*.parquet"))
     assert view_ips(root) == lake_ips(root)
-    # A session opened before the rerun fails loudly instead of returning stale rows.
+    # The session opened before the rerun reads the new rows, not the dropped index...
+    assert session.execute(QUERY).fetchall() == lake_ips(root)
+    # ...and a plain connection still holding the dropped file fails loudly: DuckDB's
+    # footer cache never answers for a file that is gone.
     try:
-        open_session.execute("SELECT count(*) FROM alert_ips WHERE ip = '10.0.0.1'").fetchall()
+        raw.execute("SELECT count(*) FROM alert_ips WHERE ip = '10.0.0.1'").fetchall()
     except duckdb.IOException:
         pass
     else:
-        raise AssertionError("a session holding a dropped index must not read on")
+        raise AssertionError("a connection holding a dropped index must not read on")
     # The next compaction run builds it again.
-    assert build_month_index(location, MONTH) is not None and view_ips(root) == lake_ips(root)
+    assert months_to_index(location) == [MONTH]
+    assert index_months(location) and view_ips(root) == lake_ips(root)
 
 
 def test_an_index_made_stale_behind_its_back_is_ignored(hourly_lake):
     """A writer that bypassed the hook: the index no longer matches the day files."""
     root, location = hourly_lake
-    compact_all(location)
+    compact(location)
     build_month_index(location, MONTH)
     rerun = small_tables(HOUR, 2)[ALERT_IPS]
     write_files_atomic(location, {interval_file(ALERT_IPS, HOUR): lake_parquet_bytes(ALERT_IPS, rerun)})
     # Folded in by compaction (which also drops the index), but even before that:
     assert valid_month_indexes(location) == []
-    assert view_ips(root) != []
+    assert view_ips(root) == lake_ips(root)
+    assert months_to_index(location) == [MONTH]
 
 
-def test_only_months_that_ended_are_indexed(hourly_lake):
+def test_an_index_of_an_older_format_is_rebuilt(hourly_lake):
     root, location = hourly_lake
-    compact_all(location)
-    assert closed_months_to_index(location, closed_before=datetime(2025, 3, 31, 23, tzinfo=timezone.utc)) == []
-    assert closed_months_to_index(location, closed_before=datetime(2025, 4, 1, tzinfo=timezone.utc)) == [MONTH]
-    build_month_index(location, MONTH)
-    assert closed_months_to_index(location, closed_before=datetime(2025, 4, 1, tzinfo=timezone.utc)) == []
+    compact(location)
+    index = build_month_index(location, MONTH)
+    manifest_path = root / index_directory(MONTH) / "_index.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "format": 1}))
+    assert valid_month_indexes(location) == []
+    assert months_to_index(location) == [MONTH]
+
+
+def test_a_session_sees_a_day_that_appears_after_it_opened(hourly_lake):
+    root, location = hourly_lake
+    compact(location)
+    index_months(location)
+    with connect(str(root)) as session:
+        before = session.execute("SELECT count(*) FROM alert_ips").fetchone()[0]
+        new_hour = FIRST_DAY + timedelta(days=DAYS, hours=2)
+        rows = commit_interval(location, new_hour, small_tables(new_hour)).rows[ALERT_IPS]
+        assert rows > 0
+        assert session.execute("SELECT count(*) FROM alert_ips").fetchone()[0] == before + rows
+        assert session.execute(QUERY).fetchall() == lake_ips(root)

@@ -39,8 +39,9 @@ files or the compacted file of a day, never both and never neither:
   residual window is short and rare; it is documented in docs/ANALYSTS.md. A crash in
   between is finished by the next run from the staged copy (:func:`recover_day`).
 
-Closed months also get an IP-sorted copy of their alert_ips rows under ``_ip_index/``
-(section "month IP index" below): an accelerator for the analyst views, never data.
+Compacted days of ``alert_ips`` also get an IP-sorted copy per month under ``_ip_index/``
+(:mod:`mde_pipeline.lake.ip_index`): an accelerator for the analyst views, never data.
+Every change to a day the index covers drops that index first.
 
 Concurrency with the hourly loads: every change to a day's files happens under the
 day's lock (:func:`day_lock`, the lake's ``locks.lake_lock`` named ``date=YYYY-MM-DD``:
@@ -60,7 +61,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -84,7 +85,6 @@ from mde_pipeline.lake.schema import (
 from mde_pipeline.lake.writer import (
     COMPRESSION,
     COMPRESSION_LEVEL,
-    INTERVAL,
     PARQUET_SUFFIX,
     ROW_GROUP_ROWS,
     interval_file,
@@ -447,7 +447,6 @@ def _remove_empty_staging(location: LakeLocation, table: str, day: str) -> None:
 
 
 def _swap_blob(location: LakeLocation, built: CompactedDay, current: DayFiles) -> None:
-    fs = location.fs
     token = uuid.uuid4().hex[:12]
     staged = _staging_path(location, built.table, built.day, token)
     # Stage every file, the manifest last: a complete staged manifest is the marker
@@ -514,9 +513,16 @@ def recover_day(location: LakeLocation, table: str, day: str) -> None:
     fs.invalidate_cache()
 
 
+def _invalidate_ip_index(location: LakeLocation, table: str, day: str) -> None:
+    # Imported here: ip_index builds on this module's day files and locks.
+    from mde_pipeline.lake.ip_index import INDEXED_TABLE, invalidate_covering
+
+    if table == INDEXED_TABLE:
+        invalidate_covering(location, day)
+
+
 def _replace_day(location: LakeLocation, built: CompactedDay, current: DayFiles) -> None:
-    if built.table == INDEXED_TABLE:
-        invalidate_month_index(location, built.day)
+    _invalidate_ip_index(location, built.table, built.day)
     if location.is_local:
         _swap_local(location, built)
     else:
@@ -637,8 +643,9 @@ def commit_interval_files(
                 plain.pop(relative, None)
                 written[relative] = publish_interval_into_compacted_day(location, name, start, data, lock=False)
         if plain:
-            if interval_file(INDEXED_TABLE, start) in plain:
-                invalidate_month_index(location, partition_date(start))
+            for name in tables:
+                if interval_file(name, start) in plain:
+                    _invalidate_ip_index(location, name, partition_date(start))
             written.update(write_files_atomic(location, plain))
     return {relative: written[relative] for relative in files}
 
@@ -725,18 +732,18 @@ def run_compaction(
     grace: timedelta = DEFAULT_GRACE,
     quiet_period: timedelta = DEFAULT_QUIET_PERIOD,
 ) -> dict[str, Any]:
-    """What the compaction DAG's task does: compact closed days, then index closed months.
+    """What the compaction DAG's task does: compact closed days, then bring the IP index up to date.
 
     Returns a summary for the task's XCom and log: one entry per (day, table) looked at
     and the months whose IP index was (re)built.
     """
+    from mde_pipeline.lake.ip_index import index_months
     from mde_pipeline.lake.location import resolve_lake_location
 
     location = resolve_lake_location(root, conn_id)
     moment = datetime.fromtimestamp(closed_before.timestamp(), timezone.utc)
     results = compact_closed_days(location, closed_before=moment, grace=grace, quiet_period=quiet_period)
-    indexes = [build_month_index(location, month) for month in closed_months_to_index(location, closed_before=moment - grace)]
-    indexed = [index.month for index in indexes if index]
+    indexed = [index.month for index in index_months(location)]
     log.info(
         "lake %s: %d table-days compacted (closed before %s), IP index built for %s",
         location.url, sum(r.action == "compacted" for r in results), (moment - grace).isoformat(), indexed or "no month",
@@ -749,165 +756,3 @@ def run_compaction(
         ],
         "indexed_months": indexed,
     }
-
-
-# --------------------------------------------------------------------------- month IP index
-#
-# Compacted days make window queries and joins fast, but an IP lookup over 180 days
-# still opens 180 files (DuckDB spends ~0.3 ms per file even when statistics and Bloom
-# filters skip all of it), several times the time of one IP-sorted file. A closed,
-# fully compacted month therefore also gets one IP-sorted copy of its alert_ips rows:
-#
-#     <root>/_ip_index/month=YYYY-MM/alert_ips-<token>.parquet
-#     <root>/_ip_index/month=YYYY-MM/_index.json   {"file", "rows", "days": {day: [files]}}
-#
-# It is a derived accelerator, not data: the "_" keeps it out of every table glob (and
-# Spark/Trino/Synapse), the lake stays the day layout, and only the analyst views of
-# mde_pipeline.analyst_cli use it. It is valid while every day it was built from still
-# has exactly the compacted files its manifest names (file names carry a fresh token per
-# rewrite); every change to a day of the month deletes the month's index first (under
-# the day's lock), and readers check validity again when they open the lake.
-
-INDEXED_TABLE = ALERT_IPS
-INDEX_DIR = "_ip_index"
-INDEX_MANIFEST = "_index.json"
-INDEX_ROW_GROUP_ROWS = ROW_GROUP_ROWS
-
-
-def month_of(day: date | datetime | str) -> str:
-    return day_of(day)[:7]
-
-
-def index_directory(month: str) -> str:
-    if len(month) != 7 or month[4] != "-":
-        raise LakeSchemaError(f"not a month (YYYY-MM): {month!r}")
-    return f"{INDEX_DIR}/month={month}"
-
-
-def invalidate_month_index(location: LakeLocation, day: date | datetime | str) -> bool:
-    """Delete the IP index of ``day``'s month (manifest first); True if there was one."""
-    fs = location.fs
-    directory = location.path(index_directory(month_of(day)))
-    fs.invalidate_cache()
-    try:
-        entries = fs.ls(directory, detail=False)
-    except FileNotFoundError:
-        return False
-    manifest = [p for p in entries if _base(p) == INDEX_MANIFEST]
-    for path in manifest + [p for p in entries if p not in manifest]:
-        with suppress(FileNotFoundError):
-            fs.rm_file(path)
-    if location.is_local:
-        with suppress(OSError):
-            os.rmdir(directory)
-    fs.invalidate_cache()
-    log.info("invalidated the IP index of %s", month_of(day))
-    return bool(entries)
-
-
-def _month_days(location: LakeLocation, month: str) -> list[str]:
-    fs = location.fs
-    fs.invalidate_cache()
-    days = []
-    for path in fs.glob(location.path(INDEXED_TABLE, f"date={month}-*")):
-        with suppress(LakeSchemaError):
-            days.append(day_of(_base(path).removeprefix("date=")))
-    return sorted(days)
-
-
-def _index_sources(location: LakeLocation, month: str) -> dict[str, list[str]] | None:
-    """``day -> compacted file names`` of the month, or None while a day has hourly files."""
-    sources = {}
-    for day in _month_days(location, month):
-        files = list_day(location, INDEXED_TABLE, day)
-        if files.interval_files:
-            return None
-        if files.compacted_files:
-            sources[day] = [_base(p) for p in files.compacted_files]
-    return sources
-
-
-@dataclass(frozen=True)
-class MonthIndex:
-    month: str
-    uri: str  # the index file, as readers open it
-    days: tuple[str, ...]  # the days it covers
-    rows: int
-
-
-def build_month_index(location: LakeLocation, month: str) -> MonthIndex | None:
-    """Write the IP-sorted copy of a fully compacted month; None if a day is not compacted.
-
-    Holds every day's lock of the month while it reads and writes (always in date
-    order, so it cannot deadlock with a writer, which holds one day lock at a time).
-    """
-    from contextlib import ExitStack
-
-    with ExitStack() as stack:
-        for day in _month_days(location, month):
-            stack.enter_context(day_lock(location, day))
-        sources = _index_sources(location, month)
-        if not sources:
-            return None
-        parts = []
-        for day, names in sources.items():
-            for name in names:
-                parts.append(conform(INDEXED_TABLE, _read_file(location, location.path(day_directory(INDEXED_TABLE, day), name))))
-        rows = sort_for_queries(INDEXED_TABLE, pa.concat_tables(parts))
-        directory = index_directory(month)
-        name = f"{INDEXED_TABLE}-{uuid.uuid4().hex[:12]}{PARQUET_SUFFIX}"
-        fs = location.fs
-        fs.invalidate_cache()
-        try:
-            old = [p for p in fs.ls(location.path(directory), detail=False) if _base(p) != INDEX_MANIFEST]
-        except FileNotFoundError:
-            old = []
-        write_files_atomic(
-            location, {f"{directory}/{name}": compacted_parquet_bytes(INDEXED_TABLE, rows, row_group_rows=INDEX_ROW_GROUP_ROWS)}
-        )
-        manifest = {"format": MANIFEST_FORMAT, "month": month, "file": name, "rows": rows.num_rows, "days": sources}
-        write_files_atomic(location, {f"{directory}/{INDEX_MANIFEST}": json.dumps(manifest, indent=1, sort_keys=True).encode()})
-        for path in old:
-            with suppress(FileNotFoundError):
-                fs.rm_file(path)
-    log.info("built the IP index of %s: %d days, %d rows", month, len(sources), rows.num_rows)
-    return MonthIndex(month, location.uri(directory, name), tuple(sources), rows.num_rows)
-
-
-def valid_month_indexes(location: LakeLocation) -> list[MonthIndex]:
-    """The month indexes that match the lake right now (stale ones are ignored)."""
-    fs = location.fs
-    fs.invalidate_cache()
-    indexes = []
-    for path in sorted(fs.glob(location.path(INDEX_DIR, "month=*", INDEX_MANIFEST))):
-        try:
-            manifest = json.loads(fs.cat_file(path))
-            month = manifest["month"]
-        except (FileNotFoundError, ValueError, KeyError):
-            continue
-        if _index_sources(location, month) != manifest.get("days"):
-            log.info("the IP index of %s is stale: not used", month)
-            continue
-        uri = location.uri(index_directory(month), manifest["file"])
-        if not fs.exists(location.path(index_directory(month), manifest["file"])):
-            continue
-        indexes.append(MonthIndex(month, uri, tuple(manifest["days"]), int(manifest.get("rows", 0))))
-    return indexes
-
-
-def closed_months_to_index(location: LakeLocation, *, closed_before: datetime) -> list[str]:
-    """Months that ended by ``closed_before`` and have no valid index yet."""
-    fs = location.fs
-    fs.invalidate_cache()
-    months = set()
-    for path in fs.glob(location.path(INDEXED_TABLE, "date=*")):
-        with suppress(LakeSchemaError):
-            months.add(month_of(_base(path).removeprefix("date=")))
-    valid = {index.month for index in valid_month_indexes(location)}
-    ready = []
-    for month in sorted(months - valid):
-        year, number = int(month[:4]), int(month[5:])
-        end = datetime(year + number // 12, number % 12 + 1, 1, tzinfo=timezone.utc)
-        if end <= closed_before:
-            ready.append(month)
-    return ready
