@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import duckdb
+import pytest
 import pyarrow.parquet as pq
 
 from mde_pipeline.analyst_cli import connect
@@ -174,3 +175,35 @@ def test_a_session_sees_a_day_that_appears_after_it_opened(hourly_lake):
         assert rows > 0
         assert session.execute("SELECT count(*) FROM alert_ips").fetchone()[0] == before + rows
         assert session.execute(QUERY).fetchall() == lake_ips(root)
+
+
+@pytest.mark.slow
+def test_index_and_session_on_abfs(abfs_location):
+    """Through adlfs against Azurite: the index is built, used and exact next to an hourly day."""
+    from mde_pipeline.analyst_cli import LakeSession
+
+    location = abfs_location
+    for d in range(2):
+        for h in range(0, 24, 6):
+            start = FIRST_DAY + timedelta(days=d, hours=h)
+            commit_interval(location, start, small_tables(start))
+    compact(location, days=[0])
+    [index] = index_months(location)
+    assert index.days == (day_name(0),) and index.uri.startswith("abfs://")
+
+    def plain_rows():
+        connection = duckdb.connect()
+        connection.register_filesystem(location.fs)
+        return connection.execute(
+            f"SELECT {KEYS}, severity, interval_start, date FROM read_parquet('{location.uri(ALERT_IPS)}/*/*.parquet', "
+            f"hive_partitioning = true, hive_types = {{'date': DATE}}) ORDER BY {KEYS}"
+        ).fetchall()
+
+    with LakeSession(location) as session:
+        assert index.uri in alert_ips_view(session)
+        assert session.execute(QUERY).fetchall() == plain_rows()
+        # A rerun into the covered day drops the index; the open session stays exact.
+        hour = FIRST_DAY + timedelta(hours=6)
+        commit_interval(location, hour, small_tables(hour, 1))
+        assert valid_month_indexes(location) == []
+        assert session.execute(QUERY).fetchall() == plain_rows()
