@@ -146,7 +146,10 @@ class LakeSession:
         state = self._lake_state()
         if force or state != self._state:
             self._make_views()
-            self._state = self._lake_state()
+            # The day directories as listed *before* the views were made, and the days and
+            # tables still waiting for a file as unfilled: whatever changed meanwhile
+            # differs from this at the next check and makes the views again.
+            self._state = (state[0], (), ())
 
     def _make_views(self) -> None:
         from mde_pipeline.lake.schema import SCHEMAS
@@ -187,16 +190,15 @@ class LakeSession:
             by_month.setdefault(day[:7], []).append(day)
         patterns, waiting = [], []
         for month, days in sorted(by_month.items()):
-            if not covered.intersection(days):
+            uncovered = [day for day in days if day not in covered]
+            # A glob matching nothing is an error in DuckDB: days without a file yet are
+            # left out and watched (_lake_state) until they get one.
+            filled = [day for day in uncovered if _day_parquet_files(self.location, day)]
+            waiting.extend(day for day in uncovered if day not in filled)
+            if filled and len(filled) == len(days):
                 patterns.append(self.location.uri(INDEXED_TABLE, f"date={month}-*", "*.parquet"))
-                continue
-            for day in days:
-                if day in covered:
-                    continue
-                if _day_parquet_files(self.location, day):
-                    patterns.append(self.location.uri(INDEXED_TABLE, f"date={day}", "*.parquet"))
-                else:
-                    waiting.append(day)  # a glob matching nothing is an error in DuckDB
+            else:
+                patterns.extend(self.location.uri(INDEXED_TABLE, f"date={day}", "*.parquet") for day in filled)
         self._watched_days = tuple(waiting)
         files = ", ".join(f"'{_sql_literal(index.uri)}'" for index in indexes)
         parts = [f"SELECT *, CAST(timezone('UTC', interval_start) AS DATE) AS date FROM read_parquet([{files}])"]

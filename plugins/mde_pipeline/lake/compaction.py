@@ -490,6 +490,8 @@ def recover_day(location: LakeLocation, table: str, day: str) -> None:
         entries = sorted(fs.ls(root, detail=False))
     except FileNotFoundError:
         return
+    # The day may change below; an index built from its half-swapped state must go.
+    _invalidate_ip_index(location, table, day)
     live = location.path(day_directory(table, day))
     if location.is_local:
         if not os.path.exists(live):

@@ -42,6 +42,7 @@ import pyarrow as pa
 
 from mde_pipeline.lake.compaction import (
     COMPACTED_PREFIX,
+    MANIFEST_NAME,
     _base,
     _read_file,
     compacted_parquet_bytes,
@@ -124,7 +125,9 @@ def invalidate_covering(location: LakeLocation, day: date | datetime | str) -> b
     day = day_of(day)
     manifest = _read_manifest(location, month_of(day))
     if manifest is None:
-        return False
+        # No manifest, but maybe an index file whose deletion failed after its manifest
+        # went: open sessions could still be reading it.
+        return _delete_index(location, month_of(day))
     days = manifest.get("days")
     if isinstance(days, dict) and day not in days:
         return False
@@ -150,8 +153,8 @@ def _compacted_files(location: LakeLocation, day: str) -> list[str] | None:
         names = [_base(p) for p in location.fs.ls(location.path(day_directory(INDEXED_TABLE, day)), detail=False)]
     except FileNotFoundError:
         return None
-    if any(n.startswith(INTERVAL_PREFIX) and n.endswith(PARQUET_SUFFIX) for n in names):
-        return None
+    if MANIFEST_NAME not in names or any(n.startswith(INTERVAL_PREFIX) and n.endswith(PARQUET_SUFFIX) for n in names):
+        return None  # not compacted, or a swap interrupted half-way (recover_day finishes it)
     return sorted(n for n in names if n.startswith(COMPACTED_PREFIX) and n.endswith(PARQUET_SUFFIX)) or None
 
 
