@@ -48,7 +48,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from bench import API_ENDPOINTS, DAG_ID, REPO, scaled_rate_limits  # noqa: E402  (sets sys.path)
+from bench import API_ENDPOINTS, DAG_ID, scaled_rate_limits  # noqa: E402  (sets sys.path)
 import lake_check  # noqa: E402
 from local_airflow import migrated_template  # noqa: E402
 from local_scheduler import pipeline_services  # noqa: E402

@@ -81,7 +81,7 @@ class LakeSession:
     """DuckDB with the analysts' views, kept in step with the lake while it is open.
 
     ``execute`` works as DuckDB's (it returns the connection, ready to fetch). Before
-    each statement it checks, with one listing per table, whether the lake gained or
+    each statement it checks, with one listing of ``alert_ips``, whether the lake gained or
     lost a day directory since the views were made, and makes them again if so. Within
     a day nothing needs redoing: the views glob a day's files at query time. A statement
     that fails on a missing file (an index month rebuilt or dropped, a day swapped by
@@ -128,18 +128,18 @@ class LakeSession:
 
     # -- views
     def _lake_state(self) -> tuple:
-        """What the views were made from beyond what their globs find at query time."""
+        """What the views were made from beyond what their globs find at query time.
+
+        Runs before every statement, so it lists only what can change a view: the days of
+        ``alert_ips`` when it reads the IP index (the plain views glob every day at query
+        time), the days still waiting for a first file, and tables that had no file.
+        """
         fs = self.location.fs
         fs.invalidate_cache()
-        days = []
-        for table in BASE_TABLES:
-            try:
-                days.append(tuple(sorted(_base(p) for p in fs.ls(self.location.path(table), detail=False))))
-            except FileNotFoundError:
-                days.append(())
+        days = tuple(_table_days(self.location, INDEXED)) if self.use_ip_index else ()
         filled = tuple(day for day in self._watched_days if _day_parquet_files(self.location, day))
         started = tuple(t for t in self._empty_tables if fs.glob(self.location.path(t, "*", "*.parquet")))
-        return tuple(days), filled, started
+        return days, filled, started
 
     def refresh(self, force: bool = False) -> None:
         """Make the views again if the lake's days changed (always with ``force``)."""

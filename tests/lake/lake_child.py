@@ -21,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parents[1] / "plugins"), str(HERE)]
 
-from lake_data import large_interval, sample_interval  # noqa: E402
+from lake_data import WrappedFile, large_interval, sample_interval  # noqa: E402
 
 from mde_pipeline.lake import writer  # noqa: E402
 from mde_pipeline.lake.location import LakeLocation, parse_blob_root, resolve_lake_location  # noqa: E402
@@ -37,11 +37,11 @@ def _wait_to_be_killed(marker: str, note: str) -> None:
     os._exit(3)  # never reached when killed: exiting would be a test failure
 
 
-class _StallingFile:
+class _StallingFile(WrappedFile):
     """A real file that accepts half of the first write, then stalls."""
 
     def __init__(self, path: str, marker: str) -> None:
-        self._file = open(path, "xb")
+        super().__init__(path)
         self._marker = marker
 
     def write(self, data) -> int:
@@ -51,15 +51,6 @@ class _StallingFile:
         os.fsync(self._file.fileno())
         _wait_to_be_killed(self._marker, self._file.name)
         return half
-
-    def __getattr__(self, name):
-        return getattr(self._file, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._file.close()
 
 
 def _blob_location(connection_string: str, root: str) -> LakeLocation:

@@ -149,3 +149,21 @@ def duckdb_read(location, table: str, columns: str = "*") -> pa.Table:
         if not location.is_local:
             connection.register_filesystem(location.fs)
         return connection.sql(f"select {columns} from read_parquet('{location.table_glob(table)}', hive_partitioning=true)").to_arrow_table()
+
+
+class WrappedFile:
+    """A real file opened for exclusive creation, standing in for the writer's; the crash
+    tests subclass it to change ``write``."""
+
+    def __init__(self, path: str) -> None:
+        self._file = open(path, "xb")
+        self.name = path
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._file.close()

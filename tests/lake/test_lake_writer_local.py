@@ -14,7 +14,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from lake_data import large_interval, same_rows, sample_interval
+from lake_data import WrappedFile, large_interval, same_rows, sample_interval
 
 from mde_pipeline.lake import writer
 from mde_pipeline.lake.schema import ALERT_IPS, ALERT_IPS_SCHEMA, ALERTS, ALERTS_SCHEMA, LakeSchemaError, empty_table
@@ -171,25 +171,12 @@ def test_commit_refuses_bad_tables_and_writes_nothing(local_location):
 # --------------------------------------------------------------------------- atomicity
 
 
-class _FailingFile:
+class _FailingFile(WrappedFile):
     """Writes half of what it is given, then fails like a full disk."""
-
-    def __init__(self, path):
-        self._file = open(path, "xb")
-        self.name = path
 
     def write(self, data):
         self._file.write(data[: len(data) // 2])
         raise OSError(28, "No space left on device")
-
-    def __getattr__(self, name):
-        return getattr(self._file, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._file.close()
 
 
 def test_exception_mid_write_leaves_the_previous_files_and_no_temp(local_location, monkeypatch):

@@ -221,13 +221,17 @@ def _manifests(location: LakeLocation) -> dict[str, dict]:
     return manifests
 
 
-def _is_valid(location: LakeLocation, month: str, manifest: dict) -> bool:
+def _is_valid(location: LakeLocation, month: str, manifest: dict, compacted: dict[str, list[str]] | None = None) -> bool:
+    """Whether the index matches the lake; ``compacted``: the month's compacted days, if
+    the caller listed them already (else each covered day is listed)."""
     days = manifest.get("days")
     if manifest.get("format") != INDEX_FORMAT or manifest.get("month") != month or not isinstance(days, dict) or not days:
         return False
-    if any(_compacted_files(location, day) != names for day, names in days.items()):
-        return False
-    return location.fs.exists(location.path(index_directory(month), manifest["file"]))
+    if compacted is None:
+        matches = all(_compacted_files(location, day) == names for day, names in days.items())
+    else:
+        matches = all(compacted.get(day) == names for day, names in days.items())
+    return matches and location.fs.exists(location.path(index_directory(month), manifest["file"]))
 
 
 def valid_month_indexes(location: LakeLocation) -> list[MonthIndex]:
@@ -252,11 +256,14 @@ def months_to_index(location: LakeLocation) -> list[str]:
     for path in fs.glob(location.path(INDEXED_TABLE, "date=*")):
         with suppress(LakeSchemaError):
             months.add(month_of(_base(path).removeprefix("date=")))
-    covered = {index.month: set(index.days) for index in valid_month_indexes(location)}
+    manifests = _manifests(location)
     ready = []
     for month in sorted(months):
-        compacted = set(_compacted_days(location, month))
-        if compacted and compacted != covered.get(month):
+        compacted = _compacted_days(location, month)
+        manifest = manifests.get(month)
+        # Up to date: a valid index covering every compacted day of the month.
+        current = manifest is not None and manifest.get("days") == compacted and _is_valid(location, month, manifest, compacted)
+        if compacted and not current:
             ready.append(month)
     return ready
 
