@@ -51,7 +51,7 @@ bench: $(STAMP)
 # Without SQL: an interactive shell. LAKE=... overrides Variable mde_lake_root.
 # SQL and LAKE reach the recipe as environment variables, so quotes in them are safe.
 query: $(STAMP)
-	$(PY) -m mde_pipeline.analyst_cli $(if $(LAKE),--lake "$$LAKE") --sql "$$SQL"
+	$(PY) -m mde_pipeline.airflow.query_cli $(if $(LAKE),--lake "$$LAKE") --sql "$$SQL"
 
 clean:
 	rm -rf $(VENV) .airflow .sim lake

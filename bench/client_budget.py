@@ -95,8 +95,8 @@ def worker_main(argv: Sequence[str]) -> int:
     (result_file,) = argv
     import logging
 
-    from mde_pipeline.hooks import MdeHook
-    from mde_pipeline.operators import fetch_batch_ips
+    from mde_pipeline.airflow.hooks import MdeHook
+    from mde_pipeline.api.fetch import fetch_batch_ips
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     quiet = logging.getLogger("bench.client_budget.worker")  # per-batch progress is not needed here
@@ -162,7 +162,7 @@ def run_configuration(
                 _wait_ready(worker)
             listing_started = time.time()
             listing, listing_stats = _list(sim.connection_uri(ca_bundle=sim.ca_bundle, **extra))
-            from mde_pipeline.batching import make_batches
+            from mde_pipeline.airflow.batching import make_batches
 
             batches = make_batches(listing.alerts, batch_size=batch_size)
             for index, worker in enumerate(workers):
@@ -209,8 +209,9 @@ def run_configuration(
 
 
 def _list(connection_json: str):
-    from mde_pipeline.alert_listing import list_interval
-    from mde_pipeline.client import MdeClient, MdeConnectionConfig
+    from mde_pipeline.api.listing import list_interval
+    from mde_pipeline.api.client import MdeClient
+from mde_pipeline.api.config import MdeConnectionConfig
 
     conn = json.loads(connection_json)
     config = MdeConnectionConfig.from_parts(

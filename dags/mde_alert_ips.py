@@ -1,6 +1,6 @@
 """MDE alert IPs, hourly: list the hour's alerts, fetch each alert's IPs, publish to the lake.
 
-Flow only; the logic lives in plugins/mde_pipeline (see docs/DESIGN.md).
+Flow only; the logic lives in plugins/mde_pipeline/airflow and below (see docs/DESIGN.md).
 
 - A real one-hour data interval (``CronDataIntervalTimetable``), so run N loads alerts
   whose ``lastUpdateTime`` lies in ``[data_interval_start, data_interval_end)``.
@@ -15,11 +15,11 @@ from datetime import datetime, timezone
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
 
-from mde_pipeline import dag_settings
-from mde_pipeline.assets import LAKE_ASSETS
-from mde_pipeline.operators import MDE_POOL, MdeFetchAlertIpsOperator, MdeListAlertsOperator
-from mde_pipeline.priority import PRIORITY_WEIGHT_RULE
-from mde_pipeline.publish import publish_interval, stage_listing
+from mde_pipeline.airflow import settings
+from mde_pipeline.airflow.assets import LAKE_ASSETS
+from mde_pipeline.airflow.lake_tasks import publish_interval
+from mde_pipeline.airflow.operators import MdeFetchAlertIpsOperator, MdeListAlertsOperator
+from mde_pipeline.airflow.priority import PRIORITY_WEIGHT_RULE
 
 with DAG(
     dag_id="mde_alert_ips",
@@ -28,24 +28,23 @@ with DAG(
     # Far enough back that `airflow backfill create` covers the 180-day retention window.
     start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
     catchup=False,
-    max_active_runs=dag_settings.MAX_ACTIVE_RUNS,
+    max_active_runs=settings.MAX_ACTIVE_RUNS,
     default_args={
-        "retries": dag_settings.TASK_RETRIES,
-        "retry_delay": dag_settings.RETRY_DELAY,
+        "retries": settings.TASK_RETRIES,
+        "retry_delay": settings.RETRY_DELAY,
         "retry_exponential_backoff": True,
         "weight_rule": PRIORITY_WEIGHT_RULE,
     },
     tags=["mde", "security"],
-    params={"batch_size": Param(100, type="integer", minimum=1)},
+    params={"batch_size": Param(settings.DEFAULT_BATCH_SIZE, type="integer", minimum=1)},
 ) as dag:
     batches = MdeListAlertsOperator(
         task_id="list_alerts",
-        pool=MDE_POOL,
-        staging_writer=stage_listing,
+        pool=settings.MDE_POOL,
         batch_size="{{ params.batch_size }}",
     )
 
-    fetched = MdeFetchAlertIpsOperator.partial(task_id="fetch_ips", pool=MDE_POOL).expand(
+    fetched = MdeFetchAlertIpsOperator.partial(task_id="fetch_ips", pool=settings.MDE_POOL).expand(
         batch=batches.output
     )
 

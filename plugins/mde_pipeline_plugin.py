@@ -1,12 +1,12 @@
 """Airflow plugin of the MDE alert-IPs pipeline.
 
 Registers the priority weight strategy so that DAGs can refer to it by import path
-(see mde_pipeline/priority.py). Everything else is a normal importable package.
+(see mde_pipeline/airflow/priority.py). Everything else is a normal importable package.
 """
 
 from airflow.plugins_manager import AirflowPlugin
 
-from mde_pipeline.priority import ScheduledBeforeBackfill
+from mde_pipeline.airflow.priority import ScheduledBeforeBackfill
 
 
 class MdePipelinePlugin(AirflowPlugin):

@@ -5,7 +5,7 @@ on the example env files. It reads the connections exactly the way a task does:
 
 * ``mde_default``: ``MdeHook().get_config()``, the parser the operators use (tenant,
   credential choice, cloud and endpoints, rate limits, timeouts);
-* the lake: ``resolve_lake_location()`` with Variables ``mde_lake_root`` and
+* the lake: ``configured_lake_location()`` with Variables ``mde_lake_root`` and
   ``mde_lake_conn_id`` (``AIRFLOW_VAR_*``); an ``abfs://`` root opens its filesystem
   through connection ``mde_lake`` (no network call is made).
 
@@ -103,7 +103,7 @@ def check_mde(environ, probe: bool = False) -> tuple[list[str], str | None]:
     problems = precheck(MDE_CONN_ID, environ, required=True)
     if problems:
         return problems, None
-    from mde_pipeline.hooks import MdeConfigurationError, MdeHook
+    from mde_pipeline.airflow.hooks import MdeConfigurationError, MdeHook
 
     hook = MdeHook(MDE_CONN_ID)
     try:
@@ -129,12 +129,8 @@ def check_mde(environ, probe: bool = False) -> tuple[list[str], str | None]:
 
 
 def check_lake(environ, probe: bool = False) -> tuple[list[str], str | None]:
-    from mde_pipeline.lake.location import (
-        LakeLocationError,
-        configured_lake_conn_id,
-        configured_lake_root,
-        resolve_lake_location,
-    )
+    from mde_pipeline.airflow.lake_location import configured_lake_conn_id, configured_lake_location, configured_lake_root
+    from mde_pipeline.lake.location import LakeLocationError
 
     root = configured_lake_root()
     if PLACEHOLDER.search(root):
@@ -145,7 +141,7 @@ def check_lake(environ, probe: bool = False) -> tuple[list[str], str | None]:
     if problems:
         return problems, None
     try:
-        location = resolve_lake_location(root)
+        location = configured_lake_location(root)
     except LakeLocationError as exc:
         return [str(exc)], None
     where = location.root if location.is_local else f"{location.protocol}://{location.root}"

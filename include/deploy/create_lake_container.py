@@ -51,10 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     from airflow.configuration import conf
 
     sys.path.insert(0, conf.get("core", "plugins_folder"))
-    from mde_pipeline.lake.location import LakeLocationError, resolve_lake_location
+    from mde_pipeline.airflow.lake_location import configured_lake_location
+    from mde_pipeline.lake.location import LakeLocationError
 
     try:
-        location = resolve_lake_location()
+        location = configured_lake_location()
     except LakeLocationError as exc:
         print(f"ERROR  {exc}", file=sys.stderr)
         return 1

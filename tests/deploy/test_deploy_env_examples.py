@@ -120,7 +120,7 @@ def test_connection_examples_parse(name):
 
 
 def test_every_mde_example_is_accepted_by_the_hook_parser():
-    from mde_pipeline.client import MdeConnectionConfig
+    from mde_pipeline.api.config import MdeConnectionConfig
 
     methods = []
     for variable, connection in connection_examples(".env.example") + connection_examples(".env.local.example"):
@@ -137,7 +137,7 @@ def test_every_mde_example_is_accepted_by_the_hook_parser():
 
 
 def test_every_lake_example_opens_a_filesystem(monkeypatch):
-    from mde_pipeline.lake.location import resolve_lake_location
+    from mde_pipeline.airflow.lake_location import configured_lake_location
 
     examples = [
         (".env.example", json.dumps(c)) for v, c in connection_examples(".env.example") if v == "AIRFLOW_CONN_MDE_LAKE"
@@ -153,7 +153,7 @@ def test_every_lake_example_opens_a_filesystem(monkeypatch):
     for number, (name, connection) in enumerate(examples):
         # One conn id per example: Airflow caches a filesystem per connection id.
         monkeypatch.setenv(f"AIRFLOW_CONN_MDE_LAKE_EXAMPLE_{number}", fill_placeholders(connection))
-        location = resolve_lake_location(roots[name], conn_id=f"mde_lake_example_{number}")
+        location = configured_lake_location(roots[name], conn_id=f"mde_lake_example_{number}")
         assert location.protocol == "abfs" and location.root.startswith("mde-lake/")
         assert location.account_name in ("mdelakeaccount", "devstoreaccount1")
 

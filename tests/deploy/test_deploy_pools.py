@@ -13,7 +13,7 @@ POOLS = REPO / "include" / "pools.json"
 
 
 def test_pools_file_defines_the_operators_pool():
-    from mde_pipeline.operators import MDE_POOL
+    from mde_pipeline.airflow.settings import MDE_POOL
 
     pools = json.loads(POOLS.read_text())
     assert list(pools) == [MDE_POOL] == ["mde_api"]
@@ -26,7 +26,7 @@ def test_pools_file_defines_the_operators_pool():
 def test_pool_description_says_what_the_slots_mean():
     description = json.loads(POOLS.read_text())["mde_api"]["description"]
     # The limits it quotes are the limiter's defaults, so the text stays true.
-    from mde_pipeline.rate_limiter import parse_rate_limits
+    from mde_pipeline.api.windows import parse_rate_limits
 
     limits = [[w.limit, int(w.seconds)] for w in parse_rate_limits(None)]
     assert json.dumps(limits).replace(" ", "") in description.replace(" ", "")

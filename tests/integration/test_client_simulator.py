@@ -14,14 +14,15 @@ import os
 
 import pytest
 
-from mde_pipeline.client import MdeClient, MdeConnectionConfig
-from mde_pipeline.errors import (
+from mde_pipeline.api.client import MdeClient
+from mde_pipeline.api.config import MdeConnectionConfig
+from mde_pipeline.api.errors import (
     MdeAuthenticationError,
     MdeMalformedResponseError,
     MdePermissionError,
     MdeServerError,
 )
-from mde_pipeline.hooks import MdeHook
+from mde_pipeline.airflow.hooks import MdeHook
 from mde_simulator.process import SimulatorProcess
 
 pytestmark = pytest.mark.slow

@@ -10,13 +10,18 @@ from datetime import datetime, timezone
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from mde_pipeline.alert_listing import list_interval
-from mde_pipeline.batching import make_batches
-from mde_pipeline.client import MdeClient, MdeConnectionConfig
-from mde_pipeline.errors import MdeServerError
-from mde_pipeline.ip_addresses import canonical_ip
-from mde_pipeline.lake.schema import interval_tables
-from mde_pipeline.operators import MdeFetchAlertIpsOperator, MdeListAlertsOperator, fetch_batch_ips
+from mde_pipeline.airflow.batching import make_batches
+from mde_pipeline.airflow.lake_tasks import LISTING
+from mde_pipeline.airflow.operators import MdeFetchAlertIpsOperator, MdeListAlertsOperator
+from mde_pipeline.api.client import MdeClient
+from mde_pipeline.api.config import MdeConnectionConfig
+from mde_pipeline.api.errors import MdeServerError
+from mde_pipeline.api.fetch import fetch_batch_ips
+from mde_pipeline.api.ip_addresses import canonical_ip
+from mde_pipeline.api.listing import list_interval
+from mde_pipeline.lake.location import resolve_lake_location
+from mde_pipeline.lake.records import interval_tables
+from mde_pipeline.lake.staging import read_staging_json
 
 pytestmark = pytest.mark.slow
 
@@ -115,30 +120,30 @@ def test_batches_fetch_exactly_the_ground_truth(simulator, tmp_path, caplog):
 @pytest.mark.parametrize("simulator", [SIM], indirect=True)
 def test_operators_execute_with_the_airflow_connection(simulator, tmp_path, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_MDE_DEFAULT", connection(simulator, tmp_path))
-    staged = []
+    monkeypatch.setenv("AIRFLOW_VAR_MDE_LAKE_ROOT", str(tmp_path / "lake"))
     lister = MdeListAlertsOperator(
         task_id="list",
         data_interval_start="2026-01-05 01:00:00+00:00",  # as "{{ data_interval_start }}" renders
         data_interval_end="2026-01-05 02:00:00+00:00",
         batch_size=5,
-        staging_writer=lambda listing, context: staged.append((listing, context)),
     )
-    context = {"run_id": "manual__probe"}
+    start = datetime(2026, 1, 5, 1, tzinfo=timezone.utc)
+    context = {"run_id": "manual__probe", "data_interval_start": start}
     batches = lister.execute(context)
     truth = simulator.ground_truth()
 
-    (listing, seen_context), = staged
-    assert seen_context is context
-    assert listing.tenant_id == truth["tenant_id"]
+    # The listing went to the run's staging folder, where publish reads it.
+    listing = read_staging_json(resolve_lake_location(tmp_path / "lake"), start, "manual__probe", LISTING)
+    assert listing["tenant_id"] == truth["tenant_id"]
     in_hour = sorted(i for i, a in truth["alerts"].items() if "2026-01-05T01:" in a["lastUpdateTime"])
-    assert sorted(a["id"] for a in listing.alerts) == in_hour
-    assert [e["alert_id"] for b in batches for e in b["alerts"]] == [a["id"] for a in listing.alerts]
+    assert sorted(a["id"] for a in listing["alerts"]) == in_hour
+    assert [e["alert_id"] for b in batches for e in b["alerts"]] == [a["id"] for a in listing["alerts"]]
     assert json.loads(json.dumps(batches)) == batches
 
     results = []
     for batch in batches:
         results += MdeFetchAlertIpsOperator(task_id="fetch", batch=batch).execute({})
-    assert [r["alert_id"] for r in results] == [a["id"] for a in listing.alerts]
+    assert [r["alert_id"] for r in results] == [a["id"] for a in listing["alerts"]]
     assert_matches_truth(results, truth)
 
 

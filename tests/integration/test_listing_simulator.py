@@ -13,8 +13,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from mde_pipeline.alert_listing import format_timestamp, list_interval, parse_timestamp
-from mde_pipeline.client import MdeClient, MdeConnectionConfig
+from mde_pipeline.api.listing import list_interval
+from mde_pipeline.common.timestamps import format_timestamp, parse_timestamp
+from mde_pipeline.api.client import MdeClient
+from mde_pipeline.api.config import MdeConnectionConfig
 
 pytestmark = pytest.mark.slow
 

@@ -52,13 +52,13 @@ def mde_self_signed_pem(common_name: str = "unit-test", *, password: bytes | Non
 
 
 @pytest.fixture
-def mde_extra() -> dict[str, Any]:
-    return {"tenant_id": "unit-tenant", "rate_limit_ledger": "memory", "rate_limit_margin_seconds": 0.05}
+def mde_extra(tmp_path) -> dict[str, Any]:
+    return {"tenant_id": "unit-tenant", "rate_limit_ledger_dir": str(tmp_path / "ledger"), "rate_limit_margin_seconds": 0.05}
 
 
 @pytest.fixture
 def mde_make_config(mde_extra):
-    from mde_pipeline.client import MdeConnectionConfig
+    from mde_pipeline.api.config import MdeConnectionConfig
 
     def make(*, host: str | None = MDE_BASE, login: str | None = "unit-client", password: str | None = MDE_SECRET,
              **extra: Any):  # fmt: skip
@@ -149,8 +149,8 @@ class MdeScriptedApi:
 
 @pytest.fixture
 def mde_scripted(mde_make_config) -> Callable[..., MdeScriptedApi]:
-    from mde_pipeline.client import MdeClient
-    from mde_pipeline.rate_limiter import FakeClock, InMemoryLedger
+    from mde_pipeline.api.client import MdeClient
+    from tests.support.api_fakes import FakeClock, InMemoryLedger
 
     made: list[MdeScriptedApi] = []
 

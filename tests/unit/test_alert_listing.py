@@ -16,16 +16,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from mde_pipeline.alert_listing import (
-    ListingNotAdvancingError,
-    format_timestamp,
-    list_alerts_for_interval,
-    list_interval,
-    parse_timestamp,
-    ticks_to_datetime,
-    to_ticks,
-)
-from mde_pipeline.errors import MdeMalformedResponseError
+from mde_pipeline.api.listing import ListingNotAdvancingError, list_interval
+from mde_pipeline.common.timestamps import format_timestamp, parse_timestamp, ticks_to_datetime, to_ticks
+from mde_pipeline.api.errors import MdeMalformedResponseError
 
 TICK = 1  # 100 ns
 SECOND = 10_000_000
@@ -61,6 +54,8 @@ _FILTER = re.compile(r"^lastUpdateTime ge (\S+) and lastUpdateTime lt (\S+)$")
 
 class FakeAlertsApi:
     """In-memory /api/alerts with OData paging, versions history and update hooks."""
+
+    tenant_id = "tenant-of-the-fake"
 
     def __init__(self, alerts: dict[str, int], *, shuffle_ties: bool = False, ignore_skip: bool = False, seed: int = 1):
         self.ticks = dict(alerts)
@@ -325,7 +320,7 @@ def test_ties_in_any_order_are_safe_when_groups_fit_half_a_page():
     alerts = {f"a{i}": times[i % 100] for i in range(2000)}
     assert max(Counter(alerts.values()).values()) == 20
     api = FakeAlertsApi(alerts, shuffle_ties=True)
-    listing = list_alerts_for_interval(api, ticks_to_datetime(H0), ticks_to_datetime(H1), page_size=100)
+    listing = list_interval(api, ticks_to_datetime(H0), ticks_to_datetime(H1), page_size=100).alerts
     assert sorted(versions(listing)) == sorted(alerts.items())
 
 
@@ -340,7 +335,7 @@ def test_boundaries_at_the_seventh_digit():
         "at_end": end,
     }
     api = FakeAlertsApi(alerts)
-    listing = list_alerts_for_interval(api, "2020-01-26T20:00:00.0000001Z", "2020-01-26T21:00:00.7220239Z", 10)
+    listing = list_interval(api, "2020-01-26T20:00:00.0000001Z", "2020-01-26T21:00:00.7220239Z", 10).alerts
     assert [a["id"] for a in listing] == ["at_start", "inside", "last_tick"]
     assert api.requests[0]["filter"] == (
         "lastUpdateTime ge 2020-01-26T20:00:00.0000001Z and lastUpdateTime lt 2020-01-26T21:00:00.7220239Z"
@@ -349,7 +344,7 @@ def test_boundaries_at_the_seventh_digit():
 
 def test_whole_second_bounds_from_airflow():
     api = FakeAlertsApi({"x": H0, "y": H1})
-    listing = list_alerts_for_interval(api, "2024-03-10 13:00:00+00:00", "2024-03-10 14:00:00+00:00")
+    listing = list_interval(api, "2024-03-10 13:00:00+00:00", "2024-03-10 14:00:00+00:00").alerts
     assert [a["id"] for a in listing] == ["x"]
     assert api.requests[0]["filter"] == (
         "lastUpdateTime ge 2024-03-10T13:00:00Z and lastUpdateTime lt 2024-03-10T14:00:00Z"
@@ -361,7 +356,7 @@ def test_group_larger_than_several_pages_at_one_timestamp():
     alerts = {f"bulk{i:05d}": H0 + 5 for i in range(2_345)}
     alerts.update({f"after{i}": H0 + 10 + i for i in range(7)})
     api = FakeAlertsApi(alerts)
-    listing = list_alerts_for_interval(api, ticks_to_datetime(H0), ticks_to_datetime(H1), page_size=500)
+    listing = list_interval(api, ticks_to_datetime(H0), ticks_to_datetime(H1), page_size=500).alerts
     assert sorted(versions(listing)) == sorted(alerts.items())
     skips = [r["skip"] for r in api.requests]
     assert skips == sorted(skips) and skips[-1] >= 1900
@@ -370,14 +365,14 @@ def test_group_larger_than_several_pages_at_one_timestamp():
 
 def test_an_empty_interval_is_one_request():
     api = FakeAlertsApi({"other": H1 + 5})
-    assert list_alerts_for_interval(api, ticks_to_datetime(H0), ticks_to_datetime(H1)) == []
+    assert list_interval(api, ticks_to_datetime(H0), ticks_to_datetime(H1)).alerts == []
     assert len(api.requests) == 1
 
 
 def test_exactly_full_pages_end_cleanly():
     alerts = {f"a{i}": H0 + i for i in range(30)}
     api = FakeAlertsApi(alerts)
-    listing = list_alerts_for_interval(api, ticks_to_datetime(H0), ticks_to_datetime(H1), page_size=10)
+    listing = list_interval(api, ticks_to_datetime(H0), ticks_to_datetime(H1), page_size=10).alerts
     assert len(listing) == 30
     assert len(api.requests) <= 5
 
@@ -401,14 +396,14 @@ def test_a_next_link_loop_is_an_error():
 
     api = Looping({f"a{i}": H0 + i for i in range(10)}, server_page=3)
     with pytest.raises(ListingNotAdvancingError, match="same @odata.nextLink"):
-        list_alerts_for_interval(api, ticks_to_datetime(H0), ticks_to_datetime(H1))
+        list_interval(api, ticks_to_datetime(H0), ticks_to_datetime(H1)).alerts
 
 
 def test_a_service_ignoring_skip_stops_with_an_error_instead_of_looping():
     alerts = {f"bulk{i}": H0 + 5 for i in range(50)}
     api = FakeAlertsApi(alerts, ignore_skip=True)
     with pytest.raises(ListingNotAdvancingError, match="does not honour \\$skip"):
-        list_alerts_for_interval(api, ticks_to_datetime(H0), ticks_to_datetime(H1), page_size=10)
+        list_interval(api, ticks_to_datetime(H0), ticks_to_datetime(H1), page_size=10).alerts
     assert len(api.requests) == 2
 
 
@@ -475,15 +470,15 @@ def test_answers_that_break_the_cursor_contract_are_errors(page, message):
             return page
 
     with pytest.raises(MdeMalformedResponseError, match=message):
-        list_alerts_for_interval(Canned(), ticks_to_datetime(H0), ticks_to_datetime(H1))
+        list_interval(Canned(), ticks_to_datetime(H0), ticks_to_datetime(H1))
 
 
 @pytest.mark.parametrize("page_size", [0, 1, 10_001])
 def test_page_size_within_the_services_top(page_size):
     with pytest.raises(ValueError, match="page_size"):
-        list_alerts_for_interval(FakeAlertsApi({}), ticks_to_datetime(H0), ticks_to_datetime(H1), page_size)
+        list_interval(FakeAlertsApi({}), ticks_to_datetime(H0), ticks_to_datetime(H1), page_size)
 
 
 def test_reversed_interval_is_an_error():
     with pytest.raises(ValueError, match="reversed"):
-        list_alerts_for_interval(FakeAlertsApi({}), ticks_to_datetime(H1), ticks_to_datetime(H0))
+        list_interval(FakeAlertsApi({}), ticks_to_datetime(H1), ticks_to_datetime(H0))

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from mde_pipeline.batching import effective_batch_size, make_batches
+from mde_pipeline.airflow.batching import effective_batch_size, make_batches
 
 
 def listing(count: int, seed: int = 0) -> list[dict]:

@@ -10,8 +10,10 @@ import pickle
 import pytest
 import requests
 
-from mde_pipeline.client import validate_alert_id
-from mde_pipeline.errors import (
+from mde_pipeline.api.client import validate_alert_id
+from mde_pipeline.api.errors import (
+    MdeConfigurationError,
+    MdeTrustError,
     InvalidAlertIdError,
     MdeApiError,
     MdeAuthenticationError,
@@ -22,7 +24,7 @@ from mde_pipeline.errors import (
     MdeServerError,
     MdeThrottledError,
 )
-from mde_pipeline.rate_limiter import FakeClock, InMemoryLedger
+from tests.support.api_fakes import FakeClock, InMemoryLedger
 
 IPS = {"@odata.context": "https://x/$metadata#Ips", "value": [{"id": "104.80.104.128"}, {"id": "2001:DB8::1"}]}
 ALERT_ID = "da637984756812345678_-1234567890"
@@ -234,7 +236,6 @@ def test_a_503_retry_after_is_honoured_on_the_clock(mde_scripted):
         (requests.exceptions.ReadTimeout("read timed out"), "timed out"),
         (requests.exceptions.ConnectTimeout("connect timed out"), "timed out"),
         (requests.exceptions.ConnectionError("refused"), "could not connect"),
-        (requests.exceptions.SSLError("CERTIFICATE_VERIFY_FAILED"), "TLS verification failed"),
     ],
 )
 def test_network_failures_are_retried_then_become_server_errors(mde_scripted, failure, message):
@@ -243,6 +244,21 @@ def test_network_failures_are_retried_then_become_server_errors(mde_scripted, fa
     with pytest.raises(MdeServerError, match=message):
         api.client.get_alert_ips(ALERT_ID)
     assert len(api.urls) == 2
+
+
+def test_an_untrusted_certificate_is_a_configuration_error_sent_once(mde_scripted, mde_cert_pem, monkeypatch, tmp_path):
+    # Only a configuration change can fix trust: no retry, a message naming the bundle.
+    ca = tmp_path / "corp-ca.pem"
+    ca.write_bytes(mde_cert_pem("corp-ca")[0])
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    api = mde_scripted(retry_total=3, retry_backoff_factor=0)
+    failure = requests.exceptions.SSLError("CERTIFICATE_VERIFY_FAILED")
+    api.script(failure, failure, failure, failure)
+    with pytest.raises(MdeTrustError, match=f"REQUESTS_CA_BUNDLE={ca}") as caught:
+        api.client.get_alert_ips(ALERT_ID)
+    assert isinstance(caught.value, MdeConfigurationError)
+    assert len(api.urls) == 1
 
 
 def test_a_dropped_connection_is_retried_and_then_succeeds(mde_scripted):

@@ -7,8 +7,9 @@ import logging
 
 import pytest
 
-from mde_pipeline.client import MdeConfigurationError, MdeConnectionConfig
-from mde_pipeline.rate_limiter import Window
+from mde_pipeline.api.config import MdeConnectionConfig
+from mde_pipeline.api.errors import MdeConfigurationError
+from mde_pipeline.api.windows import Window
 
 
 def parse(host="https://api.security.microsoft.com", login="cid", password="secret-value", **extra):
@@ -104,7 +105,7 @@ def test_invalid_extra_json_is_a_clear_error():
 
 
 def test_unknown_extra_keys_are_warned_about(caplog):
-    with caplog.at_level(logging.WARNING, logger="mde_pipeline.client"):
+    with caplog.at_level(logging.WARNING, logger="mde_pipeline.api.config"):
         parse(tenant="typo")
     assert "tenant" in caplog.text
 

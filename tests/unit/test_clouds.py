@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mde_pipeline.clouds import CLOUDS, GEOS, normalize_https_url, resolve_endpoints
+from mde_pipeline.api.clouds import CLOUDS, GEOS, normalize_https_url, resolve_endpoints
 
 COMMERCIAL_SCOPE = "https://api.securitycenter.microsoft.com/.default"
 GOV_SCOPE = "https://securitycenter.onmicrosoft.us/windowsatpservice/.default"

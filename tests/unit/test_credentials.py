@@ -13,7 +13,8 @@ from azure.identity import (
     WorkloadIdentityCredential,
 )
 
-from mde_pipeline.credentials import TrustBundleError, build_credential, build_transport, trust_bundle
+from mde_pipeline.api.credentials import build_credential, transport_for
+from mde_pipeline.api.tls import TrustBundleError, trust_bundle
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +61,7 @@ def test_a_missing_or_empty_ca_file_is_a_clear_error(monkeypatch, tmp_path):
 
 
 def test_transport_verifies_against_the_bundle_with_the_configured_timeouts(mde_make_config):
-    transport = build_transport(mde_make_config(timeout={"connect": 3, "read": 7}))
+    transport = transport_for(mde_make_config(timeout={"connect": 3, "read": 7}))
     assert transport.connection_config.verify == certifi.where()
     assert transport.connection_config.timeout == 3
     assert transport.connection_config.read_timeout == 7
@@ -127,7 +128,7 @@ def test_credential_transport_trusts_extra_cas(monkeypatch, tmp_path, mde_make_c
     ca, _ = mde_cert_pem("corp-ca")
     (tmp_path / "corp.pem").write_bytes(ca)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "corp.pem"))
-    transport = build_transport(mde_make_config())
+    transport = transport_for(mde_make_config())
     bundle = transport.connection_config.verify
     assert bundle != certifi.where() and os.path.exists(bundle)
     assert ca.strip() in open(bundle, "rb").read()

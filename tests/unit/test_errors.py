@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 
-from mde_pipeline.errors import (
+from mde_pipeline.api.errors import (
     MdeApiError,
     MdeAuthenticationError,
     MdeBadRequestError,

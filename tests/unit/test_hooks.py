@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from mde_pipeline.client import MdeClient, MdeConfigurationError
-from mde_pipeline.hooks import MdeHook
+from mde_pipeline.api.client import MdeClient
+from mde_pipeline.api.errors import MdeConfigurationError
+from mde_pipeline.airflow.hooks import MdeHook
 
 SECRET = "hook~Secret.0123456789abcdefXYZ"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mde_pipeline.ip_addresses import InvalidIpError, canonical_ip, canonical_ips
+from mde_pipeline.api.ip_addresses import InvalidIpError, canonical_ip, canonical_ips
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,10 @@ from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.serialization.serialized_objects import DagSerialization
 
-from mde_pipeline.alert_listing import AlertListing, ListingStats, to_ticks
-from mde_pipeline.client import MdeConfigurationError
-from mde_pipeline.errors import (
+from mde_pipeline.api.listing import AlertListing, ListingStats
+from mde_pipeline.common.timestamps import to_ticks
+from mde_pipeline.api.errors import MdeConfigurationError
+from mde_pipeline.api.errors import (
     InvalidAlertIdError,
     MdeAuthenticationError,
     MdeBadRequestError,
@@ -26,13 +27,13 @@ from mde_pipeline.errors import (
     MdeServerError,
     MdeThrottledError,
 )
-from mde_pipeline.operators import (
-    MDE_POOL,
+from mde_pipeline.airflow.operators import (
     MdeFetchAlertIpsOperator,
     MdeListAlertsOperator,
     _fail_fast_on_configuration_errors,
-    fetch_batch_ips,
 )
+from mde_pipeline.airflow.settings import MDE_POOL
+from mde_pipeline.api.fetch import fetch_batch_ips
 
 
 @dataclass

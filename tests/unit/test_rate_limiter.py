@@ -7,19 +7,11 @@ import os
 
 import pytest
 
-from mde_pipeline.errors import MdeThrottledError
-from mde_pipeline.rate_limiter import (
-    FakeClock,
-    InMemoryLedger,
-    RateLimiter,
-    SqliteLedger,
-    Window,
-    default_ledger_dir,
-    effective_windows,
-    ledger_key,
-    parse_rate_limits,
-    seconds_until_free,
-)
+from mde_pipeline.api.errors import MdeThrottledError
+from mde_pipeline.api.ledgers import SqliteLedger, default_ledger_dir, ledger_key
+from mde_pipeline.api.rate_limiter import RateLimiter
+from mde_pipeline.api.windows import Window, effective_windows, parse_rate_limits, seconds_until_free
+from tests.support.api_fakes import FakeClock, InMemoryLedger
 
 KEY = ledger_key("tenant", "client")
 
@@ -206,7 +198,9 @@ def test_sqlite_ledger_records_blocks(tmp_path):
 
 
 def _reserve_in_process(path: str, count: int, ready, start, queue) -> None:
-    from mde_pipeline.rate_limiter import RateLimiter, SqliteLedger, SystemClock, parse_rate_limits
+    from mde_pipeline.api.ledgers import SqliteLedger
+    from mde_pipeline.api.rate_limiter import RateLimiter, SystemClock
+    from mde_pipeline.api.windows import parse_rate_limits
 
     limiter = RateLimiter(
         parse_rate_limits([[5, 0.4], [12, 1.5]]),

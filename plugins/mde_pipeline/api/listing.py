@@ -57,83 +57,17 @@ If the service does send ``@odata.nextLink``, it is followed to its end instead.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from mde_pipeline.errors import MdeMalformedResponseError
+from mde_pipeline.api.errors import MdeMalformedResponseError
+from mde_pipeline.common.timestamps import format_timestamp, parse_timestamp, to_ticks
 
 log = logging.getLogger(__name__)
 
-TICKS_PER_SECOND = 10_000_000
-TICKS_PER_MICROSECOND = 10
 MAX_PAGE_SIZE = 10_000  # the service's $top ceiling
 ORDER_BY = "lastUpdateTime asc"
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-# ISO 8601 with an offset. 'T' or ' ' between date and time: the service writes 'T',
-# Airflow renders "{{ data_interval_start }}" as "2024-01-01 00:00:00+00:00".
-_TIMESTAMP = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,7}))?(Z|[+-]\d{2}:?\d{2})$",
-    re.IGNORECASE,
-)
-
-
-# --------------------------------------------------------------------------- timestamps
-
-
-def parse_timestamp(text: str) -> int:
-    """An ISO 8601 timestamp with offset as 100 ns ticks since the Unix epoch (exact).
-
-    ``2020-01-26T20:33:57.7220239Z`` keeps its 7th digit. More than 7 fractional digits
-    or a missing offset is a ``ValueError``: a naive time would be a guess.
-    """
-    if not isinstance(text, str):
-        raise ValueError(f"timestamp must be a string, got {type(text).__name__}")
-    match = _TIMESTAMP.match(text.strip())
-    if not match:
-        raise ValueError(f"not an ISO 8601 timestamp with offset and at most 7 fractional digits: {text!r}")
-    year, month, day, hour, minute, second, fraction, offset = match.groups()
-    try:
-        moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=timezone.utc)
-    except ValueError as exc:
-        raise ValueError(f"invalid timestamp {text!r}: {exc}") from None
-    ticks = _ticks_of(moment) + (int(fraction.ljust(7, "0")) if fraction else 0)
-    if offset.upper() != "Z":
-        digits = offset.replace(":", "")
-        sign = 1 if digits[0] == "+" else -1
-        ticks -= sign * (int(digits[1:3]) * 3600 + int(digits[3:5]) * 60) * TICKS_PER_SECOND
-    return ticks
-
-
-def to_ticks(value: datetime | str) -> int:
-    """Interval bound (aware datetime, pendulum DateTime, or ISO string) as ticks."""
-    if isinstance(value, datetime):
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(f"interval bound must be timezone-aware: {value!r}")
-        return _ticks_of(value)
-    return parse_timestamp(value)
-
-
-def format_timestamp(ticks: int) -> str:
-    """Ticks as an OData DateTimeOffset literal in UTC: 7 digits when there is a fraction.
-
-    ``2020-01-26T20:33:57.7220239Z``; a whole second is written without fraction.
-    """
-    seconds, fraction = divmod(ticks, TICKS_PER_SECOND)
-    base = (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{base}.{fraction:07d}Z" if fraction else f"{base}Z"
-
-
-def ticks_to_datetime(ticks: int) -> datetime:
-    """Aware UTC datetime, the 7th digit truncated (the lake stores microseconds)."""
-    return _EPOCH + timedelta(microseconds=ticks // TICKS_PER_MICROSECOND)
-
-
-def _ticks_of(moment: datetime) -> int:
-    delta = moment - _EPOCH
-    return (delta.days * 86400 + delta.seconds) * TICKS_PER_SECOND + delta.microseconds * TICKS_PER_MICROSECOND
 
 
 def interval_filter(cursor: int, end: int) -> str:
@@ -144,7 +78,10 @@ def interval_filter(cursor: int, end: int) -> str:
 
 
 class AlertsApi(Protocol):
-    """The part of ``mde_pipeline.client.MdeClient`` the listing needs."""
+    """The part of :class:`mde_pipeline.api.client.MdeClient` the listing needs."""
+
+    @property
+    def tenant_id(self) -> str: ...
 
     def list_alerts_page(
         self,
@@ -186,10 +123,10 @@ class AlertListing:
     alerts: list[dict[str, Any]]
     stats: ListingStats
     listed_at: datetime  # when the last page was received (UTC)
-    tenant_id: str | None = None  # filled in by callers that know the client's tenant
+    tenant_id: str  # the Entra ID tenant the alerts belong to (the client's)
 
     def as_document(self) -> dict[str, Any]:
-        """JSON-serialisable form, for staging (``lake.staging.write_staging_json``)."""
+        """JSON-serialisable form: what the list task stages for publish."""
         return {
             "tenant_id": self.tenant_id,
             "start": format_timestamp(self.start),
@@ -227,16 +164,6 @@ class _Collected:
 
     def sorted_alerts(self) -> list[dict[str, Any]]:
         return [item.alert for item in sorted(self.by_id.values(), key=lambda item: (item.ticks, item.id))]
-
-
-def list_alerts_for_interval(
-    client: AlertsApi, start: datetime | str, end: datetime | str, page_size: int = MAX_PAGE_SIZE
-) -> list[dict[str, Any]]:
-    """Every alert with ``start <= lastUpdateTime < end``, each id once, all fields kept.
-
-    Sorted by (lastUpdateTime, id). See :func:`list_interval` for statistics.
-    """
-    return list_interval(client, start, end, page_size).alerts
 
 
 def list_interval(
@@ -317,7 +244,7 @@ def list_interval(
         format_timestamp(end_ticks),
         stats.as_dict(),
     )
-    return AlertListing(start_ticks, end_ticks, alerts, stats, datetime.now(timezone.utc))
+    return AlertListing(start_ticks, end_ticks, alerts, stats, datetime.now(timezone.utc), client.tenant_id)
 
 
 def _follow_next_links(client: AlertsApi, link: str, collected: _Collected, start: int, end: int) -> None:

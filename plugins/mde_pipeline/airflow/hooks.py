@@ -2,7 +2,7 @@
 
 Connection ``mde_default`` (type ``http``): host = API base URL (optional when extra
 ``cloud`` is set), login = client id, password = client secret, extra = JSON with
-``tenant_id`` and the options listed in :data:`mde_pipeline.client.KNOWN_EXTRA_KEYS`
+``tenant_id`` and the options listed in :data:`mde_pipeline.api.config.KNOWN_EXTRA_KEYS`
 (docs/DESIGN.md). For example::
 
     AIRFLOW_CONN_MDE_DEFAULT='{"conn_type": "http", "login": "<client id>",
@@ -16,7 +16,10 @@ from urllib.parse import urlsplit
 
 from airflow.sdk import BaseHook
 
-from mde_pipeline.client import MdeClient, MdeConfigurationError, MdeConnectionConfig
+from mde_pipeline.api.client import MdeClient
+from mde_pipeline.api.config import MdeConnectionConfig
+from mde_pipeline.api.errors import MdeConfigurationError
+from mde_pipeline.airflow.settings import MDE_CONN_ID
 
 __all__ = ["MdeHook", "MdeConnectionConfig", "MdeConfigurationError"]
 
@@ -38,7 +41,7 @@ class MdeHook(BaseHook):
     """
 
     conn_name_attr = "mde_conn_id"
-    default_conn_name = "mde_default"
+    default_conn_name = MDE_CONN_ID
     conn_type = "http"
     hook_name = "Microsoft Defender for Endpoint"
 
@@ -83,14 +86,3 @@ class MdeHook(BaseHook):
         except Exception as exc:  # the UI shows the message; errors carry no secrets
             return False, str(exc)
         return True, "Listed alerts successfully"
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["schema"],
-            "relabeling": {"login": "Client ID", "password": "Client secret", "host": "API base URL (optional)"},
-            "placeholders": {
-                "host": "https://api.security.microsoft.com (or set extra cloud)",
-                "extra": '{"tenant_id": "<tenant guid>", "cloud": "commercial"}',
-            },
-        }

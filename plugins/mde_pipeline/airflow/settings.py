@@ -1,4 +1,4 @@
-"""Defaults of DAG mde_alert_ips that operators may tune without editing the DAG.
+"""Names and defaults of DAG mde_alert_ips; the tunable ones have environment overrides.
 
 Everything has a production default here, so a stock deployment needs no setting.
 The environment overrides exist for operations (shorter retry delays in a sandbox) and
@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+
+
+MDE_CONN_ID = "mde_default"  # the MDE API connection
+MDE_POOL = "mde_api"  # every API call, listing included: they share one budget
+DEFAULT_BATCH_SIZE = 100  # alerts per mapped fetch task (DAG param batch_size)
 
 
 def _int_env(name: str, default: int) -> int:

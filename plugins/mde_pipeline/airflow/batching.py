@@ -20,9 +20,9 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
-from mde_pipeline.alert_listing import parse_timestamp
+from mde_pipeline.airflow.settings import DEFAULT_BATCH_SIZE
+from mde_pipeline.common.timestamps import parse_timestamp
 
-DEFAULT_BATCH_SIZE = 100
 DEFAULT_MAX_BATCHES = 1000
 
 

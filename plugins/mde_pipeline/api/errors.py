@@ -13,6 +13,8 @@ import re
 from typing import Any, Iterable
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+from mde_pipeline.common.redaction import redact
+
 # What the service answers 403 for, by API path: the application permission to grant.
 PERMISSION_BY_PATH = (
     (re.compile(r"^/api/alerts/[^/]+/ips/?$"), "Ip.Read.All"),
@@ -22,8 +24,6 @@ PERMISSION_BY_PATH = (
 
 _MAX_SERVICE_MESSAGE = 400
 # JWTs (access tokens, client assertions) and "Bearer xyz" never reach a message.
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
-_BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")
 _AADSTS = re.compile(r"\bAADSTS\d{4,}\b")
 # OData query parameters are safe to show (they are our own $filter/$top/...);
 # anything else in a query string is dropped from URLs kept in errors and logs.
@@ -137,19 +137,18 @@ class MdeMalformedResponseError(MdeApiError):
     """The body is not the documented JSON (never treated as an empty result)."""
 
 
+class MdeConfigurationError(ValueError):
+    """Only a change of configuration can fix this (the connection, a CA bundle); never retried.
+
+    The message says what to fix."""
+
+
+class MdeTrustError(MdeConfigurationError):
+    """TLS verification failed: the server's certificate is not trusted by the bundle named."""
+
+
 class InvalidAlertIdError(ValueError):
     """An alert id that could change a request path (or is not an MDE id at all)."""
-
-
-def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """Remove bearer tokens, JWTs and the given secret values from ``text``."""
-    if not text:
-        return text
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    text = _BEARER.sub("Bearer ***", text)
-    return _JWT.sub("***", text)
 
 
 def safe_url(url: str) -> str:

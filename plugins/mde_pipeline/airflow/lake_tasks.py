@@ -1,0 +1,72 @@
+"""The DAG's two lake steps: stage the listing (list task), then commit the interval (publish task).
+
+``stage_listing`` runs inside ``list_alerts``: the listed alert entities are too large
+for XCom (25,000 alerts is tens of MB), so they go to the run's own staging folder in
+the lake. Only the batches of alert ids travel through XCom to the mapped fetch tasks.
+
+``publish_interval`` joins the staged listing with every batch's fetch results
+(:func:`mde_pipeline.lake.records.interval_tables` refuses a missing or extra result),
+commits both tables' files of the interval atomically, then drops the staging folder.
+A rerun of the interval replaces exactly those files.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from mde_pipeline.airflow.lake_location import configured_lake_location
+from mde_pipeline.common.fetch_result import FetchResult
+from mde_pipeline.lake.commit import commit_interval
+from mde_pipeline.lake.layout import interval_start_of
+from mde_pipeline.lake.location import LakeLocation
+from mde_pipeline.lake.records import interval_tables
+from mde_pipeline.lake.staging import clear_staging, read_staging_json, write_staging_json
+
+LISTING = "listing"
+
+
+def stage_listing(listing: Mapping[str, Any], context: Mapping[str, Any], location: LakeLocation | None = None) -> str:
+    """Replace this run's staging folder with the listing document (a retry starts clean)."""
+    location = location or configured_lake_location()
+    start = interval_start_of(context["data_interval_start"])
+    run_id = context["run_id"]
+    clear_staging(location, start, run_id)
+    return write_staging_json(location, start, run_id, LISTING, listing)
+
+
+def publish_interval(
+    context: Mapping[str, Any],
+    batch_results: Iterable[Iterable[FetchResult] | None],
+    location: LakeLocation | None = None,
+) -> dict[str, Any]:
+    """Commit the interval of this run; returns a summary (also the asset events' extra)."""
+    location = location or configured_lake_location()
+    start = interval_start_of(context["data_interval_start"])
+    run_id = context["run_id"]
+    listing = read_staging_json(location, start, run_id, LISTING)
+    tables = interval_tables(
+        listing["alerts"],
+        [result for batch in batch_results if batch for result in batch],
+        tenant_id=listing["tenant_id"],
+        interval_start=start,
+        listed_at=listing["listed_at"],
+    )
+    committed = commit_interval(location, start, tables)
+    clear_staging(location, start, run_id)
+    summary = {"interval_start": start.isoformat(), "files": committed.files, "rows": committed.rows}
+    _record_asset_events(context, summary)
+    return summary
+
+
+def _record_asset_events(context: Mapping[str, Any], summary: dict[str, Any]) -> None:
+    outlet_events = context.get("outlet_events")
+    if outlet_events is None:
+        return
+    from mde_pipeline.airflow.assets import ALERT_IPS_ASSET, ALERTS_ASSET
+
+    for table, asset in (("alerts", ALERTS_ASSET), ("alert_ips", ALERT_IPS_ASSET)):
+        outlet_events[asset].extra = {
+            "interval_start": summary["interval_start"],
+            "file": summary["files"].get(table),
+            "rows": summary["rows"].get(table),
+        }

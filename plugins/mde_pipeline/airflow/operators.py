@@ -1,0 +1,180 @@
+"""Airflow operators of the MDE alert-IPs pipeline, thin on purpose.
+
+The work is in importable functions: :func:`mde_pipeline.api.listing.list_interval`,
+:func:`mde_pipeline.airflow.batching.make_batches`, :func:`mde_pipeline.api.fetch.fetch_batch_ips`
+and the lake steps of :mod:`mde_pipeline.airflow.lake_tasks`.
+
+Failure policy: errors that a retry cannot cure (a connection that does not parse, a CA
+bundle that is missing or does not verify the server, a token request refused by Entra
+ID or a 401 that a fresh token did not cure, a missing permission (403), a request the
+service rejects (400), an alert id that is not an MDE id) fail the task at once through
+``AirflowFailException``, keeping the typed error as its cause. Everything else (5xx,
+timeouts, dropped connections, an authority that cannot be reached, throttling beyond
+the wait budget, a malformed answer, a cursor that does not advance) is raised as is,
+so the task's ``retries`` apply. An access token that expires mid-run is not such a
+case: the client refreshes it.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from typing import Any, Callable, Sequence
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from mde_pipeline.airflow.batching import DEFAULT_MAX_BATCHES, make_batches
+from mde_pipeline.airflow.lake_tasks import stage_listing
+from mde_pipeline.airflow.settings import DEFAULT_BATCH_SIZE, MDE_CONN_ID, MDE_POOL
+from mde_pipeline.api.errors import (
+    InvalidAlertIdError,
+    MdeAuthenticationError,
+    MdeBadRequestError,
+    MdeConfigurationError,
+    MdePermissionError,
+)
+from mde_pipeline.api.fetch import fetch_batch_ips
+from mde_pipeline.api.listing import MAX_PAGE_SIZE, list_interval
+from mde_pipeline.api.stats import stats_of
+
+# Retrying cannot fix these: fail without spending the task's retries (and API budget).
+NOT_RETRYABLE_ERRORS = (MdePermissionError, MdeBadRequestError, InvalidAlertIdError)
+
+
+@contextmanager
+def _mde_client(conn_id: str):
+    from mde_pipeline.airflow.hooks import MdeHook  # azure-core and friends only when a task runs
+
+    hook = MdeHook(mde_conn_id=conn_id)
+    try:
+        yield hook.get_client()
+    finally:
+        hook.close()
+
+
+def is_configuration_error(exc: BaseException) -> bool:
+    """True when only a change of configuration (not time) can make the call succeed."""
+    if isinstance(exc, (*NOT_RETRYABLE_ERRORS, MdeConfigurationError)):
+        return True
+    # A refusal (HTTP 401, or Entra ID's AADSTS code: bad secret, unknown tenant or app)
+    # is final; a token request that never got an answer (network) is worth a retry.
+    return isinstance(exc, MdeAuthenticationError) and (exc.status in (400, 401) or bool(exc.code))
+
+
+def _fail_fast_on_configuration_errors(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except Exception as exc:
+        if is_configuration_error(exc):
+            raise AirflowFailException(f"{type(exc).__name__}: {exc} (not retried: fix the configuration)") from exc
+        raise
+
+
+# --------------------------------------------------------------------------- listing
+
+
+class MdeListAlertsOperator(BaseOperator):
+    """List the alerts of ``[data_interval_start, data_interval_end)``, stage them, return batches.
+
+    The full alert entities are too big for XCom: they go to the run's staging folder in
+    the lake (:func:`mde_pipeline.airflow.lake_tasks.stage_listing`), where ``publish``
+    reads them. Only the batches of :func:`mde_pipeline.airflow.batching.make_batches`
+    travel through XCom, ready for ``MdeFetchAlertIpsOperator.partial(...).expand(batch=<this>.output)``.
+    A listing that could not be staged fails the task before any IP is fetched.
+    """
+
+    template_fields: Sequence[str] = ("data_interval_start", "data_interval_end", "mde_conn_id", "batch_size")
+    ui_color = "#e8f1fb"
+
+    def __init__(
+        self,
+        *,
+        data_interval_start: Any = "{{ data_interval_start }}",
+        data_interval_end: Any = "{{ data_interval_end }}",
+        mde_conn_id: str = MDE_CONN_ID,
+        page_size: int = MAX_PAGE_SIZE,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_batches: int = DEFAULT_MAX_BATCHES,
+        pool: str = MDE_POOL,  # listing calls share the API budget with the IP calls
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(pool=pool, **kwargs)
+        self.data_interval_start = data_interval_start
+        self.data_interval_end = data_interval_end
+        self.mde_conn_id = mde_conn_id
+        self.page_size = page_size
+        self.batch_size = batch_size
+        self.max_batches = max_batches
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
+        # int(): a templated batch_size ("{{ params.batch_size }}") renders as a string.
+        batch_size = int(self.batch_size)
+
+        def run() -> list[dict[str, Any]]:
+            with _mde_client(self.mde_conn_id) as client:
+                before = stats_of(client)
+                listing = list_interval(client, self.data_interval_start, self.data_interval_end, self.page_size)
+                api = {name: value - before[name] for name, value in stats_of(client).items()}
+            stage_listing(listing.as_document(), context)
+            batches = make_batches(listing.alerts, batch_size=batch_size, max_batches=self.max_batches)
+            self.log.info(
+                "%d alerts in [%s, %s) -> %d batches of up to %d; listing %s; API %s",
+                len(listing.alerts),
+                self.data_interval_start,
+                self.data_interval_end,
+                len(batches),
+                len(batches[0]["alerts"]) if batches else 0,
+                listing.stats.as_dict(),
+                api,
+            )
+            return batches
+
+        return _fail_fast_on_configuration_errors(run)
+
+
+# --------------------------------------------------------------------------- fetching
+
+
+class MdeFetchAlertIpsOperator(BaseOperator):
+    """Fetch the IPs of one batch of alerts (one mapped task instance per batch).
+
+    ``batch`` is one dict from :class:`MdeListAlertsOperator` (or a JSON string of one).
+    Returns the list of per-alert results of :func:`mde_pipeline.api.fetch.fetch_batch_ips`. Runs in pool
+    ``mde_api`` by default, mapped or not.
+    """
+
+    template_fields: Sequence[str] = ("batch", "mde_conn_id")
+    ui_color = "#e8f1fb"
+
+    def __init__(
+        self,
+        *,
+        batch: dict[str, Any] | str,
+        mde_conn_id: str = MDE_CONN_ID,
+        pool: str = MDE_POOL,
+        progress_every: int = 25,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(pool=pool, **kwargs)
+        self.batch = batch
+        self.mde_conn_id = mde_conn_id
+        self.progress_every = progress_every
+
+    @classmethod
+    def partial(cls, **kwargs: Any):
+        # A mapped task takes its pool from the partial() arguments at scheduling time,
+        # not from __init__ defaults: without this it would land in default_pool.
+        kwargs.setdefault("pool", MDE_POOL)
+        return super().partial(**kwargs)
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
+        batch = json.loads(self.batch) if isinstance(self.batch, str) else self.batch
+        if not isinstance(batch, dict) or not isinstance(batch.get("alerts"), list):
+            raise AirflowFailException(f"batch must be a dict with an 'alerts' list, got {type(batch).__name__}")
+
+        def run() -> list[dict[str, Any]]:
+            with _mde_client(self.mde_conn_id) as client:
+                return fetch_batch_ips(client, batch, logger=self.log, progress_every=self.progress_every)
+
+        return _fail_fast_on_configuration_errors(run)

@@ -1,0 +1,204 @@
+"""The azure-core policies of the MDE client's pipeline, one small piece each.
+
+Pipeline, outermost first (a request runs down the list, the response back up)::
+
+    HeadersPolicy            User-Agent, Accept (azure-core's own)
+    MdeRetryPolicy           408/5xx, connection errors, read timeouts: retry_total
+                             retries with exponential backoff; 429: retried for as long
+                             as the Retry-After waits add up to max_throttle_wait_seconds;
+                             TLS trust failures: never retried
+    RefreshingBearerPolicy   token from azure-identity (cached, refreshed before expiry);
+                             a 401 gets one re-send with a freshly fetched token
+    RateLimitPolicy          reserves a ledger slot for EVERY attempt (retries and
+                             re-sends included), settles it when the attempt ends;
+                             records a 429's Retry-After in the ledger
+    RequestLoggingPolicy     method, URL without secrets, status, attempt: never headers
+    RequestsTransport        TLS verified against certifi + extra CAs (api/tls.py)
+
+What azure-core's RetryPolicy does on its own (read in azure-core 1.41 source): it
+honours Retry-After without a cap (``retry_backoff_max`` caps only the exponential
+backoff), retries any status >= 400 that carries Retry-After, counts a 429 against
+``retry_status`` (3 by default) and sleeps with ``time.sleep``; its ``timeout`` is an
+absolute deadline across all attempts and sleeps (7 days by default). We subclass it
+so that (a) a 429 does not use up the few status retries but a time budget
+(max_throttle_wait_seconds, default 3,900 s: more than the hourly window), (b) the
+Retry-After wait happens in the rate limiter -- in the shared ledger, so every caller
+on the host waits, not only the one that was throttled -- and (c) 4xx other than
+408/429 are never retried even with a Retry-After header.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import AzureError
+from azure.core.pipeline import PipelineRequest, PipelineResponse
+from azure.core.pipeline.policies import BearerTokenCredentialPolicy, HTTPPolicy, RequestHistory, RetryPolicy
+from azure.core.pipeline.policies._utils import get_retry_after
+from azure.core.pipeline.transport import HttpTransport
+
+from mde_pipeline.api.errors import safe_url
+from mde_pipeline.api.rate_limiter import Clock, RateLimiter
+from mde_pipeline.api.stats import ClientStats
+from mde_pipeline.api.tls import is_tls_failure
+
+log = logging.getLogger(__name__)
+
+# A 429 without Retry-After (never seen from MDE, but possible from a proxy).
+DEFAULT_THROTTLE_WAIT_SECONDS = 60.0
+# A service answering 429 with "Retry-After: 0" forever must not loop forever.
+MAX_THROTTLE_RETRIES = 100
+
+
+def throttle_delay(http_response) -> float:
+    """Seconds a 429 asks us to wait (Retry-After, or a default when absent)."""
+    fake = PipelineResponse(None, http_response, None)  # get_retry_after only reads headers
+    delay = get_retry_after(fake)
+    return DEFAULT_THROTTLE_WAIT_SECONDS if delay is None else delay
+
+
+class MdeRetryPolicy(RetryPolicy):
+    """azure-core's RetryPolicy with a time budget for 429s and a sleep through the clock seam."""
+
+    def __init__(self, *, clock: Clock, stats: ClientStats, max_throttle_wait_seconds: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._clock = clock
+        self._stats = stats
+        self.max_throttle_wait_seconds = max_throttle_wait_seconds
+
+    def configure_retries(self, options: dict[str, Any]) -> dict[str, Any]:
+        settings = super().configure_retries(options)
+        settings["throttle_wait"] = 0.0
+        settings["throttle_retries"] = 0
+        return settings
+
+    def is_retry(self, settings: dict[str, Any], response: PipelineResponse) -> bool:
+        status = response.http_response.status_code
+        if status == 429:
+            delay = throttle_delay(response.http_response)
+            return (
+                settings["throttle_wait"] + delay <= self.max_throttle_wait_seconds
+                and settings["throttle_retries"] < MAX_THROTTLE_RETRIES
+            )
+        if status < 500 and status != 408:
+            return False  # azure-core would retry any 4xx carrying Retry-After
+        return super().is_retry(settings, response)
+
+    def increment(self, settings: dict[str, Any], response=None, error=None) -> bool:
+        if error is not None and is_tls_failure(error):
+            return False  # an untrusted certificate stays untrusted: a configuration error
+        if error is None and isinstance(response, PipelineResponse) and response.http_response.status_code == 429:
+            # Throttling spends the time budget, not the retry count.
+            settings["throttle_wait"] += throttle_delay(response.http_response)
+            settings["throttle_retries"] += 1
+            settings["history"].append(RequestHistory(response.http_request, http_response=response.http_response))
+            return True
+        return super().increment(settings, response=response, error=error)
+
+    def sleep(self, settings: dict[str, Any], transport: HttpTransport, response: PipelineResponse | None = None) -> None:
+        if response is not None and response.http_response.status_code == 429:
+            return  # RateLimitPolicy put Retry-After in the ledger; the next reservation waits it out
+        delay = self.get_retry_after(response) if response is not None else None
+        if delay is None:
+            delay = self.get_backoff_time(settings)
+        delay = min(delay, self.max_throttle_wait_seconds)
+        if delay > 0:
+            self._clock.sleep(delay)
+            self._stats.add(wait_seconds=delay)
+
+
+class RefreshingBearerPolicy(BearerTokenCredentialPolicy):
+    """BearerTokenCredentialPolicy plus one re-send after a 401 with a *fresh* token.
+
+    A 401 means the service rejected a token our cache still thinks valid (revoked,
+    clock skew, signing-key rollover). MSAL refuses ``force_refresh`` for app tokens,
+    so a new credential (empty cache) fetches a new token. A second 401 is returned
+    as is and becomes MdeAuthenticationError.
+    """
+
+    def __init__(self, credential: TokenCredential, *scopes: str, fresh_credential: Callable[[], TokenCredential] | None):
+        super().__init__(credential, *scopes)
+        self._fresh_credential = fresh_credential
+        self._credential_lock = threading.Lock()
+
+    @property
+    def credential(self) -> TokenCredential:
+        return self._credential
+
+    def send(self, request: PipelineRequest) -> PipelineResponse:
+        self.on_request(request)
+        response = self.next.send(request)
+        if response.http_response.status_code != 401 or self._fresh_credential is None:
+            return response
+        log.info("MDE API answered 401; fetching a new token and sending once more")
+        with self._credential_lock:
+            stale, self._credential = self._credential, self._fresh_credential()
+            self._token = None
+        close_quietly(stale)
+        self.on_request(request)
+        return self.next.send(request)
+
+
+class RateLimitPolicy(HTTPPolicy):
+    """Every attempt reserves a slot first; a 429 blocks the shared budget."""
+
+    def __init__(self, limiter: RateLimiter, stats: ClientStats) -> None:
+        super().__init__()
+        self._limiter = limiter
+        self._stats = stats
+
+    def send(self, request: PipelineRequest) -> PipelineResponse:
+        slot = self._limiter.acquire()
+        attempt = request.context.get("mde_attempt", 0) + 1
+        request.context["mde_attempt"] = attempt
+        self._stats.add(calls=1, retries=int(attempt > 1), wait_seconds=slot.waited_seconds)
+        try:
+            response = self.next.send(request)
+        finally:
+            self._limiter.settle(slot)  # the request arrived before now, whatever happened
+        if response.http_response.status_code == 429:
+            delay = throttle_delay(response.http_response)
+            self._limiter.record_throttle(delay)
+            self._stats.add(throttled=1)
+            log.warning(
+                "MDE API throttled %s (429); every caller of this budget waits %.1fs (Retry-After)",
+                safe_url(request.http_request.url),
+                delay,
+            )
+        return response
+
+
+class RequestLoggingPolicy(HTTPPolicy):
+    """One line per attempt: method, URL (OData query only), status, duration, attempt.
+    Never headers or bodies (the Authorization header carries the token)."""
+
+    def send(self, request: PipelineRequest) -> PipelineResponse:
+        started = time.monotonic()
+        url = safe_url(request.http_request.url)
+        attempt = request.context.get("mde_attempt", 1)
+        try:
+            response = self.next.send(request)
+        except AzureError as exc:
+            log.warning("%s %s failed on attempt %d: %s", request.http_request.method, url, attempt, type(exc).__name__)
+            raise
+        status = response.http_response.status_code
+        level = logging.DEBUG if status < 400 or status == 404 else logging.WARNING
+        log.log(level, "%s %s -> %d in %.2fs (attempt %d)", request.http_request.method, url, status,
+                time.monotonic() - started, attempt)  # fmt: skip
+        return response
+
+
+def close_quietly(resource: Any) -> None:
+    close = getattr(resource, "close", None)
+    if callable(close):
+        try:
+            close()
+        except Exception:  # closing a stale credential must not fail a call
+            log.debug("closing %s failed", type(resource).__name__, exc_info=True)
+
+
+# --------------------------------------------------------------------------- client
