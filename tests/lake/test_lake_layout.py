@@ -9,14 +9,15 @@ import pendulum
 import pytest
 
 from mde_pipeline.lake.schema import LakeSchemaError
-from mde_pipeline.lake.staging import sanitize_run_id, staging_path
-from mde_pipeline.lake.writer import (
+from mde_pipeline.lake.layout import (
     interval_file,
     interval_key,
     interval_start_of,
     parse_interval_file,
     parse_interval_key,
     partition_date,
+    sanitize_run_id,
+    staging_path,
 )
 
 UTC = timezone.utc
