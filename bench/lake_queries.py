@@ -3,7 +3,7 @@
     python -m bench lake_queries [--days 180 --alerts-per-day 2000 --ips-per-alert 10]
 
 Generates the window straight into a temporary local lake through the project's writer
-(``writer.commit_interval``, one file per table and hour, as the DAG writes them), then
+(``commit.commit_interval``, one file per table and hour, as the DAG writes them), then
 times, in one run and on the same rows, through the analysts' DuckDB views:
 
 * IP lookup over the whole window (a rare, IOC-like public IP and a busy internal one);
@@ -18,7 +18,7 @@ hourly (the steady state between two compaction runs), (c) one IP-sorted file pe
 the lake's layout: a month file has no ``date=`` key). It also times the compaction of
 each day and the index of each month. Prints a table; nothing is asserted.
 
-Every layout is read with the CLI's DuckDB settings (analyst_cli.DUCKDB_SETTINGS), and
+Every layout is read with the CLI's DuckDB settings (analytics.session.DUCKDB_SETTINGS), and
 the timed runs go round the layouts in turn, so load from elsewhere on the machine
 falls on all of them alike.
 
@@ -95,7 +95,7 @@ def alert_id(interval_start: datetime, index: int) -> str:
 def interval_tables(
     interval_start: datetime, *, alerts_per_day: int = 2000, ips_per_alert: int = 10, seed: int = 1, variant: int = 0
 ) -> dict[str, pa.Table]:
-    """Both lake tables of one hour, consistent enough for ``writer.commit_interval``.
+    """Both lake tables of one hour, consistent enough for ``commit.commit_interval``.
 
     ``variant`` changes the hour's content (a "rerun" that found different data).
     """
@@ -187,8 +187,8 @@ def interval_tables(
 
 
 def generate_lake(location, first_day: datetime, days: int, *, alerts_per_day: int, ips_per_alert: int, seed: int = 1, progress=None) -> int:
-    """Commit ``days`` x 24 hourly intervals through ``writer.commit_interval``; returns IP rows."""
-    from mde_pipeline.lake.writer import commit_interval
+    """Commit ``days`` x 24 hourly intervals through ``commit.commit_interval``; returns IP rows."""
+    from mde_pipeline.lake.commit import commit_interval
 
     rows = 0
     for day in range(days):
@@ -206,8 +206,7 @@ def generate_lake(location, first_day: datetime, days: int, *, alerts_per_day: i
 
 def _floor_files(hourly_root: Path, target: Path, *, per_days: int | None, first_day: datetime, days: int) -> None:
     """IP-sorted files outside the lake layout: one per table, or one per ``per_days`` days."""
-    from mde_pipeline.lake.compaction import compacted_parquet_bytes, sort_for_queries
-    from mde_pipeline.lake.writer import ROW_GROUP_ROWS
+    from mde_pipeline.lake.parquet import ROW_GROUP_ROWS, parquet_bytes, sort_for_queries
 
     for table in (ALERT_IPS, ALERTS):
         groups = [(0, days)] if per_days is None else [(d, min(days, d + per_days)) for d in range(0, days, per_days)]
@@ -221,7 +220,7 @@ def _floor_files(hourly_root: Path, target: Path, *, per_days: int | None, first
             directory = target / table / (f"part={index:03d}" if per_days else "")
             directory.mkdir(parents=True, exist_ok=True)
             # The writer's 128 Ki-row groups: the best measured for one big sorted file.
-            (directory / "data.parquet").write_bytes(compacted_parquet_bytes(table, data, row_group_rows=ROW_GROUP_ROWS))
+            (directory / "data.parquet").write_bytes(parquet_bytes(table, data, row_group_rows=ROW_GROUP_ROWS, sorted_for_queries=True))
 
 
 def _timed_round_robin(connections: dict, queries: dict[str, str], repeats: int) -> dict[str, dict[str, tuple[float, int]]]:
@@ -261,7 +260,7 @@ def _queries(rare_ip: str, busy_ip: str, window_start: datetime) -> dict[str, st
 def _connection_for(kind: str, root: Path):
     import duckdb
 
-    from mde_pipeline.analyst_cli import configure, connect
+    from mde_pipeline.analytics.session import configure, connect
 
     if kind in ("lake", "lake+index"):
         return connect(str(root), use_ip_index=kind == "lake+index")
@@ -308,7 +307,7 @@ def main(argv: list[str]) -> int:
             shutil.rmtree(path, ignore_errors=True)
         started = time.perf_counter()
         print(f"generating {args.days} days x {args.alerts_per_day} alerts x <= {args.ips_per_alert} IPs "
-              f"through writer.commit_interval into {layouts['hourly']} ...", flush=True)
+              f"through commit.commit_interval into {layouts['hourly']} ...", flush=True)
         location = resolve_lake_location(str(layouts["hourly"]))
         ip_rows = generate_lake(
             location, first_day, args.days, alerts_per_day=args.alerts_per_day, ips_per_alert=args.ips_per_alert, seed=args.seed,
@@ -378,7 +377,7 @@ def main(argv: list[str]) -> int:
         print(f"{'parquet files (both tables)':38s} " + " ".join(f"{files[runs[n][1]]:17d}" for n in results))
         print(f"{'size MiB (both tables)':38s} " + " ".join(f"{size[runs[n][1]]:17.1f}" for n in results))
         print()
-        print(f"generation through writer.commit_interval: {generate_seconds:.0f} s ({args.days * 24} intervals)")
+        print(f"generation through commit.commit_interval: {generate_seconds:.0f} s ({args.days * 24} intervals)")
         print(f"compaction of one day (both tables): median {statistics.median(day_seconds):.2f} s, "
               f"max {max(day_seconds):.2f} s over {args.days} days")
         print(f"IP index of one month: median {statistics.median(month_seconds):.2f} s, max {max(month_seconds):.2f} s "

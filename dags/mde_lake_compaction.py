@@ -1,14 +1,15 @@
-"""Daily compaction of the lake's closed days (flow only; logic in mde_pipeline.lake.compaction).
+"""Daily compaction of the lake's closed days, then its IP index (flow only: ``compact >> index``).
 
 - Runs at 03:30 UTC with a real one-day data interval (``CronDataIntervalTimetable``).
   A run compacts, in both tables, every day that still has hourly files and ended at
   least ``GRACE`` (3 h) before its data interval's end, so yesterday is compacted by the
   03:30 run, and old days filled by a backfill are picked up by the next run once no
-  hourly file of theirs changed for an hour (the backfill has moved on). Then every
-  month whose compacted days are not exactly what its IP index covers (the current
+  hourly file of theirs changed for an hour (the backfill has moved on)
+  (mde_pipeline.lake.compaction.compaction_step). Then, in its own task so each step
+  retries alone, every month whose compacted days are not exactly what its IP index covers (the current
   month after each day, a month whose index a rerun dropped) gets its IP-sorted
-  ``alert_ips`` copy under ``_ip_index/`` rebuilt (mde_pipeline.lake.ip_index; what the
-  analyst CLI reads for IP lookups; see docs/ANALYSTS.md).
+  ``alert_ips`` copy under ``_ip_index/`` rebuilt (mde_pipeline.lake.ip_index.index_step;
+  what the analyst CLI reads for IP lookups; see docs/ANALYSTS.md).
 - Why a schedule and not the lake Assets (``mde_lake.alerts`` / ``mde_lake.alert_ips``):
   those are emitted by every hourly publish; compaction needs a day to be over, not a
   new hour, and one run per day is enough. Compaction changes files, not rows, so it
@@ -17,7 +18,7 @@
   under the day's lake lock, and reruns of hours in compacted days are published into
   the compacted file by the writer. ``catchup=False``: one run does all pending days.
 - The lake root and its connection come from Variables ``mde_lake_root`` and
-  ``mde_lake_conn_id``, as for ``mde_alert_ips``.
+  ``mde_lake_conn_id``, as for ``mde_alert_ips`` (mde_pipeline.airflow.lake_location).
 """
 
 from __future__ import annotations
@@ -38,9 +39,17 @@ with DAG(
 ) as dag:
 
     @task
-    def compact_closed_days(**context) -> dict:
-        from mde_pipeline.lake.compaction import run_compaction
+    def compact(**context) -> dict:
+        from mde_pipeline.airflow.lake_location import resolve_lake_location
+        from mde_pipeline.lake.compaction import compaction_step
 
-        return run_compaction(closed_before=context["data_interval_end"])
+        return compaction_step(resolve_lake_location(), closed_before=context["data_interval_end"])
 
-    compact_closed_days()
+    @task
+    def index() -> list[str]:
+        from mde_pipeline.airflow.lake_location import resolve_lake_location
+        from mde_pipeline.lake.ip_index import index_step
+
+        return index_step(resolve_lake_location())
+
+    compact() >> index()

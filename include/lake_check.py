@@ -14,19 +14,37 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import duckdb
 
-def connect(root: str | Path, conn_id: str | None = None) -> duckdb.DuckDBPyConnection:
+from mde_pipeline.common.timestamps import to_utc_datetime
+
+if TYPE_CHECKING:
+    from mde_pipeline.lake.location import LakeLocation
+
+
+def open_lake(root: str | Path | LakeLocation, conn_id: str | None = None) -> LakeLocation:
+    """The lake at ``root``: a LakeLocation as is; a local root directly; an ``abfs://``
+    root through the Airflow face's resolver (its connection ``conn_id``)."""
+    from mde_pipeline.lake.location import LakeLocation, resolve_lake_location
+
+    if isinstance(root, LakeLocation):
+        return root
+    if "://" in str(root) and not str(root).startswith(("file://", "local://")):
+        from mde_pipeline.airflow.lake_location import resolve_lake_location as resolve_with_airflow
+
+        return resolve_with_airflow(str(root), conn_id)
+    return resolve_lake_location(str(root))
+
+
+def connect(root: str | Path | LakeLocation, conn_id: str | None = None) -> duckdb.DuckDBPyConnection:
     """DuckDB with views ``alerts`` and ``alert_ips`` over the lake (Hive partitions).
 
-    A local root is read directly; an ``abfs://`` root through the project's own
-    filesystem (the Airflow connection ``conn_id``), registered with DuckDB.
+    A local root is read directly; an ``abfs://`` one through the project's own
+    filesystem (see :func:`open_lake`), registered with DuckDB.
     """
-    from mde_pipeline.lake.location import resolve_lake_location
-
-    location = resolve_lake_location(str(root), conn_id)
+    location = open_lake(root, conn_id)
     con = duckdb.connect()
     if not location.is_local:
         con.register_filesystem(location.fs)
@@ -43,11 +61,7 @@ def connect(root: str | Path, conn_id: str | None = None) -> duckdb.DuckDBPyConn
 
 def parse_time(value: str) -> datetime:
     """The simulator's 7-digit timestamps, truncated to microseconds like the lake."""
-    text = value.rstrip("Z")
-    if "." in text:
-        whole, fraction = text.split(".")
-        text = f"{whole}.{fraction[:6].ljust(6, '0')}"
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+    return to_utc_datetime(value)
 
 
 @dataclass
@@ -84,7 +98,7 @@ def expected_rows(ground_truth: dict[str, Any], intervals: Iterable[datetime]) -
 
 
 def compare(
-    root: str | Path, ground_truth: dict[str, Any], intervals: Iterable[datetime], conn_id: str | None = None
+    root: str | Path | LakeLocation, ground_truth: dict[str, Any], intervals: Iterable[datetime], conn_id: str | None = None
 ) -> LakeComparison:
     intervals = list(intervals)
     expected = expected_rows(ground_truth, intervals)

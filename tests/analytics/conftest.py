@@ -1,7 +1,7 @@
 """Fixtures of the analysts' side: small lakes generated through the project's writer.
 
 Data comes from bench.lake_queries.interval_tables (deterministic per hour and
-``variant``), committed with writer.commit_interval exactly as the DAG commits.
+``variant``), committed with commit.commit_interval exactly as the DAG commits.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-# Importing Airflow (Variables, ObjectStoragePath) must not touch ~/airflow. (`make test`
+# Importing Airflow (ObjectStoragePath, for Azurite) must not touch ~/airflow. (`make test`
 # sets AIRFLOW_HOME; a bare `pytest` gets a temporary one.)
 if "AIRFLOW_HOME" not in os.environ:
     os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="analytics-tests-airflow-")
@@ -75,4 +75,6 @@ def azurite():
 @pytest.fixture
 def abfs_location(azurite):
     root = azurite.lake_root("analytics", f"t-{uuid.uuid4().hex[:12]}/lake")
-    return resolve_lake_location(root, conn_id="mde_lake_analytics")
+    from tests.lake.azurite import resolve_with_airflow
+
+    return resolve_with_airflow(root, conn_id="mde_lake_analytics")

@@ -12,22 +12,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mde_pipeline.lake import compaction
-from mde_pipeline.lake.compaction import (
-    MANIFEST_NAME,
-    CompactionError,
-    closed_days,
-    commit_interval_files,
-    compact_closed_days,
-    compact_day,
-    day_lock,
-    list_day,
-    publish_interval_into_compacted_day,
-    read_compacted_interval,
-    recover_day,
-)
+from mde_pipeline.lake import storage
+from mde_pipeline.lake.commit import commit_interval, read_interval
+from mde_pipeline.lake.compaction import closed_days, compact_closed_days, compact_day
+from mde_pipeline.lake.days import CompactionError, publish_interval_into_compacted_day, read_compacted_interval, recover_day
+from mde_pipeline.lake.layout import MANIFEST_NAME, interval_file, list_day
+from mde_pipeline.lake.locks import day_lock
+from mde_pipeline.lake.parquet import parquet_bytes
 from mde_pipeline.lake.schema import ALERT_IPS, ALERTS, ROW_KEYS, SCHEMAS
-from mde_pipeline.lake.writer import commit_interval, interval_file, lake_parquet_bytes, read_interval, write_files_atomic
+from mde_pipeline.lake.storage import write_files_atomic
 
 from tests.analytics.conftest import DAYS, FIRST_DAY, day_name, small_tables
 
@@ -175,17 +168,16 @@ def test_publish_refuses_rows_of_another_interval_and_a_day_not_compacted(hourly
     assert len(parquet_files(root, ALERTS, DAY)) == 24
 
 
-def test_commit_interval_files_routes_compacted_days_into_the_compacted_file(hourly_lake, tmp_path):
-    """The writer's commit step: compacted day -> republish, open day -> interval file."""
+def test_commit_interval_routes_compacted_days_into_the_compacted_file(hourly_lake, tmp_path):
+    """The hourly commit: compacted day -> republish, open day -> interval file."""
     root, location = hourly_lake
     compact_day(location, ALERT_IPS, DAY)  # alert_ips compacted, alerts still hourly
     rerun = small_tables(HOUR, 1)
-    files = {interval_file(name, HOUR): lake_parquet_bytes(name, data) for name, data in rerun.items()}
 
-    written = commit_interval_files(location, HOUR, rerun, files)
+    written = commit_interval(location, HOUR, rerun).files
 
-    assert set(written) == set(files)
-    assert "compacted-" in written[interval_file(ALERT_IPS, HOUR)]
+    assert set(written) == set(SCHEMAS)
+    assert "compacted-" in written[ALERT_IPS] and written[ALERTS] == location.uri(interval_file(ALERTS, HOUR))
     assert parquet_files(root, ALERT_IPS, DAY)[0].startswith("compacted-") and len(parquet_files(root, ALERT_IPS, DAY)) == 1
     assert read_interval(location, ALERTS, HOUR).equals(rerun[ALERTS])
     assert len(parquet_files(root, ALERTS, DAY)) == 24
@@ -199,7 +191,7 @@ def test_stray_hourly_file_next_to_a_compacted_day_wins_for_its_interval(hourly_
     root, location = hourly_lake
     compact_day(location, ALERT_IPS, DAY)
     rerun = small_tables(HOUR, 2)
-    write_files_atomic(location, {interval_file(ALERT_IPS, HOUR): lake_parquet_bytes(ALERT_IPS, rerun[ALERT_IPS])})
+    write_files_atomic(location, {interval_file(ALERT_IPS, HOUR): parquet_bytes(ALERT_IPS, rerun[ALERT_IPS])})
 
     assert compact_day(location, ALERT_IPS, DAY).action == "compacted"
 
@@ -242,16 +234,16 @@ def test_a_swap_that_dies_leaves_the_day_recoverable_and_exact(hourly_lake, monk
     """Without RENAME_EXCHANGE (two renames): a crash between them is repaired by the next run."""
     root, location = hourly_lake
     before = table_rows(root, ALERT_IPS)
-    monkeypatch.setattr(compaction, "_renameat2_exchange", lambda source, target: False)
+    monkeypatch.setattr(storage, "renameat2_exchange", lambda source, target: False)
 
     def crash(step):
         if step == fail_at:
             raise KeyboardInterrupt(f"killed at {step}")
 
-    monkeypatch.setattr(compaction, "_swap_checkpoint", crash)
+    monkeypatch.setattr(storage, "swap_checkpoint", crash)
     with pytest.raises(KeyboardInterrupt):
         compact_day(location, ALERT_IPS, DAY)
-    monkeypatch.setattr(compaction, "_swap_checkpoint", lambda step: None)
+    monkeypatch.setattr(storage, "swap_checkpoint", lambda step: None)
 
     with day_lock(location, DAY):
         recover_day(location, ALERT_IPS, DAY)
@@ -278,7 +270,7 @@ def test_compaction_waits_for_an_hourly_commit_holding_the_day_lock(hourly_lake,
         started.wait(10)
         thread.join(timeout=0.5)  # it cannot finish: it waits for this lock
         assert thread.is_alive()
-        write_files_atomic(location, {interval_file(ALERT_IPS, HOUR): lake_parquet_bytes(ALERT_IPS, rerun[ALERT_IPS])})
+        write_files_atomic(location, {interval_file(ALERT_IPS, HOUR): parquet_bytes(ALERT_IPS, rerun[ALERT_IPS])})
     thread.join(timeout=60)
     assert outcome["result"].action == "compacted"
     fresh = _fresh_lake_with_rerun(tmp_path, HOUR, 1)
@@ -343,9 +335,7 @@ def test_compaction_and_rerun_on_abfs(abfs_location, tmp_path):
     assert rows(ALERT_IPS).equals(before)
     assert compact_day(location, ALERT_IPS, DAY).action == "unchanged"
 
-    rerun = small_tables(HOUR, 1)
-    files = {interval_file(name, HOUR): lake_parquet_bytes(name, data) for name, data in rerun.items()}
-    commit_interval_files(location, HOUR, rerun, files)
+    commit_interval(location, HOUR, small_tables(HOUR, 1))
     fresh = _fresh_lake_with_rerun(tmp_path, HOUR, 1)
     assert rows(ALERT_IPS).equals(table_rows(fresh, ALERT_IPS, DAY))
     assert not fs.glob(location.path("_staging", "compaction", "**", "*.parquet"))

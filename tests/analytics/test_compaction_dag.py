@@ -55,10 +55,10 @@ def test_dag_compacts_the_days_closed_before_its_interval_end(airflow_db, hourly
     # ...and the IP index of March covers the two compacted days.
     assert [i.days for i in valid_month_indexes(location)] == [(day_name(0), day_name(1))]
 
-    # A later run (its task's function, to spare a second Airflow start) picks up the
+    # A later run (its tasks' functions, to spare a second Airflow start) picks up the
     # rest; days already compacted are left as they are.
     before = files_of(root, "alert_ips", day_name(0))
-    summary = run_compaction(closed_before=datetime(2025, 3, 10, 3, 30, tzinfo=timezone.utc), root=str(root))
+    summary = run_compaction(location, closed_before=datetime(2025, 3, 10, 3, 30, tzinfo=timezone.utc))
     assert sorted((s["day"], s["action"]) for s in summary["days"]) == [(day_name(2), "compacted")] * len(SCHEMAS)
     assert summary["indexed_months"] == ["2025-03"]  # the index catches up with the third day
     assert [i.days for i in valid_month_indexes(location)] == [tuple(day_name(d) for d in range(DAYS))]

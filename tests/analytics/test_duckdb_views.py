@@ -12,7 +12,7 @@ from datetime import timedelta
 import pyarrow as pa
 import pytest
 
-from mde_pipeline.analyst_cli import connect
+from mde_pipeline.analytics.session import connect
 from mde_pipeline.lake.compaction import compact_day
 from mde_pipeline.lake.ip_index import build_month_index
 from mde_pipeline.lake.schema import ALERT_IPS, ALERTS, SCHEMAS

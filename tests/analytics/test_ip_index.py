@@ -11,8 +11,10 @@ import duckdb
 import pytest
 import pyarrow.parquet as pq
 
-from mde_pipeline.analyst_cli import connect
-from mde_pipeline.lake.compaction import compact_day, publish_interval_into_compacted_day
+from mde_pipeline.analytics.session import connect
+from mde_pipeline.lake.commit import commit_interval
+from mde_pipeline.lake.compaction import compact_day
+from mde_pipeline.lake.days import publish_interval_into_compacted_day
 from mde_pipeline.lake.ip_index import (
     INDEX_DIR,
     INDEX_ROW_GROUP_ROWS,
@@ -23,7 +25,9 @@ from mde_pipeline.lake.ip_index import (
     valid_month_indexes,
 )
 from mde_pipeline.lake.schema import ALERT_IPS, ROW_KEYS, SCHEMAS
-from mde_pipeline.lake.writer import commit_interval, interval_file, lake_parquet_bytes, write_files_atomic
+from mde_pipeline.lake.layout import interval_file
+from mde_pipeline.lake.parquet import parquet_bytes
+from mde_pipeline.lake.storage import write_files_atomic
 
 from tests.analytics.conftest import DAYS, FIRST_DAY, day_name, small_tables
 
@@ -147,7 +151,7 @@ def test_an_index_made_stale_behind_its_back_is_ignored(hourly_lake):
     compact(location)
     build_month_index(location, MONTH)
     rerun = small_tables(HOUR, 2)[ALERT_IPS]
-    write_files_atomic(location, {interval_file(ALERT_IPS, HOUR): lake_parquet_bytes(ALERT_IPS, rerun)})
+    write_files_atomic(location, {interval_file(ALERT_IPS, HOUR): parquet_bytes(ALERT_IPS, rerun)})
     # Folded in by compaction (which also drops the index), but even before that:
     assert valid_month_indexes(location) == []
     with connect(str(root)) as session:
@@ -220,7 +224,7 @@ def test_a_leftover_index_file_without_manifest_is_dropped_with_the_day_change(h
 @pytest.mark.slow
 def test_index_and_session_on_abfs(abfs_location):
     """Through adlfs against Azurite: the index is built, used and exact next to an hourly day."""
-    from mde_pipeline.analyst_cli import LakeSession
+    from mde_pipeline.analytics.session import LakeSession
 
     location = abfs_location
     for d in range(2):

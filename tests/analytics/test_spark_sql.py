@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from mde_pipeline.analyst_cli import connect, split_statements
+from mde_pipeline.analytics.session import connect, split_statements
 from mde_pipeline.lake.compaction import compact_day
 from mde_pipeline.lake.schema import ALERT_IPS, ALERTS, SCHEMAS
 

@@ -6,10 +6,10 @@ import uuid
 
 import pytest
 
-# Importing Airflow (for Variables, ObjectStoragePath) must not touch ~/airflow.
+# Importing Airflow (ObjectStoragePath, for the Azurite filesystem) must not touch ~/airflow.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="lake-tests-airflow-"))
 
-from tests.lake.azurite import AzuriteServer  # noqa: E402  (the repo root is on sys.path: pytest.ini)
+from tests.lake.azurite import AzuriteServer, resolve_with_airflow  # noqa: E402  (the repo root is on sys.path: pytest.ini)
 
 from mde_pipeline.lake.location import resolve_lake_location  # noqa: E402
 
@@ -52,7 +52,7 @@ def abfs_root(azurite) -> str:
 
 @pytest.fixture
 def abfs_location(abfs_root):
-    return resolve_lake_location(abfs_root, conn_id=AZURITE_CONN_ID)
+    return resolve_with_airflow(abfs_root, conn_id=AZURITE_CONN_ID)
 
 
 @pytest.fixture

@@ -23,7 +23,8 @@ sys.path[:0] = [str(HERE.parents[1] / "plugins"), str(HERE)]
 
 from lake_data import WrappedFile, large_interval, sample_interval  # noqa: E402
 
-from mde_pipeline.lake import writer  # noqa: E402
+from mde_pipeline.lake import storage  # noqa: E402
+from mde_pipeline.lake.commit import commit_interval  # noqa: E402
 from mde_pipeline.lake.location import LakeLocation, parse_blob_root, resolve_lake_location  # noqa: E402
 
 START = datetime(2024, 2, 29, 23, tzinfo=timezone.utc)
@@ -64,8 +65,8 @@ def _blob_location(connection_string: str, root: str) -> LakeLocation:
 
 
 def stall_local(root: str, marker: str, seed: str) -> None:
-    writer._open_new_file = lambda path: _StallingFile(path, marker) if "/alert_ips/" in path else open(path, "xb")
-    writer.commit_interval(resolve_lake_location(root), START, large_interval(START, seed=int(seed), **BIG))
+    storage._open_new_file = lambda path: _StallingFile(path, marker) if "/alert_ips/" in path else open(path, "xb")
+    commit_interval(resolve_lake_location(root), START, large_interval(START, seed=int(seed), **BIG))
     os._exit(4)  # the commit must never complete
 
 
@@ -78,7 +79,7 @@ def stall_blob(connection_string: str, root: str, marker: str, seed: str) -> Non
 
     BlobClient.commit_block_list = stall_before_commit
     location = _blob_location(connection_string, root)
-    writer.commit_interval(location, START, large_interval(START, seed=int(seed), **BIG))
+    commit_interval(location, START, large_interval(START, seed=int(seed), **BIG))
     os._exit(4)
 
 
@@ -86,7 +87,7 @@ def commit_loop(root: str, seed: str, times: str, connection_string: str | None 
     location = _blob_location(connection_string, root) if connection_string else resolve_lake_location(root)
     tables = sample_interval(START, alerts=300, ips_per_alert=5, seed=int(seed))
     for _ in range(int(times)):
-        writer.commit_interval(location, START, tables)
+        commit_interval(location, START, tables)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mde_pipeline.lake.schema import ALERT_IPS, ALERT_IPS_SCHEMA, ALERTS, ALERTS_SCHEMA, TIMESTAMP, interval_tables
+from mde_pipeline.lake.records import interval_tables
+from mde_pipeline.lake.schema import ALERT_IPS, ALERT_IPS_SCHEMA, ALERTS, ALERTS_SCHEMA, TIMESTAMP
 
 UTC = timezone.utc
 SEVERITIES = ["Informational", "Low", "Medium", "High"]
@@ -167,3 +168,11 @@ class WrappedFile:
 
     def __exit__(self, *exc):
         self._file.close()
+
+
+def hourly_intervals(location, table: str) -> list[datetime]:
+    """Interval starts with an hourly file of ``table``, sorted (what a test checks was written)."""
+    from mde_pipeline.lake.layout import PARQUET_SUFFIX, parse_interval_file
+
+    location.fs.invalidate_cache()
+    return sorted(parse_interval_file(p) for p in location.fs.glob(location.path(table, "*", f"interval=*{PARQUET_SUFFIX}")))

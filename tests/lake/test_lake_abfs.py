@@ -12,12 +12,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from lake_data import duckdb_read, same_rows, sample_interval
-from tests.lake.azurite import ACCOUNT_KEY, ACCOUNT_NAME
+from lake_data import duckdb_read, hourly_intervals, same_rows, sample_interval
+from tests.lake.azurite import ACCOUNT_KEY, ACCOUNT_NAME, resolve_with_airflow
 
-from mde_pipeline.lake.location import LakeLocationError, resolve_lake_location
+from mde_pipeline.lake.location import LakeLocationError
 from mde_pipeline.lake.schema import ALERT_IPS, ALERT_IPS_SCHEMA, ALERTS, ALERTS_SCHEMA, empty_table
-from mde_pipeline.lake.writer import LakeWriteError, commit_interval, committed_intervals, interval_file, read_interval
+from mde_pipeline.lake.commit import commit_interval, read_interval
+from mde_pipeline.lake.layout import interval_file
+from mde_pipeline.lake.storage import LakeWriteError
 
 UTC = timezone.utc
 START = datetime(2024, 2, 29, 23, tzinfo=UTC)  # lake_child.START
@@ -34,29 +36,19 @@ def blob_names(location) -> list[str]:
 
 
 def test_root_forms_resolve_to_the_container_and_prefix(azurite_conn_id, abfs_root):
-    location = resolve_lake_location(abfs_root, conn_id=azurite_conn_id)
+    location = resolve_with_airflow(abfs_root, conn_id=azurite_conn_id)
     prefix = abfs_root.split(".windows.net/", 1)[1]
     container = abfs_root.split("://", 1)[1].split("@", 1)[0]
     assert (location.protocol, location.root, location.account_name) == ("abfs", f"{container}/{prefix}", ACCOUNT_NAME)
     assert location.uri("alerts") == f"abfs://{container}/{prefix}/alerts"
-    short = resolve_lake_location(f"abfss://{container}/{prefix}", conn_id=azurite_conn_id)
+    short = resolve_with_airflow(f"abfss://{container}/{prefix}", conn_id=azurite_conn_id)
     assert short.root == location.root and short.account_name == ACCOUNT_NAME
     assert ACCOUNT_KEY not in repr(location)
 
 
 def test_account_in_the_root_must_match_the_connection(azurite_conn_id):
     with pytest.raises(LakeLocationError, match="names storage account 'otheraccount'.*'devstoreaccount1'"):
-        resolve_lake_location("abfs://lake@otheraccount.dfs.core.windows.net/x", conn_id=azurite_conn_id)
-
-
-def test_root_and_connection_from_airflow_variables(azurite_conn_id, abfs_root, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_VAR_MDE_LAKE_ROOT", abfs_root)
-    monkeypatch.setenv("AIRFLOW_VAR_MDE_LAKE_CONN_ID", azurite_conn_id)
-    location = resolve_lake_location()
-    assert location.protocol == "abfs" and location.conn_id == azurite_conn_id
-    tables = sample_interval(START, seed=3)
-    commit_interval(location, START, tables)
-    assert same_rows(read_interval(location, ALERT_IPS, START), tables[ALERT_IPS])
+        resolve_with_airflow("abfs://lake@otheraccount.dfs.core.windows.net/x", conn_id=azurite_conn_id)
 
 
 def test_end_to_end_commit_rerun_and_duckdb_read(abfs_location):
@@ -70,7 +62,7 @@ def test_end_to_end_commit_rerun_and_duckdb_read(abfs_location):
     commit_interval(abfs_location, START, expected[START])
 
     assert blob_names(abfs_location) == sorted(interval_file(table, hour) for table in (ALERTS, ALERT_IPS) for hour in hours)
-    assert committed_intervals(abfs_location, ALERTS) == hours
+    assert hourly_intervals(abfs_location, ALERTS) == hours
     for hour in hours:
         for table in (ALERTS, ALERT_IPS):
             assert same_rows(read_interval(abfs_location, table, hour), expected[hour][table])
@@ -92,7 +84,9 @@ def test_empty_interval_on_blob_storage(abfs_location):
 def test_airflow_object_storage_path_sees_the_same_files(abfs_location):
     tables = sample_interval(START)
     commit_interval(abfs_location, START, tables)
-    path = abfs_location.object_storage_path(interval_file(ALERT_IPS, START))
+    from airflow.sdk import ObjectStoragePath
+
+    path = ObjectStoragePath(abfs_location.uri(interval_file(ALERT_IPS, START)), conn_id=abfs_location.conn_id)
     assert path.conn_id == abfs_location.conn_id and path.exists()
     assert pq.read_table(pa.BufferReader(path.read_bytes())).equals(tables[ALERT_IPS])
 

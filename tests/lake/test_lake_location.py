@@ -1,73 +1,63 @@
-"""Resolving the lake root: explicit arguments, Airflow Variables, defaults, bad roots."""
+"""Resolving the lake root: local roots, blob roots through a filesystem factory, bad roots.
+
+(Variables and the Airflow-built abfs filesystem: the Airflow face, mde_pipeline.airflow.)
+"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from mde_pipeline.lake import location as location_module
+from mde_pipeline.common.redaction import redact
 from mde_pipeline.lake.location import (
-    DEFAULT_ROOT,
     LakeLocationError,
     parse_blob_root,
     resolve_lake_location,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+
+class FakeBlobFs:
+    def __init__(self, account_name=None, connection_string=None):
+        self.account_name, self.connection_string = account_name, connection_string
 
 
-@pytest.fixture
-def no_lake_variables(monkeypatch):
-    monkeypatch.delenv("AIRFLOW_VAR_MDE_LAKE_ROOT", raising=False)
-    monkeypatch.delenv("AIRFLOW_VAR_MDE_LAKE_CONN_ID", raising=False)
+def test_a_root_is_required():
+    with pytest.raises(LakeLocationError, match="no lake root"):
+        resolve_lake_location(None)
 
 
-def test_default_root_is_the_repos_lake_folder():
-    assert DEFAULT_ROOT == REPO / "lake"
+def test_blob_root_without_a_filesystem_factory_is_a_clear_error():
+    with pytest.raises(LakeLocationError, match="filesystem factory"):
+        resolve_lake_location("abfs://lake@acct.dfs.core.windows.net/p", conn_id="mde_lake")
 
 
-def test_without_variable_the_default_root_is_used(no_lake_variables):
-    location = resolve_lake_location()
-    assert location.is_local and location.root == str(REPO / "lake")
+def test_blob_root_gets_its_filesystem_from_the_factory():
+    calls = []
+
+    def factory(protocol, root, conn_id):
+        calls.append((protocol, root, conn_id))
+        return FakeBlobFs(account_name="ACCT")
+
+    location = resolve_lake_location("abfss://lake@acct.dfs.core.windows.net/a/b", "lake_conn", blob_filesystem=factory)
+    assert calls == [("abfss", "lake/a/b", "lake_conn")]
+    assert (location.protocol, location.root, location.conn_id, location.account_name) == ("abfs", "lake/a/b", "lake_conn", "acct")
+    assert location.uri("alerts") == "abfs://lake/a/b/alerts"
 
 
-def test_variable_from_the_environment_sets_the_root(no_lake_variables, monkeypatch, tmp_path):
-    # Airflow's environment secrets backend: what Variable.get reads outside a task.
-    monkeypatch.setenv("AIRFLOW_VAR_MDE_LAKE_ROOT", str(tmp_path / "from-variable"))
-    assert resolve_lake_location().root == str(tmp_path / "from-variable")
+def test_blob_root_naming_another_account_than_the_connection_is_refused():
+    def factory(protocol, root, conn_id):
+        return FakeBlobFs(connection_string="AccountName=other;AccountKey=x")
+
+    with pytest.raises(LakeLocationError, match="names storage account 'acct'.*'other'"):
+        resolve_lake_location("abfs://lake@acct.dfs.core.windows.net/p", "c", blob_filesystem=factory)
 
 
-@pytest.mark.slow
-def test_variable_lookup_works_without_metadata_db_or_task_context(tmp_path):
-    """A fresh process, an empty AIRFLOW_HOME, no DB: Variable.get must not explode."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(AIRFLOW_HOME=str(tmp_path / "airflow-home"), PYTHONPATH=str(REPO / "plugins"))
-    code = (
-        "import os, sys\n"
-        "from mde_pipeline.lake.location import resolve_lake_location as resolve\n"
-        "print(resolve().root)\n"
-        "os.environ['AIRFLOW_VAR_MDE_LAKE_ROOT'] = 'file://' + sys.argv[1]\n"
-        "print(resolve().root)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code, f"{tmp_path}/env-lake"], env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == [str(REPO / "lake"), f"{tmp_path}/env-lake"]
-    assert not (tmp_path / "airflow-home" / "airflow.db").exists()
+def test_failing_factory_is_a_clear_redacted_error():
+    def factory(protocol, root, conn_id):
+        raise RuntimeError("no connection: AccountKey=c2VjcmV0a2V5==")
 
-
-def test_conn_id_variable_and_default(no_lake_variables, monkeypatch):
-    assert location_module.configured_lake_conn_id() == "mde_lake"
-    monkeypatch.setenv("AIRFLOW_VAR_MDE_LAKE_CONN_ID", "lake_prod")
-    assert location_module.configured_lake_conn_id() == "lake_prod"
-
-
-def test_explicit_root_wins_over_the_variable(monkeypatch, tmp_path):
-    monkeypatch.setenv("AIRFLOW_VAR_MDE_LAKE_ROOT", "/somewhere/else")
-    assert resolve_lake_location(tmp_path).root == str(tmp_path)
+    with pytest.raises(LakeLocationError, match="connection 'no_such_lake_conn'") as caught:
+        resolve_lake_location("abfs://lake@acct.dfs.core.windows.net/p", conn_id="no_such_lake_conn", blob_filesystem=factory)
+    assert "c2VjcmV0a2V5" not in str(caught.value) and "AccountKey=***" in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -139,18 +129,8 @@ def test_lake_paths_refuse_traversal(tmp_path):
     assert location.path("alerts/date=2024-01-01", "x.parquet") == f"{tmp_path}/alerts/date=2024-01-01/x.parquet"
 
 
-def test_local_location_as_object_storage_path(tmp_path):
-    path = resolve_lake_location(tmp_path).object_storage_path("alerts")
-    assert path.protocol == "file" and path.path == f"{tmp_path}/alerts"
-
-
-def test_missing_connection_is_a_clear_error(no_lake_variables):
-    with pytest.raises(LakeLocationError, match="connection 'no_such_lake_conn'.*mde_lake_conn_id"):
-        resolve_lake_location("abfs://lake@acct.dfs.core.windows.net/p", conn_id="no_such_lake_conn")
-
-
 def test_error_texts_are_redacted():
     text = "bad: DefaultEndpointsProtocol=http;AccountName=a;AccountKey=c2VjcmV0a2V5==;BlobEndpoint=http://x?sv=1&sig=abc%2Fdef&se=2"
-    redacted = location_module.redact(text)
+    redacted = redact(text)
     assert "c2VjcmV0a2V5" not in redacted and "abc%2Fdef" not in redacted
     assert "AccountKey=***" in redacted and "sig=***" in redacted and "AccountName=a" in redacted

@@ -1,14 +1,18 @@
-"""The Parquet lake: where it is, what its tables look like, how files land in it.
+"""The Parquet lake: no API and no Airflow. Modules, downhill:
 
-* :mod:`.location` - ``resolve_lake_location(root=None, conn_id=None) -> LakeLocation``
-  (Variable ``mde_lake_root``: local path, ``file://`` or ``abfs://``).
-* :mod:`.schema` - ``ALERTS_SCHEMA``, ``ALERT_IPS_SCHEMA``, ``interval_tables(...)``
-  (listing + IP results -> both tables), ``to_table``, ``empty_table``.
-* :mod:`.writer` - ``commit_interval(location, interval_start, tables)``, interval file
-  names, ``write_table_atomic``, ``read_interval``.
-* :mod:`.staging` - ``write_staging`` / ``read_staging`` / ``list_staging`` /
-  ``clear_staging`` under ``<root>/_staging/<interval>/<run id>/``.
+* :mod:`.schema` - table names, Arrow schemas, dictionary columns, row keys.
+* :mod:`.location` - ``resolve_lake_location(root, conn_id, blob_filesystem=...) -> LakeLocation``.
+* :mod:`.layout` - every path and name rule (interval files, day and month directories,
+  staging, locks, IP index) and the listings that read them back.
+* :mod:`.records` - alert JSON and fetch results -> rows; ``interval_tables``, ``check_interval``.
+* :mod:`.parquet` - the one Parquet writer and the one reader.
+* :mod:`.storage`, :mod:`.locks` - atomic writes, directory swaps, day locks.
+* :mod:`.ip_index` - the IP-sorted month copy of compacted ``alert_ips`` days.
+* :mod:`.days` - a day as one unit: read, build compacted, swap in, recover.
+* :mod:`.commit` - ``commit_interval``: the only hourly write.
+* :mod:`.compaction` - closed days -> compacted days (``compaction_step``).
+* :mod:`.staging` - a run's JSON documents under ``<root>/_staging/<interval>/<run id>/``.
 
-Nothing is imported here: DAG files import the module they need, and importing the
-package stays free of pyarrow and Airflow.
+Nothing is imported here: callers import the module they need, and importing the
+package stays free of pyarrow.
 """

@@ -14,9 +14,9 @@ plain DuckDB views never see it, so no row is counted twice)::
 
 Coverage: a month's index covers the days of the month that were compacted when it was
 built, the current month included, so the 03:30 compaction run (which compacts
-yesterday and then calls :func:`months_to_index`) leaves only today's and yesterday's
+yesterday, then its index step calls :func:`index_months`) leaves only today's and yesterday's
 hours outside it. Days it does not cover are read from their day files by the analyst
-views (mde_pipeline.analyst_cli).
+views (mde_pipeline.analytics.session).
 
 Validity: the index is used only while every day it covers still holds exactly the
 compacted files its manifest names (names carry a fresh token per rewrite) and no
@@ -40,26 +40,26 @@ from datetime import date, datetime
 
 import pyarrow as pa
 
-from mde_pipeline.lake.compaction import (
-    COMPACTED_PREFIX,
-    MANIFEST_NAME,
-    _base,
-    _read_file,
-    compacted_parquet_bytes,
+from mde_pipeline.lake.layout import (
+    INDEX_DIR,
+    INDEX_MANIFEST,
+    MONTH_PREFIX,
+    base_name,
     day_directory,
-    day_lock,
     day_of,
-    sort_for_queries,
+    fully_compacted_files,
+    index_directory,
+    index_file_name,
+    month_of,
+    table_days,
 )
 from mde_pipeline.lake.location import LakeLocation
-from mde_pipeline.lake.schema import ALERT_IPS, LakeSchemaError, conform
-from mde_pipeline.lake.writer import PARQUET_SUFFIX, write_files_atomic
-
-INTERVAL_PREFIX = "interval="
+from mde_pipeline.lake.locks import day_lock
+from mde_pipeline.lake.parquet import parquet_bytes, read_parquet, sort_for_queries
+from mde_pipeline.lake.schema import ALERT_IPS, conform
+from mde_pipeline.lake.storage import write_files_atomic
 
 INDEXED_TABLE = ALERT_IPS
-INDEX_DIR = "_ip_index"
-INDEX_MANIFEST = "_index.json"
 INDEX_FORMAT = 2  # 1: closed months only (no partial months)
 INDEX_ROW_GROUP_ROWS = 16 * 1024
 
@@ -72,16 +72,6 @@ class MonthIndex:
     uri: str  # the index file, as readers open it
     days: tuple[str, ...]  # the days it covers
     rows: int
-
-
-def month_of(day: date | datetime | str) -> str:
-    return day_of(day)[:7]
-
-
-def index_directory(month: str) -> str:
-    if len(month) != 7 or month[4] != "-":
-        raise LakeSchemaError(f"not a month (YYYY-MM): {month!r}")
-    return f"{INDEX_DIR}/month={month}"
 
 
 def _read_manifest(location: LakeLocation, month: str) -> dict | None:
@@ -103,7 +93,7 @@ def _delete_index(location: LakeLocation, month: str) -> bool:
         entries = fs.ls(directory, detail=False)
     except FileNotFoundError:
         return False
-    manifest = [p for p in entries if _base(p) == INDEX_MANIFEST]
+    manifest = [p for p in entries if base_name(p) == INDEX_MANIFEST]
     for path in manifest + [p for p in entries if p not in manifest]:
         with suppress(FileNotFoundError):
             fs.rm_file(path)
@@ -134,36 +124,12 @@ def invalidate_covering(location: LakeLocation, day: date | datetime | str) -> b
     return _delete_index(location, month_of(day))
 
 
-def _month_days(location: LakeLocation, month: str) -> list[str]:
-    fs = location.fs
-    fs.invalidate_cache()
-    days = []
-    for path in fs.glob(location.path(INDEXED_TABLE, f"date={month}-*")):
-        with suppress(LakeSchemaError):
-            days.append(day_of(_base(path).removeprefix("date=")))
-    return sorted(days)
-
-
-def _compacted_files(location: LakeLocation, day: str) -> list[str] | None:
-    """The compacted file names of a day, or None unless it is compacted and has no hourly file.
-
-    One listing, no file read (callers invalidate the filesystem's listing cache first).
-    """
-    try:
-        names = [_base(p) for p in location.fs.ls(location.path(day_directory(INDEXED_TABLE, day)), detail=False)]
-    except FileNotFoundError:
-        return None
-    if MANIFEST_NAME not in names or any(n.startswith(INTERVAL_PREFIX) and n.endswith(PARQUET_SUFFIX) for n in names):
-        return None  # not compacted, or a swap interrupted half-way (recover_day finishes it)
-    return sorted(n for n in names if n.startswith(COMPACTED_PREFIX) and n.endswith(PARQUET_SUFFIX)) or None
-
-
 def _compacted_days(location: LakeLocation, month: str) -> dict[str, list[str]]:
     """``day -> compacted file names`` of every fully compacted day of the month."""
     location.fs.invalidate_cache()
     sources = {}
-    for day in _month_days(location, month):
-        names = _compacted_files(location, day)
+    for day in table_days(location, INDEXED_TABLE, month):
+        names = fully_compacted_files(location, INDEXED_TABLE, day)
         if names is not None:
             sources[day] = names
     return sources
@@ -181,24 +147,24 @@ def build_month_index(location: LakeLocation, month: str) -> MonthIndex | None:
         for day in candidates:
             stack.enter_context(day_lock(location, day))
         location.fs.invalidate_cache()
-        sources = {day: names for day in candidates if (names := _compacted_files(location, day)) is not None}
+        sources = {day: names for day in candidates if (names := fully_compacted_files(location, INDEXED_TABLE, day)) is not None}
         if not sources:
             return None
         parts = [
-            conform(INDEXED_TABLE, _read_file(location, location.path(day_directory(INDEXED_TABLE, day), name)))
+            conform(INDEXED_TABLE, read_parquet(location, location.path(day_directory(INDEXED_TABLE, day), name)))
             for day, names in sources.items()
             for name in names
         ]
         rows = sort_for_queries(INDEXED_TABLE, pa.concat_tables(parts))
         directory = index_directory(month)
-        name = f"{INDEXED_TABLE}-{uuid.uuid4().hex[:12]}{PARQUET_SUFFIX}"
+        name = index_file_name(INDEXED_TABLE, uuid.uuid4().hex[:12])
         fs = location.fs
         fs.invalidate_cache()
         try:
-            old = [p for p in fs.ls(location.path(directory), detail=False) if _base(p) != INDEX_MANIFEST]
+            old = [p for p in fs.ls(location.path(directory), detail=False) if base_name(p) != INDEX_MANIFEST]
         except FileNotFoundError:
             old = []
-        content = compacted_parquet_bytes(INDEXED_TABLE, rows, row_group_rows=INDEX_ROW_GROUP_ROWS)
+        content = parquet_bytes(INDEXED_TABLE, rows, row_group_rows=INDEX_ROW_GROUP_ROWS, sorted_for_queries=True)
         write_files_atomic(location, {f"{directory}/{name}": content})
         manifest = {"format": INDEX_FORMAT, "month": month, "file": name, "rows": rows.num_rows, "days": sources}
         write_files_atomic(location, {f"{directory}/{INDEX_MANIFEST}": json.dumps(manifest, indent=1, sort_keys=True).encode()})
@@ -213,8 +179,8 @@ def _manifests(location: LakeLocation) -> dict[str, dict]:
     fs = location.fs
     fs.invalidate_cache()
     manifests = {}
-    for path in sorted(fs.glob(location.path(INDEX_DIR, "month=*", INDEX_MANIFEST))):
-        month = _base(path.rsplit("/", 1)[0]).removeprefix("month=")
+    for path in sorted(fs.glob(location.path(INDEX_DIR, f"{MONTH_PREFIX}*", INDEX_MANIFEST))):
+        month = base_name(path.rsplit("/", 1)[0]).removeprefix(MONTH_PREFIX)
         manifest = _read_manifest(location, month)
         if manifest:
             manifests[month] = manifest
@@ -228,7 +194,7 @@ def _is_valid(location: LakeLocation, month: str, manifest: dict, compacted: dic
     if manifest.get("format") != INDEX_FORMAT or manifest.get("month") != month or not isinstance(days, dict) or not days:
         return False
     if compacted is None:
-        matches = all(_compacted_files(location, day) == names for day, names in days.items())
+        matches = all(fully_compacted_files(location, INDEXED_TABLE, day) == names for day, names in days.items())
     else:
         matches = all(compacted.get(day) == names for day, names in days.items())
     return matches and location.fs.exists(location.path(index_directory(month), manifest["file"]))
@@ -250,12 +216,8 @@ def valid_month_indexes(location: LakeLocation) -> list[MonthIndex]:
 
 def months_to_index(location: LakeLocation) -> list[str]:
     """Months whose compacted days are not exactly what a valid index covers."""
-    fs = location.fs
-    fs.invalidate_cache()
-    months = set()
-    for path in fs.glob(location.path(INDEXED_TABLE, "date=*")):
-        with suppress(LakeSchemaError):
-            months.add(month_of(_base(path).removeprefix("date=")))
+    location.fs.invalidate_cache()
+    months = {month_of(day) for day in table_days(location, INDEXED_TABLE)}
     manifests = _manifests(location)
     ready = []
     for month in sorted(months):
@@ -271,3 +233,10 @@ def months_to_index(location: LakeLocation) -> list[str]:
 def index_months(location: LakeLocation) -> list[MonthIndex]:
     """(Re)build every month index that is missing, stale or behind its compacted days."""
     return [index for month in months_to_index(location) if (index := build_month_index(location, month))]
+
+
+def index_step(location: LakeLocation) -> list[str]:
+    """The compaction DAG's second task: bring the IP index up to date; the months (re)built."""
+    months = [index.month for index in index_months(location)]
+    log.info("lake %s: IP index built for %s", location.url, months or "no month")
+    return months

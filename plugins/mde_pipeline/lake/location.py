@@ -1,20 +1,16 @@
-"""Where the lake is: Variable ``mde_lake_root`` -> a filesystem and a root path in it.
+"""Where the lake is: a root -> a filesystem and a root path in it (no Airflow here).
 
 Accepted roots:
 
 * a local path (``/data/lake``, ``~/lake``; relative paths resolve against the current
   directory) or ``file:///data/lake``;
 * ``abfs://container@account.dfs.core.windows.net/prefix`` (``abfss://`` too) or the
-  short ``abfs://container/prefix``, through Airflow's ``ObjectStoragePath`` and the
-  Azure provider's ``abfs`` filesystem (adlfs) with the connection named by Variable
-  ``mde_lake_conn_id`` (default ``mde_lake``). The connection needs ``account_name``
-  in its extra (or a ``connection_string``) plus a credential the provider understands
-  (account key as password or ``account_key``, ``sas_token``, service principal with
-  ``tenant_id``, managed / workload identity).
+  short ``abfs://container/prefix``. Its filesystem comes from the caller's
+  ``blob_filesystem(protocol, root_in_fs, conn_id)``: the Airflow face builds it from
+  a connection (mde_pipeline.airflow.lake_location, which also reads the Variables
+  ``mde_lake_root`` / ``mde_lake_conn_id``); tests build it for Azurite.
 
-Every function takes an explicit ``root`` / ``conn_id`` so tests and the analytics CLI
-work without Airflow Variables. Airflow is imported only to read a Variable or to open
-an ``abfs`` root: a local lake needs neither a metadata DB nor Airflow at all.
+A local lake needs neither a metadata DB nor Airflow at all.
 """
 
 from __future__ import annotations
@@ -22,19 +18,19 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from mde_pipeline.common.redaction import redact
+
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
-ROOT_VARIABLE = "mde_lake_root"
-CONN_ID_VARIABLE = "mde_lake_conn_id"
-DEFAULT_CONN_ID = "mde_lake"
-# plugins/mde_pipeline/lake/location.py -> <repo>/lake
-DEFAULT_ROOT = Path(__file__).resolve().parents[3] / "lake"
+# (protocol, root in the filesystem's terms "container/prefix", connection id) -> filesystem
+BlobFilesystemFactory = Callable[[str, str, "str | None"], "AbstractFileSystem"]
 
 BLOB_PROTOCOLS = ("abfs", "abfss")
 _CONTAINER = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
@@ -85,23 +81,20 @@ class LakeLocation:
         """The glob of one table's committed files (``*.parquet`` never matches temp files)."""
         return self.uri(table, "*", "*.parquet")
 
-    def object_storage_path(self, *parts: str):
-        """The same place as Airflow's ``ObjectStoragePath`` (for Assets, lineage, IO)."""
-        from airflow.sdk import ObjectStoragePath
 
-        if self.is_local:
-            return ObjectStoragePath(f"file://{self.path(*parts)}")
-        return ObjectStoragePath(f"{self.protocol}://{self.path(*parts)}", conn_id=self.conn_id)
+def resolve_lake_location(
+    root: str | os.PathLike,
+    conn_id: str | None = None,
+    *,
+    blob_filesystem: BlobFilesystemFactory | None = None,
+) -> LakeLocation:
+    """The lake location for ``root``.
 
-
-def resolve_lake_location(root: str | os.PathLike | None = None, conn_id: str | None = None) -> LakeLocation:
-    """The lake location for ``root`` (default: Variable ``mde_lake_root``, then ``<repo>/lake``).
-
-    ``conn_id`` (default: Variable ``mde_lake_conn_id``, then ``mde_lake``) is used for
-    ``abfs`` roots only.
+    ``conn_id`` and ``blob_filesystem`` are used for ``abfs`` roots only, which need
+    the factory (a local root needs neither).
     """
     if root is None:
-        root = configured_lake_root()
+        raise LakeLocationError("no lake root given")
     text = os.fspath(root).strip()
     if not text:
         raise LakeLocationError("the lake root is empty")
@@ -109,44 +102,11 @@ def resolve_lake_location(root: str | os.PathLike | None = None, conn_id: str | 
     if scheme in ("", "file", "local"):
         return _local_location(text, scheme)
     if scheme in BLOB_PROTOCOLS:
-        return _blob_location(text, conn_id if conn_id is not None else configured_lake_conn_id())
+        return _blob_location(text, conn_id, blob_filesystem)
     raise LakeLocationError(
         f"unsupported lake root scheme {scheme!r} in {text!r}: use a local path, file:// or "
         f"abfs://container@account.dfs.core.windows.net/prefix"
     )
-
-
-def configured_lake_root() -> str:
-    """Variable ``mde_lake_root``, or the repo's ``lake/`` folder when it is not set."""
-    return _variable(ROOT_VARIABLE) or str(DEFAULT_ROOT)
-
-
-def configured_lake_conn_id() -> str:
-    """Variable ``mde_lake_conn_id``, or ``mde_lake`` when it is not set."""
-    return _variable(CONN_ID_VARIABLE) or DEFAULT_CONN_ID
-
-
-def _variable(key: str) -> str | None:
-    """An Airflow Variable, or None when it is not defined anywhere.
-
-    Outside a task (CLI, tests, no metadata DB) ``Variable.get`` consults only the
-    secrets backends a client process has, which include the environment
-    (``AIRFLOW_VAR_<KEY>``); inside a task it asks the API server. Only "not found"
-    falls back to the default: a broken secrets backend must not silently send the
-    data somewhere else.
-    """
-    try:
-        from airflow.sdk import Variable
-        from airflow.sdk.exceptions import AirflowRuntimeError, ErrorType
-    except ImportError:  # the analytics side can run without Airflow installed
-        return os.environ.get(f"AIRFLOW_VAR_{key.upper()}") or None
-    try:
-        value = Variable.get(key)
-    except AirflowRuntimeError as exc:
-        if getattr(exc.error, "error", None) == ErrorType.VARIABLE_NOT_FOUND:
-            return None
-        raise
-    return str(value).strip() or None
 
 
 def _local_location(url: str, scheme: str) -> LakeLocation:
@@ -198,42 +158,35 @@ def parse_blob_root(text: str) -> tuple[str, str, str | None, str]:
     return protocol, container, account, prefix
 
 
-def _blob_location(text: str, conn_id: str) -> LakeLocation:
+def _blob_location(text: str, conn_id: str | None, blob_filesystem: BlobFilesystemFactory | None) -> LakeLocation:
     protocol, container, account, prefix = parse_blob_root(text)
     root = f"{container}/{prefix}" if prefix else container
-    fs = _airflow_blob_filesystem(protocol, root, conn_id, text)
+    if blob_filesystem is None:
+        raise LakeLocationError(
+            f"lake root {text!r} is blob storage: opening it needs a filesystem factory "
+            f"(the Airflow-configured entry point, mde_pipeline.airflow.lake_location)"
+        )
+    _quiet_azure_http_logging()
+    try:
+        fs = blob_filesystem(protocol, root, conn_id)
+    except Exception as exc:
+        raise LakeLocationError(
+            f"cannot open lake root {text!r} with connection {conn_id!r}: {type(exc).__name__}: {redact(str(exc))}"
+        ) from exc
+    check_account(text, account, fs, conn_id)
+    return LakeLocation(
+        url=text, protocol="abfs", root=root, fs=fs, conn_id=conn_id, account_name=account or _filesystem_account(fs)
+    )
+
+
+def check_account(text: str, account: str | None, fs: Any, conn_id: str | None) -> None:
+    """Refuse a root naming one storage account opened with a connection to another."""
     connected_account = _filesystem_account(fs)
     if account and connected_account and account != connected_account:
         raise LakeLocationError(
             f"lake root {text!r} names storage account {account!r} but connection {conn_id!r} "
             f"points at {connected_account!r}"
         )
-    return LakeLocation(
-        url=text, protocol="abfs", root=root, fs=fs, conn_id=conn_id, account_name=account or connected_account
-    )
-
-
-def _airflow_blob_filesystem(protocol: str, root: str, conn_id: str, text: str) -> AbstractFileSystem:
-    # ObjectStoragePath would read "container@account..." as "conn_id@host" and drop the
-    # container: hand it the short form and the connection id separately.
-    from airflow.sdk import ObjectStoragePath
-
-    _quiet_azure_http_logging()
-    try:
-        return ObjectStoragePath(f"{protocol}://{root}", conn_id=conn_id).fs
-    except Exception as exc:
-        raise LakeLocationError(
-            f"cannot open lake root {text!r} with connection {conn_id!r} (Variable {CONN_ID_VARIABLE}): "
-            f"{type(exc).__name__}: {redact(str(exc))}"
-        ) from exc
-
-
-_SECRET_VALUE = re.compile(r"(?i)(AccountKey=|SharedAccessSignature=|sig=|client_secret=|password=)[^;&\s'\"]+")
-
-
-def redact(text: str) -> str:
-    """``text`` with account keys, SAS signatures and secrets in it replaced by ``***``."""
-    return _SECRET_VALUE.sub(r"\1***", text)
 
 
 def _filesystem_account(fs: Any) -> str | None:

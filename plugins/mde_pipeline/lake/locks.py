@@ -3,8 +3,8 @@
 Each file commit is atomic on its own; an interval has two files (``alerts`` and
 ``alert_ips``). Without a lock, a backfill and a scheduled run committing the same hour
 at the same moment could leave one run's ``alerts`` next to the other run's
-``alert_ips``. Under the lock the last committer's pair wins whole. The writer and
-compaction both take the day's lock, ``date=YYYY-MM-DD`` (compaction.day_lock).
+``alert_ips``. Under the lock the last committer's pair wins whole. The hourly commit
+and compaction both take the day's lock, ``date=YYYY-MM-DD`` (:func:`day_lock`).
 
 * local lake: ``fcntl.flock`` on ``<root>/_locks/<name>.lock`` (released by the OS when
   the holder dies);
@@ -25,11 +25,12 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date, datetime
 from typing import Any
 
+from mde_pipeline.lake.layout import day_lock_name, lock_file
 from mde_pipeline.lake.location import LakeLocation
 
-LOCKS_DIR = "_locks"
 LEASE_SECONDS = 15  # Azure's shortest: a dead holder's lease is gone soonest
 DEFAULT_TIMEOUT_SECONDS = 300.0
 
@@ -46,13 +47,23 @@ class LakeLockTimeout(RuntimeError):
 @contextmanager
 def lake_lock(location: LakeLocation, name: str, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> Iterator[None]:
     """Hold the lock ``name`` (e.g. ``date=2024-01-01``) of this lake. Not reentrant."""
-    relative = f"{LOCKS_DIR}/{name}.lock"
+    relative = lock_file(name)
     if location.is_local:
         with _file_lock(location.path(relative)):
             yield
     else:
         with _blob_lease(location, location.path(relative), timeout):
             yield
+
+
+@contextmanager
+def day_lock(location: LakeLocation, day: date | datetime | str) -> Iterator[None]:
+    """Exclusive right to change one day's files (both tables), across processes and hosts.
+
+    :func:`lake_lock` named ``date=YYYY-MM-DD``. Not reentrant: take it once per change.
+    """
+    with lake_lock(location, day_lock_name(day)):
+        yield
 
 
 @contextmanager

@@ -10,6 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from mde_pipeline.analytics.cli import main
 from mde_pipeline.lake.schema import ALERT_IPS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,7 +22,7 @@ def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_VAR_")}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "plugins"), str(REPO / "include")])
     return subprocess.run(
-        [sys.executable, "-m", "mde_pipeline.analyst_cli", *args],
+        [sys.executable, "-m", "mde_pipeline.analytics.cli", *args],
         input=stdin, capture_output=True, text=True, env=env, cwd=REPO, timeout=120,
     )
 
@@ -39,12 +42,13 @@ def test_sql_runs_against_the_views_and_prints_csv(hourly_lake):
     assert lines[4:] == ["n", str(expected)]
 
 
-def test_the_lake_root_comes_from_the_airflow_variable_too(hourly_lake):
+@pytest.mark.parametrize("variable", ["MDE_LAKE_ROOT", "AIRFLOW_VAR_MDE_LAKE_ROOT"])
+def test_the_lake_root_comes_from_the_environment_too(hourly_lake, variable):
     root, _ = hourly_lake
     env_proc = subprocess.run(
-        [sys.executable, "-m", "mde_pipeline.analyst_cli", "--format", "json", "--sql", "SELECT count(*) AS n FROM alerts"],
+        [sys.executable, "-m", "mde_pipeline.analytics.cli", "--format", "json", "--sql", "SELECT count(*) AS n FROM alerts"],
         capture_output=True, text=True, cwd=REPO, timeout=120,
-        env={**os.environ, "AIRFLOW_VAR_MDE_LAKE_ROOT": str(root),
+        env={**{k: v for k, v in os.environ.items() if "LAKE_ROOT" not in k}, variable: str(root),
              "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO / "include")])},
     )
     assert env_proc.returncode == 0, env_proc.stderr
@@ -67,6 +71,23 @@ def test_bad_sql_and_bad_root_fail_clearly(tmp_path, hourly_lake):
     assert proc.returncode == 1 and "no_such_view" in proc.stderr
     proc = cli("--lake", "s3://bucket/lake", "--sql", "SELECT 1")
     assert proc.returncode == 2 and "unsupported lake root scheme" in proc.stderr
+    proc = cli("--lake", "abfs://lake@acct.dfs.core.windows.net/p", "--sql", "SELECT 1")
+    assert proc.returncode == 2 and "Airflow-configured entry point" in proc.stderr
+    proc = cli("--sql", "SELECT 1")
+    assert proc.returncode == 2 and "no lake root" in proc.stderr
+
+
+def test_main_takes_the_lake_from_an_injected_locate(hourly_lake, capsys):
+    """What the Airflow-configured entry point (make query) does: it hands main a locate."""
+    root, location = hourly_lake
+    asked = []
+
+    def locate(lake, conn_id):
+        asked.append((lake, conn_id))
+        return location
+
+    assert main(["--lake", "abfs://lake/p", "--conn-id", "c", "--format", "json", "--sql", "SELECT 1 AS one"], locate=locate) == 0
+    assert asked == [("abfs://lake/p", "c")] and json.loads(capsys.readouterr().out) == {"one": 1}
 
 
 def test_an_empty_lake_has_empty_views(tmp_path):

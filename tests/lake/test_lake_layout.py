@@ -1,4 +1,5 @@
-"""File names of the lake and the staging area: the identity a rerun relies on."""
+"""lake/layout.py: file names of the lake and the staging area (the identity a rerun relies
+on), day and month names, and the listings that read the layout back."""
 
 from __future__ import annotations
 
@@ -9,14 +10,28 @@ import pendulum
 import pytest
 
 from mde_pipeline.lake.schema import LakeSchemaError
-from mde_pipeline.lake.staging import sanitize_run_id, staging_path
-from mde_pipeline.lake.writer import (
+from mde_pipeline.lake.layout import (
+    compacted_file_name,
+    compaction_staging_directory,
+    day_directory,
+    day_has_data,
+    day_lock_name,
+    day_of,
+    days_with_interval_files,
+    fully_compacted_files,
+    index_directory,
     interval_file,
     interval_key,
     interval_start_of,
     parse_interval_file,
     parse_interval_key,
+    list_day,
+    lock_file,
+    month_of,
     partition_date,
+    sanitize_run_id,
+    staging_path,
+    table_days,
 )
 
 UTC = timezone.utc
@@ -125,3 +140,59 @@ def test_staging_paths():
     assert staging_path(start) == "_staging/20240102T03"
     assert staging_path(start, run_id) == f"_staging/20240102T03/{sanitize_run_id(run_id)}"
     assert staging_path(start, run_id, "ips-0001.parquet").endswith("/ips-0001.parquet")
+
+
+# --------------------------------------------------------------------------- days, months, listings
+
+
+def test_day_and_month_names():
+    assert day_of(datetime(2024, 3, 9, 23, 59, tzinfo=UTC)) == "2024-03-09"
+    assert day_of(pendulum.datetime(2024, 3, 10, 0, 30, tz="Europe/Copenhagen")) == "2024-03-09"
+    assert day_of("2024-03-09") == "2024-03-09" and month_of("2024-03-09") == "2024-03"
+    assert day_directory("alert_ips", "2024-03-09") == "alert_ips/date=2024-03-09"
+    assert day_lock_name("2024-03-09") == "date=2024-03-09" and lock_file("date=2024-03-09") == "_locks/date=2024-03-09.lock"
+    assert index_directory("2024-03") == "_ip_index/month=2024-03"
+    assert compaction_staging_directory("alerts", "2024-03-09") == "_staging/compaction/alerts/date=2024-03-09"
+    assert compacted_file_name("abc", 1) == "compacted-abc-001.parquet"
+    with pytest.raises(LakeSchemaError, match="not a date"):
+        day_of("2024-3-9x")
+    with pytest.raises(LakeSchemaError, match="not a month"):
+        index_directory("2024-3")
+
+
+def _touch(location, *relative):
+    import os
+
+    for path in relative:
+        full = location.path(path)
+        os.makedirs(full.rsplit("/", 1)[0], exist_ok=True)
+        open(full, "wb").close()
+
+
+def test_listings_of_days_and_their_files(local_location):
+    _touch(
+        local_location,
+        "alert_ips/date=2024-03-09/interval=20240309T07.parquet",
+        "alert_ips/date=2024-03-09/.interval=20240309T08.parquet.abc.tmp",
+        "alert_ips/date=2024-03-10/compacted-abc-000.parquet",
+        "alert_ips/date=2024-03-10/_compaction.json",
+        "alert_ips/date=2024-04-01/_compaction.json",
+        "alert_ips/date=2024-04-01/compacted-def-000.parquet",
+        "alert_ips/date=2024-04-01/interval=20240401T00.parquet",  # a half-finished swap
+        "alert_ips/not-a-day/x.parquet",
+    )
+    (open(local_location.path("alert_ips/date=2024-03-10/_compaction.json"), "w")).write('{"intervals": {}}')
+    (open(local_location.path("alert_ips/date=2024-04-01/_compaction.json"), "w")).write('{"intervals": {}}')
+    assert table_days(local_location, "alert_ips") == ["2024-03-09", "2024-03-10", "2024-04-01"]
+    assert table_days(local_location, "alert_ips", "2024-03") == ["2024-03-09", "2024-03-10"]
+    assert table_days(local_location, "alerts") == []
+    assert day_has_data(local_location, "alert_ips", "2024-03-09") and not day_has_data(local_location, "alerts", "2024-03-09")
+    assert fully_compacted_files(local_location, "alert_ips", "2024-03-10") == ["compacted-abc-000.parquet"]
+    assert fully_compacted_files(local_location, "alert_ips", "2024-03-09") is None
+    assert fully_compacted_files(local_location, "alert_ips", "2024-04-01") is None
+    assert days_with_interval_files(local_location, "alert_ips") == ["2024-03-09", "2024-04-01"]
+    day = list_day(local_location, "alert_ips", "2024-03-09")
+    assert list(day.interval_files) == ["20240309T07"] and not day.is_compacted and len(day.other_files) == 1
+    compacted = list_day(local_location, "alert_ips", "2024-03-10")
+    assert compacted.is_compacted and compacted.manifest["intervals"] == {} and len(compacted.live_files) == 2
+    assert list_day(local_location, "alerts", "2024-03-10").live_files == []

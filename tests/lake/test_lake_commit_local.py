@@ -14,18 +14,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from lake_data import WrappedFile, large_interval, same_rows, sample_interval
+from lake_data import WrappedFile, hourly_intervals, large_interval, same_rows, sample_interval
 
-from mde_pipeline.lake import writer
+from mde_pipeline.lake import storage
+from mde_pipeline.lake.commit import commit_interval, read_interval
+from mde_pipeline.lake.layout import interval_file
 from mde_pipeline.lake.schema import ALERT_IPS, ALERT_IPS_SCHEMA, ALERTS, ALERTS_SCHEMA, LakeSchemaError, empty_table
-from mde_pipeline.lake.writer import (
-    commit_interval,
-    committed_intervals,
-    interval_file,
-    read_interval,
-    remove_stale_temp_files,
-    write_table_atomic,
-)
+from mde_pipeline.lake.storage import remove_stale_temp_files
 
 UTC = timezone.utc
 START = datetime(2024, 2, 29, 23, tzinfo=UTC)  # the child processes' interval (lake_child.START)
@@ -108,7 +103,7 @@ def test_rerun_replaces_exactly_the_interval(local_location):
         second[ALERTS].column("alert_id").to_pylist() + sample_interval(neighbour, seed=7)[ALERTS].column("alert_id").to_pylist()
     )
     assert len(lake_files(local_location)) == 4  # two intervals x two tables, no leftovers
-    assert committed_intervals(local_location, ALERTS) == [neighbour, START]
+    assert hourly_intervals(local_location, ALERTS) == [neighbour, START]
 
 
 def test_same_rerun_twice_gives_identical_rows(local_location):
@@ -182,7 +177,7 @@ class _FailingFile(WrappedFile):
 def test_exception_mid_write_leaves_the_previous_files_and_no_temp(local_location, monkeypatch):
     before = sample_interval(START, seed=1)
     commit_interval(local_location, START, before)
-    monkeypatch.setattr(writer, "_open_new_file", _FailingFile)
+    monkeypatch.setattr(storage, "_open_new_file", _FailingFile)
     with pytest.raises(OSError, match="No space left"):
         commit_interval(local_location, START, sample_interval(START, seed=2))
     assert same_rows(read_interval(local_location, ALERTS, START), before[ALERTS])
@@ -200,7 +195,7 @@ def test_failure_on_the_second_table_leaves_the_first_untouched_too(local_locati
         opened.append(path)
         return _FailingFile(path) if len(opened) == 2 else open(path, "xb")
 
-    monkeypatch.setattr(writer, "_open_new_file", fail_on_second)
+    monkeypatch.setattr(storage, "_open_new_file", fail_on_second)
     with pytest.raises(OSError):
         commit_interval(local_location, START, sample_interval(START, seed=2))
     assert "/alerts/" in opened[0] and "/alert_ips/" in opened[1]
@@ -315,12 +310,6 @@ def test_concurrent_writers_leave_one_complete_version(local_location):
     assert final_alerts.equals(versions[winner[0]][ALERTS])
     assert len(lake_files(local_location)) == 2
     assert seen  # the reader did observe the file while the writers ran
-
-
-def test_write_table_atomic_for_any_table(local_location):
-    table = pa.table({"x": [1, 2, 3]})
-    uri = write_table_atomic(local_location, "_scratch/t.parquet", table)
-    assert pq.read_table(uri).equals(table)
 
 
 def test_large_interval_round_trip(local_location):

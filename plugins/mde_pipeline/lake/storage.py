@@ -1,0 +1,289 @@
+"""Atomic writes and directory swaps: how bytes land in the lake, local or blob.
+
+Files (:func:`write_files_atomic`), atomic for readers:
+
+* local filesystem: the bytes go to a hidden temp file in the target directory
+  (``.<name>.<random>.tmp``: a leading dot hides it from Spark/Trino/Hive and the
+  ``.tmp`` suffix from ``*.parquet`` globs, which DuckDB applies to dot files too), are
+  fsynced, and ``os.replace`` swaps it in. A crash leaves the old file (or none) plus
+  at most a stray temp file, removed by a later commit once it is old.
+* blob storage (abfs): every file is serialised in memory, its blocks are uploaded
+  with Put Block (stored, invisible), and only then does one Put Block List per file
+  make the new version visible, whole. A failed or killed upload leaves the previous
+  blob. adlfs' ``open(path, "wb")`` is NOT used: closing it (which ``with`` does even
+  on an exception) commits whatever was written, half a file included.
+
+Several files are prepared (local) or fully uploaded (blob) before any is committed,
+then committed back to back.
+
+Directories (:func:`swap_local_directory`, :func:`finish_blob_swap`): how compaction
+replaces a whole day. Local: the new directory is built complete next to the live one
+and exchanged with it in one ``renameat2(RENAME_EXCHANGE)`` (Linux >= 3.15; ext4, xfs,
+btrfs, tmpfs), falling back to two renames (a window of microseconds in which the day is
+absent, logged) where the kernel or filesystem refuses. Blob (no directory rename):
+the new files are staged complete, then the old ones deleted and the new ones copied in,
+the marker file last.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Mapping
+from contextlib import suppress
+from datetime import timedelta
+from typing import IO, Any
+
+from mde_pipeline.lake.layout import TEMP_SUFFIX, base_name
+from mde_pipeline.lake.location import LakeLocation
+
+# A temp file this old belongs to a writer that died; younger ones may be in use.
+STALE_TEMP_AGE = timedelta(hours=1)
+_WRITE_CHUNK = 8 * 1024 * 1024
+_BLOB_BLOCK = 8 * 1024 * 1024
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+log = logging.getLogger(__name__)
+
+
+class LakeWriteError(RuntimeError):
+    """Writing to the lake failed; what was committed before stays as it was."""
+
+
+# --------------------------------------------------------------------------- files
+
+
+def write_files_atomic(location: LakeLocation, files: Mapping[str, bytes]) -> dict[str, str]:
+    """Write each ``relative path -> bytes`` so that readers see the old file or the new one.
+
+    All files are prepared first (local) and committed back to back. Returns
+    ``relative path -> uri``.
+    """
+    if location.is_local:
+        return _write_local(location, files)
+    return _write_blob(location, files)
+
+
+def _open_new_file(path: str) -> IO[bytes]:
+    # Seam for the crash tests: they swap it for a file that dies halfway.
+    return open(path, "xb")
+
+
+def _write_local(location: LakeLocation, files: Mapping[str, bytes]) -> dict[str, str]:
+    prepared: list[tuple[str, str]] = []  # (temp path, final path)
+    try:
+        for relative, data in files.items():
+            final = location.path(relative)
+            directory, name = os.path.split(final)
+            os.makedirs(directory, exist_ok=True)
+            temp = os.path.join(directory, f".{name}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
+            prepared.append((temp, final))
+            with _open_new_file(temp) as handle:
+                view = memoryview(data)
+                for offset in range(0, len(view), _WRITE_CHUNK):
+                    handle.write(view[offset : offset + _WRITE_CHUNK])
+                handle.flush()
+                os.fsync(handle.fileno())
+        for temp, final in prepared:
+            os.replace(temp, final)
+    except BaseException:
+        for temp, _ in prepared:
+            with suppress(FileNotFoundError):
+                os.unlink(temp)
+        raise
+    # The renames are durable once their directories are synced.
+    for directory in {os.path.dirname(final) for _, final in prepared}:
+        _fsync_directory(directory)
+        remove_stale_temp_files(directory)
+    return {relative: location.uri(relative) for relative in files}
+
+
+def _fsync_directory(directory: str) -> None:
+    with suppress(OSError):  # not every filesystem lets a directory be opened
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def remove_stale_temp_files(directory: str, older_than: timedelta = STALE_TEMP_AGE, now: float | None = None) -> list[str]:
+    """Remove temp files of dead writers (local lake) from one directory."""
+    removed = []
+    cutoff = (time.time() if now is None else now) - older_than.total_seconds()
+    with suppress(FileNotFoundError):
+        for entry in os.scandir(directory):
+            if entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX) and entry.is_file():
+                with suppress(FileNotFoundError):
+                    if entry.stat().st_mtime < cutoff:
+                        os.unlink(entry.path)
+                        removed.append(entry.path)
+    if removed:
+        log.info("removed %d stale temp files in %s", len(removed), directory)
+    return removed
+
+
+def _write_blob(location: LakeLocation, files: Mapping[str, bytes]) -> dict[str, str]:
+    from fsspec.asyn import sync
+
+    fs: Any = location.fs
+    items = [(location.uri(relative), location.path(relative), data) for relative, data in files.items()]
+    try:
+        sync(fs.loop, _stage_then_commit_blobs, fs, items)
+    finally:
+        fs.invalidate_cache()
+    return {relative: location.uri(relative) for relative in files}
+
+
+async def _stage_then_commit_blobs(fs: Any, items: list[tuple[str, str, bytes]]) -> None:
+    """Put Block for every block of every file, then one Put Block List per file.
+
+    Staged blocks are invisible to readers; each Put Block List swaps its blob whole.
+    A failure while staging (the long part) changes nothing.
+    """
+    import base64
+
+    from azure.storage.blob import BlobBlock
+
+    staged = []
+    for uri, path, data in items:
+        container, blob = path.split("/", 1)
+        client = fs.service_client.get_blob_client(container, blob)
+        block_ids = []
+        try:
+            for offset in range(0, len(data), _BLOB_BLOCK):
+                # Same-length ids for every block of a blob, as the service requires.
+                block_id = base64.b64encode(uuid.uuid4().bytes).decode("ascii")
+                await client.stage_block(block_id, data[offset : offset + _BLOB_BLOCK])
+                block_ids.append(BlobBlock(block_id=block_id))
+        except Exception as exc:
+            raise LakeWriteError(f"upload of {uri} failed ({type(exc).__name__}); nothing was committed") from exc
+        staged.append((uri, client, block_ids))
+    for uri, client, block_ids in staged:
+        try:
+            # metadata as adlfs' own writes set it, so adlfs lists these as files.
+            await client.commit_block_list(block_ids, metadata={"is_directory": "false"})
+        except Exception as exc:
+            raise LakeWriteError(f"commit of {uri} failed ({type(exc).__name__}); that file is unchanged") from exc
+
+
+# --------------------------------------------------------------------------- directories
+
+
+def renameat2_exchange(source: str, target: str) -> bool:
+    """Swap two paths atomically; False where the platform cannot (caller falls back)."""
+    libc_name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    if renameat2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), source)
+
+
+def _fsync_tree(directory: str) -> None:
+    for name in os.listdir(directory):
+        with open(os.path.join(directory, name), "rb") as handle:
+            os.fsync(handle.fileno())
+    _fsync_directory(directory)
+
+
+def swap_checkpoint(step: str) -> None:
+    """Called between the steps of a swap: the seam of the crash tests."""
+    return None
+
+
+def swap_local_directory(live: str, files: Mapping[str, bytes], staging: str) -> None:
+    """Make the local directory ``live`` hold exactly ``files`` (name -> bytes), atomically.
+
+    The new directory is built complete as ``<staging>/<token>.new`` and exchanged with
+    ``live``; the previous one goes through ``<staging>/<token>.old`` and is removed.
+    A crash leaves ``live`` complete (old or new) plus leftovers that
+    :func:`recover_local_directory` clears.
+    """
+    token = uuid.uuid4().hex[:12]
+    new, old = os.path.join(staging, f"{token}.new"), os.path.join(staging, f"{token}.old")
+    os.makedirs(new)
+    try:
+        for name, content in files.items():
+            with open(os.path.join(new, name), "xb") as handle:
+                handle.write(content)
+        _fsync_tree(new)
+        swap_checkpoint("staged")
+        if not os.path.exists(live):
+            os.makedirs(os.path.dirname(live), exist_ok=True)
+            os.rename(new, live)
+        elif renameat2_exchange(new, live):
+            os.rename(new, old)  # `new` now names the previous directory; keep it out of the way
+        else:
+            log.warning("renameat2(RENAME_EXCHANGE) is not available here: swapping %s with two renames", live)
+            os.rename(live, old)
+            swap_checkpoint("live moved aside")
+            os.rename(new, live)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    swap_checkpoint("swapped")
+    shutil.rmtree(old, ignore_errors=True)
+    with suppress(OSError):
+        os.rmdir(staging)
+
+
+def recover_local_directory(live: str, staging: str, complete_marker: str) -> None:
+    """Clear what an interrupted :func:`swap_local_directory` left in ``staging``.
+
+    ``live`` is always complete unless the two-rename fallback died between its renames;
+    then it is put back from the new directory (if it holds ``complete_marker``) or the
+    previous one.
+    """
+    try:
+        entries = sorted(os.path.join(staging, name) for name in os.listdir(staging))
+    except FileNotFoundError:
+        return
+    if not os.path.exists(live):
+        complete = [p for p in entries if p.endswith(".new") and os.path.exists(os.path.join(p, complete_marker))]
+        previous = [p for p in entries if p.endswith(".old")]
+        if complete or previous:
+            source = complete[-1] if complete else previous[-1]
+            log.warning("restoring %s from %s after an interrupted swap", live, source)
+            os.rename(source, live)
+    for path in entries:
+        shutil.rmtree(path, ignore_errors=True)
+    with suppress(OSError):
+        os.rmdir(staging)
+
+
+def finish_blob_swap(location: LakeLocation, directory: str, staged: str, remove: list[str], last: str) -> None:
+    """Replace the blob ``directory`` by the complete copy at ``staged`` (both fs paths).
+
+    ``remove`` (the directory's live files) go first, except those the new copy
+    overwrites, so no reader sees old and new rows together; ``last`` (the marker) is
+    copied last, so the directory never looks complete without its data. Rerunnable:
+    a crash part-way is finished by calling it again with the same ``staged``.
+    """
+    fs = location.fs
+    staged_names = [base_name(p) for p in fs.ls(staged, detail=False)]
+    for path in remove:
+        if base_name(path) not in staged_names:
+            with suppress(FileNotFoundError):
+                fs.rm_file(path)
+        swap_checkpoint("deleting")
+    for name in sorted(staged_names, key=lambda n: n == last):
+        fs.pipe_file(f"{directory}/{name}", fs.cat_file(f"{staged}/{name}"), overwrite=True)
+    swap_checkpoint("swapped")
+    fs.rm(staged, recursive=True)
+    fs.invalidate_cache()
