@@ -40,16 +40,16 @@ with DAG(
 
     @task
     def compact(**context) -> dict:
-        from mde_pipeline.airflow.lake_location import resolve_lake_location
+        from mde_pipeline.airflow.lake_location import configured_lake_location
         from mde_pipeline.lake.compaction import compaction_step
 
-        return compaction_step(resolve_lake_location(), closed_before=context["data_interval_end"])
+        return compaction_step(configured_lake_location(), closed_before=context["data_interval_end"])
 
     @task
     def index() -> list[str]:
-        from mde_pipeline.airflow.lake_location import resolve_lake_location
+        from mde_pipeline.airflow.lake_location import configured_lake_location
         from mde_pipeline.lake.ip_index import index_step
 
-        return index_step(resolve_lake_location())
+        return index_step(configured_lake_location())
 
     compact() >> index()

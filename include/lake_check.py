@@ -32,7 +32,7 @@ def open_lake(root: str | Path | LakeLocation, conn_id: str | None = None) -> La
     if isinstance(root, LakeLocation):
         return root
     if "://" in str(root) and not str(root).startswith(("file://", "local://")):
-        from mde_pipeline.airflow.lake_location import resolve_lake_location as resolve_with_airflow
+        from mde_pipeline.airflow.lake_location import configured_lake_location as resolve_with_airflow
 
         return resolve_with_airflow(str(root), conn_id)
     return resolve_lake_location(str(root))

@@ -43,7 +43,6 @@ def test_hook_attributes_follow_airflow_conventions():
     assert MdeHook.default_conn_name == "mde_default"
     assert MdeHook.conn_type == "http"
     assert MdeHook.hook_name
-    assert MdeHook.get_ui_field_behaviour()["relabeling"]["login"] == "Client ID"
 
 
 def test_hook_uses_the_named_connection_host_and_port(monkeypatch):
