@@ -211,7 +211,7 @@ def run_configuration(
 def _list(connection_json: str):
     from mde_pipeline.api.listing import list_interval
     from mde_pipeline.api.client import MdeClient
-from mde_pipeline.api.config import MdeConnectionConfig
+    from mde_pipeline.api.config import MdeConnectionConfig
 
     conn = json.loads(connection_json)
     config = MdeConnectionConfig.from_parts(

@@ -31,7 +31,7 @@ VENV_PYTHON = str(Path(sys.executable))
 
 def test_sandbox_connection_talks_to_the_simulator_as_compose_starts_it(tmp_path, local_model):
     from mde_pipeline.api.client import MdeClient
-from mde_pipeline.api.config import MdeConnectionConfig
+    from mde_pipeline.api.config import MdeConnectionConfig
     from mde_simulator.config import build_parser
     from mde_simulator.process import SimulatorProcess
 
