@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mde_pipeline.lake.compaction import run_compaction
+from mde_pipeline.lake.compaction import compaction_step
+from mde_pipeline.lake.ip_index import index_step
 from mde_pipeline.lake.ip_index import valid_month_indexes
 from mde_pipeline.lake.schema import SCHEMAS
 
@@ -58,9 +59,9 @@ def test_dag_compacts_the_days_closed_before_its_interval_end(airflow_db, hourly
     # A later run (its tasks' functions, to spare a second Airflow start) picks up the
     # rest; days already compacted are left as they are.
     before = files_of(root, "alert_ips", day_name(0))
-    summary = run_compaction(location, closed_before=datetime(2025, 3, 10, 3, 30, tzinfo=timezone.utc))
+    summary = compaction_step(location, closed_before=datetime(2025, 3, 10, 3, 30, tzinfo=timezone.utc))
     assert sorted((s["day"], s["action"]) for s in summary["days"]) == [(day_name(2), "compacted")] * len(SCHEMAS)
-    assert summary["indexed_months"] == ["2025-03"]  # the index catches up with the third day
+    assert index_step(location) == ["2025-03"]  # the index catches up with the third day
     assert [i.days for i in valid_month_indexes(location)] == [tuple(day_name(d) for d in range(DAYS))]
     assert all(len(files_of(root, t, day_name(d))) == 1 for t in SCHEMAS for d in range(DAYS))
     assert files_of(root, "alert_ips", day_name(0)) == before

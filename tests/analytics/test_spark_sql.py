@@ -16,7 +16,7 @@ import pytest
 
 from mde_pipeline.analytics.session import connect, split_statements
 from mde_pipeline.lake.compaction import compact_day
-from mde_pipeline.lake.schema import ALERT_IPS, ALERTS, SCHEMAS
+from mde_pipeline.lake.schema import SCHEMAS
 
 from tests.analytics.conftest import day_name
 

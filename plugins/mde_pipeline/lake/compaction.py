@@ -16,7 +16,7 @@ The hourly commit takes the same lock, so a rerun either lands before the compac
 reads the day or after it swapped.
 
 The compaction DAG runs :func:`compaction_step`, then ip_index.index_step: two tasks, so
-each retries alone (:func:`run_compaction` does both in one call).
+each retries alone.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from mde_pipeline.lake.days import (
     recover_day,
     replace_day,
 )
-from mde_pipeline.lake.ip_index import index_step
 from mde_pipeline.lake.layout import check_table, day_of, days_with_interval_files, list_day
 from mde_pipeline.lake.location import LakeLocation
 from mde_pipeline.lake.locks import day_lock
@@ -154,15 +153,3 @@ def compaction_step(
             for r in results
         ]
     }
-
-
-def run_compaction(
-    location: LakeLocation,
-    *,
-    closed_before: datetime,
-    grace: timedelta = DEFAULT_GRACE,
-    quiet_period: timedelta = DEFAULT_QUIET_PERIOD,
-) -> dict[str, Any]:
-    """Both steps of the compaction DAG in one call (tools, tests): compact, then index."""
-    summary = compaction_step(location, closed_before=closed_before, grace=grace, quiet_period=quiet_period)
-    return {**summary, "indexed_months": index_step(location)}
