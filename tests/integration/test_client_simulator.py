@@ -17,6 +17,8 @@ import pytest
 from mde_pipeline.api.client import MdeClient
 from mde_pipeline.api.config import MdeConnectionConfig
 from mde_pipeline.api.errors import (
+    MdeConfigurationError,
+    MdeTrustError,
     MdeAuthenticationError,
     MdeMalformedResponseError,
     MdePermissionError,
@@ -88,11 +90,14 @@ def test_token_from_a_custom_authority_without_instance_discovery(sim):
     assert "instance_discovery" not in calls  # nothing asked login.microsoftonline.com
 
 
-def test_without_the_simulator_ca_tls_verification_fails_clearly(sim, monkeypatch):
+def test_without_the_simulator_ca_tls_verification_fails_clearly_and_at_once(sim, monkeypatch):
+    # A trust failure is configuration: a configuration error naming the bundle, not retried.
     monkeypatch.delenv("REQUESTS_CA_BUNDLE")
-    with make_client(sim, retry_total=0) as client:
-        with pytest.raises(MdeServerError, match="TLS verification failed"):
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    with make_client(sim, retry_total=3, retry_backoff_factor=5) as client:
+        with pytest.raises(MdeTrustError, match="TLS verification failed.*not trusted by certifi's roots only") as info:
             client.list_alerts_page(filter=None, top=1)
+    assert isinstance(info.value, MdeConfigurationError)  # the operators fail such a task at once
 
 
 def test_wrong_secret_is_an_authentication_error_with_the_aadsts_code_and_no_secret(sim):

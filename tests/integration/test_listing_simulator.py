@@ -118,6 +118,10 @@ class AdvancingClient:
         self.client, self.sim, self.before = client, sim, before
         self.requests = []
 
+    @property
+    def tenant_id(self):
+        return self.client.tenant_id
+
     def list_alerts_page(self, **params):
         self.before(self, params)
         self.requests.append(params)
