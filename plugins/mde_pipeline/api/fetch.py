@@ -32,6 +32,7 @@ def fetch_batch_ips(
     logger: logging.Logger | logging.LoggerAdapter = log,
     progress_every: int = 25,
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    on_result: Callable[[FetchResult], None] | None = None,
 ) -> list[FetchResult]:
     """``GET /api/alerts/{id}/ips`` for each alert of one batch, one call per alert.
 
@@ -40,7 +41,8 @@ def fetch_batch_ips(
 
     404 is ``not_found`` (the alert is gone), an empty ``value`` is ``empty``; strings
     that are not IPs are logged as warnings and kept in ``invalid_ip_values``. An alert
-    whose strings are all invalid is ``ok`` with no ``ips``.
+    whose strings are all invalid is ``ok`` with no ``ips``. ``on_result`` sees each
+    result as soon as it is made (the fetch cache keeps it).
     """
     entries = batch["alerts"]
     total = len(entries)
@@ -52,6 +54,8 @@ def fetch_batch_ips(
         alert_id = entry["alert_id"]
         values = client.get_alert_ips(alert_id)
         results.append(_ips_result(entry, values, clock(), logger))
+        if on_result is not None:
+            on_result(results[-1])
         if done == total or done % progress_every == 0:
             _log_progress(logger, label, done, total, before, stats_of(client), time.monotonic() - started)
     if not entries:

@@ -9,6 +9,7 @@ Layout under the root (docs/DESIGN.md, "Lake")::
     _ip_index/month=YYYY-MM/_index.json                     its manifest
     _staging/<YYYYMMDDTHH>/<run id>/<name>.json             a run's hand-over (staging.py)
     _staging/compaction/<table>/date=YYYY-MM-DD/...         days being swapped in
+    _staging/fetch_cache/<tenant>/<YYYYMMDDTHH>/<part>.jsonl fetch results per version (fetch_cache.py)
     _locks/<name>.lock                                      lake locks (locks.py)
 
 Names are computed from the interval alone (UTC), so a rerun of an hour names the same
@@ -38,6 +39,7 @@ COMPACTED_PREFIX = "compacted-"
 MANIFEST_NAME = "_compaction.json"  # a compacted day's manifest
 STAGING_DIR = "_staging"
 COMPACTION_STAGING_DIR = f"{STAGING_DIR}/compaction"
+FETCH_CACHE_DIR = f"{STAGING_DIR}/fetch_cache"
 LOCKS_DIR = "_locks"
 INDEX_DIR = "_ip_index"
 INDEX_MANIFEST = "_index.json"
@@ -192,6 +194,17 @@ def staging_path(interval_start: datetime | str, run_id: str | None = None, file
     parts = [STAGING_DIR, interval_key(interval_start)]
     if run_id is not None:
         parts.append(sanitize_run_id(run_id))
+    if file_name is not None:
+        parts.append(file_name)
+    return "/".join(parts)
+
+
+def fetch_cache_path(tenant_id: str, interval_start: datetime | str | None = None, file_name: str | None = None) -> str:
+    """``_staging/fetch_cache/<tenant>[/<YYYYMMDDTHH>[/<file>]]`` (the hour of the versions'
+    lastUpdateTime), relative to the root."""
+    parts = [FETCH_CACHE_DIR, sanitize_run_id(tenant_id)]
+    if interval_start is not None:
+        parts.append(interval_key(interval_start))
     if file_name is not None:
         parts.append(file_name)
     return "/".join(parts)
