@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -31,8 +32,9 @@ from mde_pipeline.lake.location import LakeLocation
 from mde_pipeline.lake.locks import day_lock
 from mde_pipeline.lake.parquet import parquet_bytes, read_parquet
 from mde_pipeline.lake.records import check_interval
-from mde_pipeline.lake.schema import SCHEMAS, LakeSchemaError, conform
+from mde_pipeline.lake.schema import ALERTS, SCHEMAS, LakeSchemaError, conform
 from mde_pipeline.lake.storage import write_files_atomic
+from mde_pipeline.lake.versions import merge_versions
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +46,25 @@ class CommittedInterval:
     rows: dict[str, int]  # table -> row count
 
 
-def commit_interval(location: LakeLocation, interval_start: datetime | str, tables: Mapping[str, pa.Table]) -> CommittedInterval:
+def commit_interval(
+    location: LakeLocation,
+    interval_start: datetime | str,
+    tables: Mapping[str, pa.Table],
+    *,
+    keep_versions: bool = False,
+    only_if_committed: bool = False,
+) -> CommittedInterval | None:
     """Replace the files of one interval with ``tables`` (``alerts`` and ``alert_ips``).
 
     Both tables are checked (schema, interval ownership, no duplicates, ip counts that
     match) and serialised before anything is written; an empty table still gives a file,
     so an empty interval is told apart from a missing one. Rerunning with the same
     interval replaces both files whole.
+
+    ``keep_versions``: the interval's committed rows of versions ``tables`` does not
+    carry stay (versions.merge_versions), read and rewritten under the day's lock (a
+    look-back adding late versions; a rerun that must not drop earlier versions).
+    ``only_if_committed``: do nothing (None) when the interval was never committed.
     """
     start = interval_start_of(interval_start)
     conformed = {}
@@ -61,9 +75,20 @@ def commit_interval(location: LakeLocation, interval_start: datetime | str, tabl
     extra = set(tables) - set(SCHEMAS)
     if extra:
         raise LakeSchemaError(f"unknown lake tables {sorted(extra)}")
-    check_interval(conformed, start, INTERVAL)
-    files = {interval_file(name, start): parquet_bytes(name, data) for name, data in conformed.items()}
-    written = _commit_files(location, start, conformed, files)
+    if keep_versions or only_if_committed:
+        with day_lock(location, partition_date(start)):
+            existing = {name: read_interval(location, name, start) for name in SCHEMAS}
+            if only_if_committed and existing[ALERTS] is None:
+                return None
+            if keep_versions:
+                conformed = {name: conform(name, data) for name, data in merge_versions(existing, conformed).items()}
+            check_interval(conformed, start, INTERVAL)
+            files = {interval_file(name, start): parquet_bytes(name, data) for name, data in conformed.items()}
+            written = _commit_files(location, start, conformed, files, lock=False)
+    else:
+        check_interval(conformed, start, INTERVAL)
+        files = {interval_file(name, start): parquet_bytes(name, data) for name, data in conformed.items()}
+        written = _commit_files(location, start, conformed, files)
     result = CommittedInterval(
         interval_start=start,
         files={name: written[interval_file(name, start)] for name in conformed},
@@ -74,14 +99,14 @@ def commit_interval(location: LakeLocation, interval_start: datetime | str, tabl
 
 
 def _commit_files(
-    location: LakeLocation, start: datetime, tables: Mapping[str, pa.Table], files: Mapping[str, bytes]
+    location: LakeLocation, start: datetime, tables: Mapping[str, pa.Table], files: Mapping[str, bytes], *, lock: bool = True
 ) -> dict[str, str]:
     """Under the day's lock: a table whose day is compacted gets the interval published
     into the compacted file; the others get their interval file written atomically.
     Returns relative path -> uri."""
     day = partition_date(start)
     written: dict[str, str] = {}
-    with day_lock(location, day):
+    with day_lock(location, day) if lock else nullcontext():
         plain = dict(files)
         for name, data in tables.items():
             relative = interval_file(name, start)
