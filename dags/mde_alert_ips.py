@@ -6,7 +6,12 @@ Flow only; the logic lives in plugins/mde_pipeline/airflow and below (see docs/D
   whose ``lastUpdateTime`` lies in ``[data_interval_start, data_interval_end)``.
 - Every API call runs in pool ``mde_api`` (listing too: the budget is shared).
 - Backfill tasks yield to scheduled ones (``ScheduledBeforeBackfill``, by import path).
-- ``publish`` commits one file per table for the interval, atomically; reruns replace it.
+- ``settle`` defers until ``data_interval_end + settle`` (MDE_ALERT_IPS_SETTLE_SECONDS).
+- ``list_alerts`` also looks back (MDE_ALERT_IPS_LOOKBACK_HOURS) for late versions of
+  committed hours; ``fetch_ips`` reuses the lake's fetch cache (param ``refetch``).
+- ``publish`` commits one file per table for the interval, atomically; reruns replace its
+  rows and keep versions the lake held that the new listing lacks (``refetch``: replace
+  whole); late versions are added to their own hours.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from mde_pipeline.airflow.assets import LAKE_ASSETS
 from mde_pipeline.airflow.lake_tasks import publish_interval
 from mde_pipeline.airflow.operators import MdeFetchAlertIpsOperator, MdeListAlertsOperator
 from mde_pipeline.airflow.priority import PRIORITY_WEIGHT_RULE
+from mde_pipeline.airflow.settle import MdeSettleOperator
 
 with DAG(
     dag_id="mde_alert_ips",
@@ -36,17 +42,27 @@ with DAG(
         "weight_rule": PRIORITY_WEIGHT_RULE,
     },
     tags=["mde", "security"],
-    params={"batch_size": Param(settings.DEFAULT_BATCH_SIZE, type="integer", minimum=1)},
+    params={
+        "batch_size": Param(settings.DEFAULT_BATCH_SIZE, type="integer", minimum=1),
+        # Fresh API calls for every alert version, even when the fetch cache holds it, and
+        # the hour replaced whole (a rerun that must replace data).
+        "refetch": Param(False, type="boolean"),
+    },
 ) as dag:
+    # Wait (deferred: no worker slot, not in pool mde_api) until the hour has settled.
+    settle = MdeSettleOperator(task_id="settle")
+
     batches = MdeListAlertsOperator(
         task_id="list_alerts",
         pool=settings.MDE_POOL,
         batch_size="{{ params.batch_size }}",
     )
 
-    fetched = MdeFetchAlertIpsOperator.partial(task_id="fetch_ips", pool=settings.MDE_POOL).expand(
-        batch=batches.output
-    )
+    settle >> batches
+
+    fetched = MdeFetchAlertIpsOperator.partial(
+        task_id="fetch_ips", pool=settings.MDE_POOL, refetch="{{ params.refetch }}"
+    ).expand(batch=batches.output)
 
     @task(outlets=LAKE_ASSETS, trigger_rule="none_failed")
     def publish(results, **context):

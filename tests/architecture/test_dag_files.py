@@ -20,17 +20,20 @@ def test_every_dag_file_imports_without_errors(dagbag):
     assert set(dagbag.dag_ids) >= {"mde_alert_ips", "mde_lake_compaction"}
 
 
-def test_the_hourly_dag_is_list_fetch_publish(dagbag):
+def test_the_hourly_dag_is_settle_list_fetch_publish(dagbag):
     dag = dagbag.dags["mde_alert_ips"]
     assert {task.task_id: sorted(task.downstream_task_ids) for task in dag.tasks} == {
+        "settle": ["list_alerts"],
         "list_alerts": ["fetch_ips"],
         "fetch_ips": ["publish"],
         "publish": [],
     }
     assert {task.task_id: task.pool for task in dag.tasks if task.task_id != "publish"} == {
+        "settle": "default_pool",  # deferred: holds neither a worker slot nor an mde_api slot
         "list_alerts": "mde_api",
         "fetch_ips": "mde_api",
     }
+    assert dag.params["refetch"] is False
 
 
 def test_compaction_then_indexing_each_retrying_alone(dagbag):

@@ -198,7 +198,7 @@ def test_templated_fields_render_from_the_run_context():
         )
         fetch = MdeFetchAlertIpsOperator(task_id="fetch", batch='{"batch_index": 0, "batch_count": 1, "alerts": []}')
     assert set(MdeListAlertsOperator.template_fields) == {"data_interval_start", "data_interval_end", "mde_conn_id", "batch_size"}
-    assert set(MdeFetchAlertIpsOperator.template_fields) == {"batch", "mde_conn_id"}
+    assert set(MdeFetchAlertIpsOperator.template_fields) == {"batch", "mde_conn_id", "refetch"}
 
     start = pendulum.datetime(2024, 3, 10, 13, tz="UTC")
     context = {"data_interval_start": start, "data_interval_end": start.add(hours=1), "params": {"conn": "mde_other", "size": 7}}

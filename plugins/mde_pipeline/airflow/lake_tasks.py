@@ -14,8 +14,12 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
+from mde_pipeline.airflow import settings
+from mde_pipeline.airflow.cached_fetch import as_flag
 from mde_pipeline.airflow.lake_location import configured_lake_location
+from mde_pipeline.airflow.lookback import publish_lookback
 from mde_pipeline.common.fetch_result import FetchResult
+from mde_pipeline.lake.fetch_cache import cache_retention, sweep_fetch_cache, version_key
 from mde_pipeline.lake.commit import commit_interval
 from mde_pipeline.lake.layout import interval_start_of
 from mde_pipeline.lake.location import LakeLocation
@@ -44,16 +48,23 @@ def publish_interval(
     start = interval_start_of(context["data_interval_start"])
     run_id = context["run_id"]
     listing = read_staging_json(location, start, run_id, LISTING)
+    own = {version_key(alert["id"], alert["lastUpdateTime"]) for alert in listing["alerts"]}
+    results = [result for batch in batch_results if batch for result in batch]
     tables = interval_tables(
         listing["alerts"],
-        [result for batch in batch_results if batch for result in batch],
+        [r for r in results if version_key(r["alert_id"], r["last_update_time"]) in own],
         tenant_id=listing["tenant_id"],
         interval_start=start,
         listed_at=listing["listed_at"],
     )
-    committed = commit_interval(location, start, tables)
+    # A rerun keeps the versions the lake holds that the new listing lacks (an alert that
+    # moved on to a later hour); `refetch` replaces the hour whole.
+    refetch = as_flag((context.get("params") or {}).get("refetch", False))
+    committed = commit_interval(location, start, tables, keep_versions=not refetch)
+    late = publish_lookback(context, [r for r in results if version_key(r["alert_id"], r["last_update_time"]) not in own], location)
     clear_staging(location, start, run_id)
-    summary = {"interval_start": start.isoformat(), "files": committed.files, "rows": committed.rows}
+    sweep_fetch_cache(location, listing["tenant_id"], start - cache_retention(settings.LOOKBACK), idle=settings.LOOKBACK)
+    summary = {"interval_start": start.isoformat(), "files": committed.files, "rows": committed.rows, "lookback_added": late}
     _record_asset_events(context, summary)
     return summary
 

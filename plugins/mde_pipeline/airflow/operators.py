@@ -24,8 +24,12 @@ from typing import Any, Callable, Sequence
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from mde_pipeline.airflow import settings
 from mde_pipeline.airflow.batching import DEFAULT_MAX_BATCHES, make_batches
+from mde_pipeline.airflow.cached_fetch import as_flag, fetch_batch_cached
+from mde_pipeline.airflow.lake_location import configured_lake_location
 from mde_pipeline.airflow.lake_tasks import stage_listing
+from mde_pipeline.airflow.lookback import LOOKBACK_MAX_BATCHES, list_lookback, stage_lookback
 from mde_pipeline.airflow.settings import DEFAULT_BATCH_SIZE, MDE_CONN_ID, MDE_POOL
 from mde_pipeline.api.errors import (
     InvalidAlertIdError,
@@ -34,7 +38,6 @@ from mde_pipeline.api.errors import (
     MdeConfigurationError,
     MdePermissionError,
 )
-from mde_pipeline.api.fetch import fetch_batch_ips
 from mde_pipeline.api.listing import MAX_PAGE_SIZE, list_interval
 from mde_pipeline.api.stats import stats_of
 
@@ -96,10 +99,12 @@ class MdeListAlertsOperator(BaseOperator):
         page_size: int = MAX_PAGE_SIZE,
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_batches: int = DEFAULT_MAX_BATCHES,
+        lookback: Any = None,
         pool: str = MDE_POOL,  # listing calls share the API budget with the IP calls
         **kwargs: Any,
     ) -> None:
         super().__init__(pool=pool, **kwargs)
+        self.lookback = settings.LOOKBACK if lookback is None else lookback
         self.data_interval_start = data_interval_start
         self.data_interval_end = data_interval_end
         self.mde_conn_id = mde_conn_id
@@ -115,9 +120,22 @@ class MdeListAlertsOperator(BaseOperator):
             with _mde_client(self.mde_conn_id) as client:
                 before = stats_of(client)
                 listing = list_interval(client, self.data_interval_start, self.data_interval_end, self.page_size)
+                late = list_lookback(
+                    client,
+                    configured_lake_location(),
+                    self.data_interval_start,
+                    self.lookback,
+                    page_size=self.page_size,
+                    batch_size=batch_size,
+                    is_fatal=is_configuration_error,
+                    logger=self.log,
+                )
                 api = {name: value - before[name] for name, value in stats_of(client).items()}
             stage_listing(listing.as_document(), context)
-            batches = make_batches(listing.alerts, batch_size=batch_size, max_batches=self.max_batches)
+            max_batches = self.max_batches - (LOOKBACK_MAX_BATCHES if late else 0)
+            batches = make_batches(listing.alerts, batch_size=batch_size, max_batches=max_batches)
+            if late is not None:
+                batches += stage_lookback(late, context)
             self.log.info(
                 "%d alerts in [%s, %s) -> %d batches of up to %d; listing %s; API %s",
                 len(listing.alerts),
@@ -140,11 +158,13 @@ class MdeFetchAlertIpsOperator(BaseOperator):
     """Fetch the IPs of one batch of alerts (one mapped task instance per batch).
 
     ``batch`` is one dict from :class:`MdeListAlertsOperator` (or a JSON string of one).
-    Returns the list of per-alert results of :func:`mde_pipeline.api.fetch.fetch_batch_ips`. Runs in pool
-    ``mde_api`` by default, mapped or not.
+    Returns the list of per-alert results of :func:`mde_pipeline.api.fetch.fetch_batch_ips`,
+    through the lake's fetch cache (:mod:`mde_pipeline.airflow.cached_fetch`: versions
+    already fetched are not fetched again unless ``refetch``). Runs in pool ``mde_api``
+    by default, mapped or not.
     """
 
-    template_fields: Sequence[str] = ("batch", "mde_conn_id")
+    template_fields: Sequence[str] = ("batch", "mde_conn_id", "refetch")
     ui_color = "#e8f1fb"
 
     def __init__(
@@ -154,12 +174,14 @@ class MdeFetchAlertIpsOperator(BaseOperator):
         mde_conn_id: str = MDE_CONN_ID,
         pool: str = MDE_POOL,
         progress_every: int = 25,
+        refetch: bool | str = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(pool=pool, **kwargs)
         self.batch = batch
         self.mde_conn_id = mde_conn_id
         self.progress_every = progress_every
+        self.refetch = refetch
 
     @classmethod
     def partial(cls, **kwargs: Any):
@@ -175,6 +197,16 @@ class MdeFetchAlertIpsOperator(BaseOperator):
 
         def run() -> list[dict[str, Any]]:
             with _mde_client(self.mde_conn_id) as client:
-                return fetch_batch_ips(client, batch, logger=self.log, progress_every=self.progress_every)
+                return fetch_batch_cached(
+                    client,
+                    batch,
+                    configured_lake_location(),
+                    client.tenant_id,
+                    refetch=as_flag(self.refetch),
+                    flush_every=settings.CACHE_FLUSH_EVERY,
+                    label=f"{context.get('run_id', 'run')}-{batch.get('batch_index', 0)}",
+                    logger=self.log,
+                    progress_every=self.progress_every,
+                )
 
         return _fail_fast_on_configuration_errors(run)

@@ -33,3 +33,12 @@ RETRY_DELAY = timedelta(seconds=_int_env("MDE_ALERT_IPS_RETRY_DELAY_SECONDS", 12
 # Runs of the DAG at once (scheduled and each backfill have their own limit); the pool,
 # not this, bounds the API callers.
 MAX_ACTIVE_RUNS = _int_env("MDE_ALERT_IPS_MAX_ACTIVE_RUNS", 4)
+
+# Issue 11: late alerts. The hour [H, H+1h) is listed no earlier than H+1h+settle.
+SETTLE = timedelta(seconds=_int_env("MDE_ALERT_IPS_SETTLE_SECONDS", 300))
+# Every run re-lists [start - lookback, start) and adds the versions the lake's committed
+# hours lack. 0 turns the look-back off; capped at the 180-day retention window.
+MAX_LOOKBACK_HOURS = 180 * 24
+LOOKBACK = timedelta(hours=min(max(_int_env("MDE_ALERT_IPS_LOOKBACK_HOURS", 24), 0), MAX_LOOKBACK_HOURS))
+# Fetch results are written to the lake's fetch cache every this many alerts.
+CACHE_FLUSH_EVERY = max(_int_env("MDE_ALERT_IPS_CACHE_FLUSH_EVERY", 1), 1)

@@ -1,0 +1,125 @@
+"""The look-back: every hourly run re-lists the ``lookback`` before its interval and adds
+the alert versions the lake's committed hours lack (late arrivals), with their IPs.
+
+1. ``list_alerts`` lists ``[start - lookback, start)`` in as few calls as paging allows
+   (one for a normal tenant: up to 10,000 alerts), reads the versions the lake holds for
+   the committed hours of that window (key columns only, lake.versions) and keeps the
+   listed versions those hours lack (:func:`list_lookback`). Hours never committed are
+   left alone (backfills load them). The found versions are staged next to the run's
+   listing (``lookback.json``) and travel to ``fetch_ips`` as extra batches marked
+   ``"lookback": true`` (the fetch cache answers the versions fetched before).
+2. ``publish`` adds them to their hours (:func:`publish_lookback`):
+   ``commit_interval(keep_versions=True, only_if_committed=True)`` rewrites each hour
+   under its day's lock with its rows plus the new ones; their ``listed_at`` is the
+   look-back's listing time. A version the lake holds is never dropped, also when the
+   alert has moved on to a later lastUpdateTime.
+
+Failure of the look-back (lake unreadable, listing error other than a configuration
+error) is logged and the run loads its own hour anyway: the next run looks back again.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any, Callable, Iterable, Mapping
+
+from mde_pipeline.airflow.batching import make_batches
+from mde_pipeline.airflow.lake_location import configured_lake_location
+from mde_pipeline.api.listing import MAX_PAGE_SIZE, AlertsApi, list_interval
+from mde_pipeline.common.fetch_result import FetchResult
+from mde_pipeline.lake.commit import commit_interval
+from mde_pipeline.lake.fetch_cache import version_key
+from mde_pipeline.lake.layout import interval_start_of
+from mde_pipeline.lake.location import LakeLocation
+from mde_pipeline.lake.records import interval_tables
+from mde_pipeline.lake.staging import StagingNotFoundError, read_staging_json, write_staging_json
+from mde_pipeline.lake.versions import committed_versions, missing_versions
+
+log = logging.getLogger(__name__)
+
+LOOKBACK = "lookback"  # staging document name
+LOOKBACK_MAX_BATCHES = 20  # of the 1000 mapped batches a run may have
+
+
+def list_lookback(
+    client: AlertsApi,
+    location: LakeLocation,
+    interval_start: Any,
+    lookback: timedelta,
+    *,
+    page_size: int = MAX_PAGE_SIZE,
+    batch_size: int = 100,
+    is_fatal: Callable[[BaseException], bool] = lambda exc: False,
+    logger: logging.Logger | logging.LoggerAdapter = log,
+) -> dict[str, Any] | None:
+    """The look-back document (``tenant_id``, ``listed_at``, ``window``, ``hours``: key ->
+    alerts, ``batches``), or None when the look-back is off or failed."""
+    if not lookback or lookback <= timedelta(0):
+        return None
+    start = interval_start_of(interval_start)
+    window_start = start - lookback
+    try:
+        listing = list_interval(client, window_start, start, page_size)
+        committed = committed_versions(location, window_start, start)
+        missing = missing_versions(listing.alerts, committed)
+    except Exception as exc:
+        if is_fatal(exc):
+            raise
+        logger.warning("look-back over [%s, %s) failed, the next run looks back again: %r", window_start, start, exc)
+        return None
+    alerts = [alert for hour_alerts in missing.values() for alert in hour_alerts]
+    batches = make_batches(alerts, batch_size=batch_size, max_batches=LOOKBACK_MAX_BATCHES)
+    for batch in batches:
+        batch["lookback"] = True
+    logger.info(
+        "look-back [%s, %s): %d alerts listed in %d calls, %d committed hours, %d versions missing in %d hours",
+        window_start.isoformat(),
+        start.isoformat(),
+        len(listing.alerts),
+        listing.stats.requests,
+        len(committed),
+        len(alerts),
+        len(missing),
+    )
+    return {
+        "tenant_id": listing.tenant_id,
+        "listed_at": listing.listed_at.isoformat(),
+        "window": [window_start.isoformat(), start.isoformat()],
+        "listed": len(listing.alerts),
+        "requests": listing.stats.requests,
+        "hours": {hour.isoformat(): hour_alerts for hour, hour_alerts in missing.items()},
+        "batches": batches,
+    }
+
+
+def stage_lookback(document: Mapping[str, Any], context: Mapping[str, Any], location: LakeLocation | None = None) -> list[dict]:
+    """Stage the look-back's missing versions for publish; returns its batches."""
+    location = location or configured_lake_location()
+    batches = list(document["batches"])
+    write_staging_json(location, context["data_interval_start"], context["run_id"], LOOKBACK, {**document, "batches": []})
+    return batches
+
+
+def publish_lookback(
+    context: Mapping[str, Any], results: Iterable[FetchResult], location: LakeLocation | None = None
+) -> dict[str, int]:
+    """Add the staged late versions to their committed hours; returns hour key -> rows added."""
+    location = location or configured_lake_location()
+    try:
+        document = read_staging_json(location, context["data_interval_start"], context["run_id"], LOOKBACK)
+    except StagingNotFoundError:
+        return {}
+    by_key = {version_key(r["alert_id"], r["last_update_time"]): r for r in results}
+    added = {}
+    for hour, alerts in document["hours"].items():
+        start = datetime.fromisoformat(hour)
+        hour_results = [by_key[version_key(a["id"], a["lastUpdateTime"])] for a in alerts]
+        tables = interval_tables(
+            alerts, hour_results, tenant_id=document["tenant_id"], interval_start=start, listed_at=document["listed_at"]
+        )
+        if commit_interval(location, start, tables, keep_versions=True, only_if_committed=True) is not None:
+            added[hour] = len(alerts)
+    if added:
+        log.info("look-back added %d late versions to %d hours: %s", sum(added.values()), len(added), added)
+    return added
