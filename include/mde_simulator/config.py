@@ -32,6 +32,7 @@ RUNTIME_KEYS = (
     "fault_5xx", "fault_slow", "slow_seconds", "fault_drop", "fault_malformed",
     "fault_endpoints", "invalid_ip_rate", "vanish_rate", "advance_rate", "rate_limits",
     "limit_scope", "token_lifetime", "next_link", "default_top", "extra_scopes",
+    "late_share", "late_minutes", "now",
 )
 RUNTIME_ACTIONS = ("clients", "client_certificates", "revoke_tokens")
 
@@ -89,8 +90,17 @@ def validate_runtime(update: dict) -> dict:
     clean = {}
     for key, value in update.items():
         if key in ("fault_5xx", "fault_slow", "fault_drop", "fault_malformed",
-                   "invalid_ip_rate", "vanish_rate", "advance_rate"):
+                   "invalid_ip_rate", "vanish_rate", "advance_rate", "late_share"):
             clean[key] = _rate(key, value)
+        elif key == "late_minutes":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError("late_minutes must be a number >= 0")
+            clean[key] = float(value)
+        elif key == "now":
+            # The simulator's clock for late visibility: ISO text, or null for real time.
+            if value is not None and not isinstance(value, str):
+                raise ValueError("now must be an ISO 8601 time or null")
+            clean[key] = None if value is None else parse_cli_time(value)
         elif key == "slow_seconds":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError("slow_seconds must be a number >= 0")
@@ -226,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--advance-rate", type=_rate_arg, default=0.0,
                       help="after each list response, each listed alert moves its "
                            "lastUpdateTime to now with this probability")
+    data.add_argument("--late-share", type=_rate_arg, default=0.0,
+                      help="share of alerts listable only --late-minutes after their lastUpdateTime")
+    data.add_argument("--late-minutes", type=float, default=0.0,
+                      help="how late the --late-share alerts become listable")
     data.add_argument("--next-link", action="store_true",
                       help="send @odata.nextLink when more results remain (default: never)")
     data.add_argument("--default-top", type=int, default=10000,

@@ -28,6 +28,7 @@ from . import tls
 from .alerts import AlertStore
 from .entra import Entra, EntraError, TokenError, load_certificate
 from .faults import Faults, malformed_ips_body, malformed_list_body
+from .lateness import Lateness
 from .odata import ODataError, parse_query, update_time_bounds
 from .rate_limit import SlidingWindowLimiter
 from .stats import Stats
@@ -54,6 +55,7 @@ class Simulator:
         self.next_link = args.next_link
         self.default_top = args.default_top
         self.advance_rate = args.advance_rate
+        self.lateness = Lateness(args.seed, args.late_share, args.late_minutes)
         self.allow_remote_control = args.allow_remote_control
         self.log_requests = args.log_requests
         self.ground_truth_path = self.state_dir / "ground_truth.json"
@@ -112,6 +114,7 @@ class Simulator:
             "invalid_ip_rate": self.store.invalid_ip_rate,
             "vanish_rate": self.store.vanish_rate,
             "advance_rate": self.advance_rate,
+            **self.lateness.settings(),
             "rate_limits": [[limit, _number(seconds)] for limit, seconds in self.limiter.windows],
             "limit_scope": self.limiter.scope,
             "token_lifetime": self.entra.token_lifetime,
@@ -150,6 +153,12 @@ class Simulator:
             self.default_top = clean["default_top"]
         if "advance_rate" in clean:
             self.advance_rate = clean["advance_rate"]
+        if "late_share" in clean:
+            self.lateness.share = clean["late_share"]
+        if "late_minutes" in clean:
+            self.lateness.minutes = clean["late_minutes"]
+        if "now" in clean:
+            self.lateness.now = clean["now"]
         if "extra_scopes" in clean:
             self.entra.scopes = [*cfg.DEFAULT_SCOPES, *clean["extra_scopes"]]
         for client in clean.get("clients", []):
@@ -443,6 +452,7 @@ class Handler(BaseHTTPRequestHandler):
                 candidates = [a for a in candidates if query.filter.matches(_field_getter(a))]
             else:
                 candidates = sim.store.snapshot()
+            candidates = [a for a in candidates if sim.lateness.visible(a.id, a.last_update)]
             ordered = _order(candidates, query.orderby)
             top = query.top if query.top is not None else sim.default_top
             page = ordered[query.skip: query.skip + top]
