@@ -6,7 +6,10 @@ is exact" for all of them.
 Exact means, for the alerts whose current ``lastUpdateTime`` lies in the loaded
 intervals: each has exactly one ``alerts`` row of that version, with the simulator's IP
 status and invalid strings, and its ``alert_ips`` rows are exactly its canonical IP set,
-once each; nothing else is in the lake.
+once each. Besides, the lake may keep earlier versions of an alert (the pipeline never
+drops a version it loaded, issue 11): each at most once, a version the simulator really
+had, with that version's IPs (or none, when /ips answered 404); they are counted in
+``kept_versions``. Nothing else is in the lake.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ class LakeComparison:
     expected_ips: int = 0
     lake_alerts: int = 0
     lake_ips: int = 0
+    kept_versions: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -115,7 +119,16 @@ def compare(
     problems = result.problems
 
     seen: dict[str, int] = {}
+    kept: dict[tuple, int] = {}
     for alert_id, updated, status, ip_count, invalid, tenant, date in alerts:
+        known = ground_truth["alerts"].get(alert_id)
+        if known and updated != parse_time(known["lastUpdateTime"]) and any(
+            updated == parse_time(v["lastUpdateTime"]) for v in known.get("versions", [])
+        ):
+            kept[(alert_id, updated)] = kept.get((alert_id, updated), 0) + 1
+            if str(date) != updated.strftime("%Y-%m-%d"):
+                problems.append(f"alerts: {alert_id} kept version in partition date={date} but updated {updated}")
+            continue
         seen[alert_id] = seen.get(alert_id, 0) + 1
         truth = expected.get(alert_id)
         if truth is None:
@@ -134,11 +147,17 @@ def compare(
         if str(date) != updated.strftime("%Y-%m-%d"):
             problems.append(f"alerts: {alert_id} in partition date={date} but updated {updated}")
     problems.extend(f"alerts: {a} appears {n} times" for a, n in seen.items() if n > 1)
+    problems.extend(f"alerts: kept version {a} {u} appears {n} times" for (a, u), n in kept.items() if n > 1)
+    result.kept_versions = len(kept)
     problems.extend(f"alerts: {a} is missing" for a in expected.keys() - seen.keys())
 
     lake_ips: dict[str, list[str]] = {}
+    kept_ips: dict[tuple, list[str]] = {}
     for alert_id, updated, ip, version in ips:
-        lake_ips.setdefault(alert_id, []).append(ip)
+        if (alert_id, updated) in kept:
+            kept_ips.setdefault((alert_id, updated), []).append(ip)
+        else:
+            lake_ips.setdefault(alert_id, []).append(ip)
         if ":" in ip and version != 6 or ":" not in ip and version != 4:
             problems.append(f"alert_ips: {alert_id} {ip} has ip_version {version}")
     for alert_id in expected.keys() | lake_ips.keys():
@@ -146,6 +165,10 @@ def compare(
         got = sorted(lake_ips.get(alert_id, []))
         if want != got:
             problems.append(f"alert_ips: {alert_id} has {got}, expected {want}")
+    for (alert_id, updated), got in kept_ips.items():
+        (version,) = [v for v in ground_truth["alerts"][alert_id]["versions"] if parse_time(v["lastUpdateTime"]) == updated]
+        if sorted(got) not in (sorted(version["ips"]), []):  # [] when /ips answered 404 then
+            problems.append(f"alert_ips: kept version {alert_id} {updated} has {sorted(got)}, expected {version['ips']}")
     return result
 
 

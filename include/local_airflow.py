@@ -34,6 +34,8 @@ def base_env(home: Path) -> dict[str, str]:
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     )
+    # Tests and local runs list an hour as soon as it closes (extra_env may set another).
+    env.setdefault("MDE_ALERT_IPS_SETTLE_SECONDS", "0")
     # Airflow finds plugins/ and dags/ through its own config; include/ is for tools only.
     env.pop("PYTHONPATH", None)
     return env

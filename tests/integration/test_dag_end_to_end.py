@@ -111,8 +111,8 @@ def test_hours_land_exactly_reruns_replace_and_empty_hours_commit(template_db, t
     assert len(events) == 2 * (len(runs) + len(again))
     first_alerts = json.loads(next(extra for name, extra in events if name == "mde_lake.alerts"))
     assert first_alerts["interval_start"] == HOURS[0].isoformat() and first_alerts["rows"] > 0
-    # Nothing left in staging once runs succeeded.
-    assert not [p for p in (lake / "_staging").rglob("*") if p.is_file()]
+    # Nothing left in staging once runs succeeded, but the fetch cache (kept per version).
+    assert not [p for p in (lake / "_staging").rglob("*") if p.is_file() and "fetch_cache" not in p.parts]
     # The empty hour committed both tables with zero rows and the full schema.
     con = duckdb.connect()
     empty_key = EMPTY_HOUR.strftime("%Y%m%dT%H")
@@ -170,7 +170,8 @@ def test_a_failed_run_leaves_the_lake_untouched_and_a_rerun_is_exact(template_db
         # Every IP answer is the seed's malformed JSON: the batch fails, nothing publishes.
         sim.configure(fault_malformed=1.0, fault_endpoints=["ips"])
         sim.advance(count=5, add_ip=True)  # the data changed meanwhile, too
-        failed = home.test_runs("mde_alert_ips", [run_at(HOURS[0]), run_at(HOURS[1])])
+        # refetch: the first hour's IPs are in the fetch cache, a plain rerun would not ask.
+        failed = home.test_runs("mde_alert_ips", [run_at(HOURS[0]), run_at(HOURS[1])], conf={"refetch": True})
         assert [r["state"] for r in failed] == ["failed", "failed"], home.last_output[-6000:]
         assert failed[0]["tasks"]["publish"] in ("upstream_failed", "TaskInstanceState.UPSTREAM_FAILED")
         now = {k: v for k, v in lake_files(lake).items() if not k.startswith("_staging")}

@@ -10,7 +10,7 @@ skips the look-up (fresh calls), the results are still kept.
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from mde_pipeline.api.fetch import AlertIpsApi, fetch_batch_ips
 from mde_pipeline.common.fetch_result import FetchResult
@@ -38,8 +38,14 @@ def fetch_batch_cached(
     label: str = "batch",
     logger: logging.Logger | logging.LoggerAdapter = log,
     progress_every: int = 25,
+    partial_on_error: Callable[[BaseException], bool] | None = None,
 ) -> list[FetchResult]:
-    """The batch's results in batch order: cached ones as they are, the others fetched now."""
+    """The batch's results in batch order: cached ones as they are, the others fetched now.
+
+    ``partial_on_error(exc)`` true: an error stops the fetch but the results so far are
+    returned (a look-back batch: the versions not fetched are left to the next run's
+    look-back instead of failing this run's own hour).
+    """
     entries = batch["alerts"]
     cache = FetchCache(location, tenant_id)
     cached = {} if refetch else cache.lookup(entries)
@@ -53,16 +59,27 @@ def fetch_batch_cached(
     )
     recorder = cache.recorder(label, flush_every=flush_every)
     fetched: list[FetchResult] = []
+
+    def keep(result: FetchResult) -> None:
+        fetched.append(result)
+        recorder.add(result)
+
     try:
         if remaining:
-            fetched = fetch_batch_ips(
-                client,
-                {**batch, "alerts": remaining},
-                logger=logger,
-                progress_every=progress_every,
-                on_result=recorder.add,
+            fetch_batch_ips(
+                client, {**batch, "alerts": remaining}, logger=logger, progress_every=progress_every, on_result=keep
             )
+    except Exception as exc:
+        if partial_on_error is None or not partial_on_error(exc):
+            raise
+        logger.warning(
+            "fetch stopped after %d of %d alerts (%r); the rest is left to the next look-back",
+            len(fetched),
+            len(remaining),
+            exc,
+        )
     finally:
         recorder.flush()
     by_key = {**cached, **{version_key(r["alert_id"], r["last_update_time"]): r for r in fetched}}
-    return [by_key[version_key(e["alert_id"], e["last_update_time"])] for e in entries]
+    keys = [version_key(e["alert_id"], e["last_update_time"]) for e in entries]
+    return [by_key[key] for key in keys if key in by_key]

@@ -114,6 +114,10 @@ def publish_lookback(
     added = {}
     for hour, alerts in document["hours"].items():
         start = datetime.fromisoformat(hour)
+        # A version whose fetch failed has no result: the next look-back tries it again.
+        alerts = [a for a in alerts if version_key(a["id"], a["lastUpdateTime"]) in by_key]
+        if not alerts:
+            continue
         hour_results = [by_key[version_key(a["id"], a["lastUpdateTime"])] for a in alerts]
         tables = interval_tables(
             alerts, hour_results, tenant_id=document["tenant_id"], interval_start=start, listed_at=document["listed_at"]

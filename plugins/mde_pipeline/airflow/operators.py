@@ -207,6 +207,8 @@ class MdeFetchAlertIpsOperator(BaseOperator):
                     label=f"{context.get('run_id', 'run')}-{batch.get('batch_index', 0)}",
                     logger=self.log,
                     progress_every=self.progress_every,
+                    # A late version that cannot be fetched must not fail this run's own hour.
+                    partial_on_error=(lambda exc: not is_configuration_error(exc)) if batch.get("lookback") else None,
                 )
 
         return _fail_fast_on_configuration_errors(run)

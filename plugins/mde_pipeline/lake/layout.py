@@ -191,23 +191,25 @@ def sanitize_run_id(run_id: str) -> str:
 
 def staging_path(interval_start: datetime | str, run_id: str | None = None, file_name: str | None = None) -> str:
     """Path relative to the lake root of an interval's (or a run's) staging folder or file."""
-    parts = [STAGING_DIR, interval_key(interval_start)]
-    if run_id is not None:
-        parts.append(sanitize_run_id(run_id))
-    if file_name is not None:
-        parts.append(file_name)
-    return "/".join(parts)
+    run = None if run_id is None else sanitize_run_id(run_id)
+    return _joined(STAGING_DIR, interval_key(interval_start), run, file_name)
 
 
 def fetch_cache_path(tenant_id: str, interval_start: datetime | str | None = None, file_name: str | None = None) -> str:
     """``_staging/fetch_cache/<tenant>[/<YYYYMMDDTHH>[/<file>]]`` (the hour of the versions'
     lastUpdateTime), relative to the root."""
-    parts = [FETCH_CACHE_DIR, sanitize_run_id(tenant_id)]
-    if interval_start is not None:
-        parts.append(interval_key(interval_start))
-    if file_name is not None:
-        parts.append(file_name)
-    return "/".join(parts)
+    hour = None if interval_start is None else interval_key(interval_start)
+    return _joined(FETCH_CACHE_DIR, sanitize_run_id(tenant_id), hour, file_name)
+
+
+def _joined(*parts: str | None) -> str:
+    """The parts up to the first None, joined with ``/``."""
+    present = []
+    for part in parts:
+        if part is None:
+            break
+        present.append(part)
+    return "/".join(present)
 
 
 # --------------------------------------------------------------------------- listings

@@ -1,0 +1,69 @@
+"""The fetch through the lake's fetch cache (issue 11): a retry after a failure mid-batch
+calls the API only for the alerts not finished; refetch calls for all; failures are not
+kept, so the next try asks again."""
+
+from __future__ import annotations
+
+import pytest
+
+from mde_pipeline.airflow.cached_fetch import as_flag, fetch_batch_cached
+from mde_pipeline.api.errors import MdeServerError
+from mde_pipeline.lake.location import resolve_lake_location
+
+
+class FlakyClient:
+    def __init__(self, fail_on=()):
+        self.fail_on = set(fail_on)
+        self.asked = []
+
+    def get_alert_ips(self, alert_id):
+        self.asked.append(alert_id)
+        if alert_id in self.fail_on:
+            raise MdeServerError("MDE API failed after retries", status=500)
+        return ["10.0.0.1"] if alert_id != "gone" else None
+
+
+def batch_of(*ids):
+    return {"batch_index": 0, "batch_count": 1,
+            "alerts": [{"alert_id": a, "last_update_time": f"2024-03-10T13:00:0{i}.1234567Z"} for i, a in enumerate(ids)]}
+
+
+def test_a_retry_fetches_only_what_the_failed_try_did_not_finish(tmp_path):
+    lake = resolve_lake_location(str(tmp_path))
+    batch = batch_of("a", "gone", "poison", "d")
+    first = FlakyClient(fail_on={"poison"})
+    with pytest.raises(MdeServerError):
+        fetch_batch_cached(first, batch, lake, "tenant-a")
+    assert first.asked == ["a", "gone", "poison"]
+
+    second = FlakyClient()
+    results = fetch_batch_cached(second, batch, lake, "tenant-a")
+    assert second.asked == ["poison", "d"]  # the failed one is tried again, the rest not
+    assert [r["alert_id"] for r in results] == ["a", "gone", "poison", "d"]
+    assert [r["status"] for r in results] == ["ok", "not_found", "ok", "ok"]
+
+    third = FlakyClient()
+    assert fetch_batch_cached(third, batch, lake, "tenant-a") == results and third.asked == []
+    other_tenant = FlakyClient()
+    fetch_batch_cached(other_tenant, batch, lake, "tenant-b")
+    assert len(other_tenant.asked) == 4
+
+    fresh = FlakyClient()
+    fetch_batch_cached(fresh, batch, lake, "tenant-a", refetch=True)
+    assert fresh.asked == ["a", "gone", "poison", "d"]
+
+
+@pytest.mark.parametrize("value, expected", [("True", True), ("false", False), (True, True), ("", False), ("1", True)])
+def test_refetch_param_renders_to_a_flag(value, expected):
+    assert as_flag(value) is expected
+
+
+def test_a_lookback_batch_returns_what_it_got_and_leaves_the_rest(tmp_path):
+    lake = resolve_lake_location(str(tmp_path))
+    batch = batch_of("a", "poison", "c")
+    client = FlakyClient(fail_on={"poison"})
+    results = fetch_batch_cached(client, batch, lake, "t", partial_on_error=lambda exc: True)
+    assert [r["alert_id"] for r in results] == ["a"]
+    retry = FlakyClient()
+    assert [r["alert_id"] for r in fetch_batch_cached(retry, batch, lake, "t")] == ["a", "poison", "c"]
+    assert retry.asked == ["poison", "c"]
