@@ -149,6 +149,7 @@ def test_operators_execute_with_the_airflow_connection(simulator, tmp_path, monk
 
 @pytest.mark.parametrize("simulator", [SIM], indirect=True)
 def test_configuration_errors_fail_the_task_and_service_errors_raise_for_retries(simulator, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_VAR_MDE_LAKE_ROOT", str(tmp_path / "lake"))  # the fetch cache's lake
     some_alert = next(iter(simulator.ground_truth()["alerts"]))
     batch = make_batches([{"id": some_alert, "lastUpdateTime": "2026-01-05T00:00:00Z"}])[0]
 
