@@ -81,3 +81,22 @@ def test_a_rerun_keeps_a_version_the_new_listing_lacks_and_refetch_replaces(loca
     assert read_interval(local_location, ALERTS, H0).num_rows == 4
     commit_interval(local_location, H0, tables_of(H0, listed[1:], results[1:]))  # refetch: replace whole
     assert read_interval(local_location, ALERTS, H0).num_rows == 3
+
+
+def test_on_adls_late_versions_merge_and_the_fetch_cache_round_trips(abfs_location):
+    from mde_pipeline.lake.fetch_cache import FetchCache
+
+    listed, results = sample_listing(H0, alerts=6, seed=4)
+    commit_interval(abfs_location, H0, tables_of(H0, listed[:4], results[:4]))
+    committed = committed_versions(abfs_location, H0, H1)
+    missing = missing_versions(listed, committed)
+    assert [a["id"] for a in missing[H0]] == [a["id"] for a in listed[4:]]
+    commit_interval(abfs_location, H0, tables_of(H0, listed[4:], results[4:]), keep_versions=True, only_if_committed=True)
+    commit_interval(abfs_location, H0, tables_of(H0, listed[4:], results[4:]), keep_versions=True, only_if_committed=True)
+    assert read_interval(abfs_location, ALERTS, H0).num_rows == 6
+
+    recorder = FetchCache(abfs_location, "tenant-a").recorder("abfs")
+    for result in results:
+        recorder.add(result)
+    entries = [{"alert_id": r["alert_id"], "last_update_time": r["last_update_time"]} for r in results]
+    assert len(FetchCache(abfs_location, "tenant-a").lookup(entries)) == 6
