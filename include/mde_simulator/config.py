@@ -32,7 +32,9 @@ RUNTIME_KEYS = (
     "fault_5xx", "fault_slow", "slow_seconds", "fault_drop", "fault_malformed",
     "fault_endpoints", "invalid_ip_rate", "vanish_rate", "advance_rate", "rate_limits",
     "limit_scope", "token_lifetime", "next_link", "default_top", "extra_scopes",
+    "retry_after_script", "proxy_404",
 )
+SCRIPTED_STATUSES = (429, 503)
 RUNTIME_ACTIONS = ("clients", "client_certificates", "revoke_tokens")
 
 
@@ -119,6 +121,13 @@ def validate_runtime(update: dict) -> dict:
             if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
                 raise ValueError("extra_scopes must be a list of strings")
             clean[key] = value
+        elif key == "retry_after_script":
+            clean[key] = parse_retry_after_script(value)
+        elif key == "proxy_404":
+            if not isinstance(value, bool) and not (
+                    isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise ValueError("proxy_404 must be true, false or a list of alert ids")
+            clean[key] = value
         elif key == "clients":
             if not isinstance(value, list):
                 raise ValueError("clients must be a list of objects")
@@ -133,6 +142,27 @@ def validate_runtime(update: dict) -> dict:
     if fault_total > 1.0:
         raise ValueError("fault rates add up to more than 1")
     return clean
+
+
+def parse_retry_after_script(value) -> list[dict]:
+    """[answer, ...]: "<Retry-After>" (a 429) or {"status": 429|503, "retry_after": str|null}.
+
+    The header is sent exactly as given ("999999999", "soon", "-5", "0", an HTTP-date),
+    so clients can be tested against values the real service should never send."""
+    if not isinstance(value, list):
+        raise ValueError("retry_after_script must be a list of answers")
+    answers = []
+    for item in value:
+        if isinstance(item, str):
+            item = {"status": 429, "retry_after": item}
+        if (not isinstance(item, dict) or set(item) - {"status", "retry_after"}
+                or item.get("status", 429) not in SCRIPTED_STATUSES
+                or not isinstance(item.get("retry_after"), (str, type(None)))
+                or any(c in (item.get("retry_after") or "") for c in "\r\n")):
+            raise ValueError(f"retry_after_script answer {item!r}: a Retry-After string or "
+                             '{"status": 429|503, "retry_after": string|null}')
+        answers.append({"status": item.get("status", 429), "retry_after": item.get("retry_after")})
+    return answers
 
 
 def validate_client(item) -> dict:

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import random
 import threading
+from collections import deque
 
 KINDS = ("5xx", "drop", "slow", "malformed")
+# What a proxy in front of the service answers for a path it does not know.
+PROXY_404_PAGE = (b"<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n"
+                  b"<center><h1>404 Not Found</h1></center>\r\n<hr><center>nginx</center>\r\n"
+                  b"</body>\r\n</html>\r\n")
 
 
 class Faults:
@@ -21,6 +26,10 @@ class Faults:
                       "malformed": fault_malformed}
         self.slow_seconds = slow_seconds
         self.endpoints = set(fault_endpoints)
+        # Deterministic, not drawn: the next eligible calls answer these, in order.
+        self.script: deque = deque()
+        # HTML 404 "from a proxy" for /ips: False, True (every call) or a set of alert ids.
+        self.proxy_404: bool | set = False
 
     def check(self, **settings) -> dict:
         """The rates these settings would give; ValueError if they add up to more than 1."""
@@ -36,12 +45,33 @@ class Faults:
                 self.slow_seconds = settings["slow_seconds"]
             if "fault_endpoints" in settings:
                 self.endpoints = set(settings["fault_endpoints"])
+            if "retry_after_script" in settings:
+                self.script = deque(settings["retry_after_script"])
+            if "proxy_404" in settings:
+                value = settings["proxy_404"]
+                self.proxy_404 = value if isinstance(value, bool) else set(value)
 
     def settings(self) -> dict:
         with self._lock:
             return {**{f"fault_{k}": v for k, v in self.rates.items()},
                     "slow_seconds": self.slow_seconds,
-                    "fault_endpoints": sorted(self.endpoints)}
+                    "fault_endpoints": sorted(self.endpoints),
+                    "retry_after_script": list(self.script),
+                    "proxy_404": (self.proxy_404 if isinstance(self.proxy_404, bool)
+                                  else sorted(self.proxy_404))}
+
+    def scripted(self, endpoint: str) -> dict | None:
+        """The next scripted answer ({"status", "retry_after"}) for this call, or None."""
+        with self._lock:
+            if endpoint in self.endpoints and self.script:
+                return self.script.popleft()
+            return None
+
+    def proxied_404(self, alert_id: str | None) -> bool:
+        """True when the "proxy" answers this /ips call with its HTML 404 page."""
+        with self._lock:
+            return self.proxy_404 is True or (isinstance(self.proxy_404, set)
+                                              and alert_id in self.proxy_404)
 
     def draw(self, endpoint: str) -> str | None:
         """The fault for this call ('500', '503', 'drop', 'slow', 'malformed') or None."""

@@ -27,7 +27,7 @@ from . import config as cfg
 from . import tls
 from .alerts import AlertStore
 from .entra import Entra, EntraError, TokenError, load_certificate
-from .faults import Faults, malformed_ips_body, malformed_list_body
+from .faults import PROXY_404_PAGE, Faults, malformed_ips_body, malformed_list_body
 from .odata import ODataError, parse_query, update_time_bounds
 from .rate_limit import SlidingWindowLimiter
 from .stats import Stats
@@ -137,7 +137,8 @@ class Simulator:
             for pem in pems:
                 load_certificate(pem)
         fault_keys = {k: v for k, v in clean.items()
-                      if k.startswith("fault_") or k == "slow_seconds"}
+                      if k.startswith("fault_")
+                      or k in ("slow_seconds", "retry_after_script", "proxy_404")}
         if fault_keys:
             self.faults.configure(**fault_keys)
         if "rate_limits" in clean or "limit_scope" in clean:
@@ -391,6 +392,10 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(405, mde_error("MethodNotAllowed",
                                              f"The requested resource does not support http "
                                              f"method '{method}'."))
+        if endpoint == "ips" and sim.faults.proxied_404(alert_id):
+            # A proxy in front of the service: no auth check, not counted by the service.
+            sim.stats.record_fault("proxy_404")
+            return self._send(404, PROXY_404_PAGE, "text/html")
         try:
             claims = sim.entra.check_bearer(self.headers.get("Authorization"))
         except TokenError as exc:
@@ -411,6 +416,9 @@ class Handler(BaseHTTPRequestHandler):
             sim.entra.check_roles(claims, endpoint)
         except TokenError as exc:
             return self._json(403, mde_error("Forbidden", str(exc)))
+        scripted = sim.faults.scripted(endpoint)
+        if scripted:
+            return self._scripted(scripted)
         fault = sim.faults.draw(endpoint)
         if fault:
             sim.stats.record_fault(fault)
@@ -428,6 +436,17 @@ class Handler(BaseHTTPRequestHandler):
         if endpoint == "alert":
             return self._alert(alert_id, malformed)
         return self._ips(alert_id, malformed)
+
+    def _scripted(self, answer: dict) -> None:
+        """retry_after_script: a 429 or 503 with the Retry-After exactly as scripted."""
+        status, value = answer["status"], answer["retry_after"]
+        self.sim.stats.record_fault(f"scripted_{status}")
+        headers = {} if value is None else {"Retry-After": value}
+        if status == 429:
+            body = mde_error("429", "API calls quota exceeded! maximum allowed 100 per 00:01:00")
+        else:
+            body = mde_error("ServiceUnavailable", "The service is temporarily unavailable.")
+        self._json(status, body, MDE_JSON, headers)
 
     def _list(self, malformed: bool) -> None:
         sim = self.sim
