@@ -77,6 +77,8 @@ class Simulator:
         self.faults = Faults(args.seed, fault_5xx=args.fault_5xx, fault_slow=args.fault_slow,
                              slow_seconds=args.slow_seconds, fault_drop=args.fault_drop,
                              fault_malformed=args.fault_malformed,
+                             fault_trickle=args.fault_trickle,
+                             trickle_seconds=args.trickle_seconds,
                              fault_endpoints=args.fault_endpoints)
         self.stats = Stats()
         self._advance_rng = random.Random(args.seed * 31337 + 11)
@@ -138,7 +140,7 @@ class Simulator:
                 load_certificate(pem)
         fault_keys = {k: v for k, v in clean.items()
                       if k.startswith("fault_")
-                      or k in ("slow_seconds", "retry_after_script", "proxy_404")}
+                      or k in ("slow_seconds", "trickle_seconds", "retry_after_script", "proxy_404")}
         if fault_keys:
             self.faults.configure(**fault_keys)
         if "rate_limits" in clean or "limit_scope" in clean:
@@ -249,8 +251,21 @@ class Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        if self.command != "HEAD":
+        if self.command != "HEAD" and self._trickle_seconds:
+            self._trickle(body)
+        elif self.command != "HEAD":
             self.wfile.write(body)
+
+    def _trickle(self, body: bytes) -> None:
+        """Fault 'trickle': the body in small pieces spread over trickle_seconds, so no single
+        read waits long (a read timeout never fires) but the answer takes that long."""
+        self.wfile.flush()
+        pieces = [body[i:i + 4] for i in range(0, len(body), 4)] or [b""]
+        pause = self._trickle_seconds / len(pieces)
+        for piece in pieces:
+            time.sleep(pause)
+            self.wfile.write(piece)
+            self.wfile.flush()
 
     def _json(self, status: int, payload, content_type=MDE_JSON, headers=None) -> None:
         self._send(status, json.dumps(payload, separators=(",", ":")).encode(), content_type,
@@ -270,6 +285,7 @@ class Handler(BaseHTTPRequestHandler):
         self._client_id = None
         self._status = None
         self._arrival = None
+        self._trickle_seconds = 0.0
         self._recorded = False
         split = urlsplit(self.path)
         self._method, self._raw_path = method, split.path
@@ -430,6 +446,8 @@ class Handler(BaseHTTPRequestHandler):
                 code, "An error occurred while processing the request. Please try again later."))
         if fault == "slow":
             time.sleep(sim.faults.slow_seconds)
+        if fault == "trickle":
+            self._trickle_seconds = sim.faults.trickle_seconds
         malformed = fault == "malformed"
         if endpoint == "list":
             return self._list(malformed)

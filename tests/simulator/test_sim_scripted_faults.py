@@ -1,5 +1,7 @@
-"""Scripted Retry-After answers (absurd, garbage, negative, zero, a long 503) and HTML 404s
+"""A trickling body (every read quick, the whole answer slow), scripted Retry-After answers (absurd, garbage, negative, zero, a long 503) and HTML 404s
 "from a proxy": deterministic faults for the client's bounded waits and honest 404s."""
+import time
+
 import pytest
 import requests
 
@@ -7,7 +9,7 @@ from simhttp import assert_mde_error
 from mde_simulator.process import SimulatorError, SimulatorProcess
 
 NO_LIMITS = [[100000, 1]]
-CLEAN = {"retry_after_script": [], "proxy_404": False, "fault_endpoints": "all"}
+CLEAN = {"retry_after_script": [], "proxy_404": False, "fault_trickle": 0.0, "fault_endpoints": "all"}
 BAD_DATE = "Wed, 32 Foo 2026 99:99:99 GMT"
 
 
@@ -78,3 +80,13 @@ def test_proxy_404_answers_html_for_chosen_or_all_ips_calls(api, simulator):
 
 def test_the_services_own_404_stays_json(api, simulator):
     assert_mde_error(api.get("/api/alerts/da000000000000000000_-1/ips"), 404, "ResourceNotFound")
+
+
+def test_a_trickled_body_never_trips_a_read_timeout_but_takes_trickle_seconds(api, simulator):
+    alert_id = api.list_all()[0]["id"]
+    simulator.configure(fault_trickle=1.0, trickle_seconds=1.5, fault_endpoints=["ips"])
+    started = time.monotonic()
+    answer = api.get(f"/api/alerts/{alert_id}/ips", timeout=(5, 0.5))  # 0.5 s per read
+    assert time.monotonic() - started >= 1.4
+    assert answer.status_code == 200 and answer.json()["value"]
+    assert simulator.stats()["faults"] == {"trickle": 1}
