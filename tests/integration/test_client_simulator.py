@@ -36,7 +36,7 @@ TIGHT = [[10, 1], [50, 5]]
 # rate_limiter "Settling"); finished requests are settled to their end time.
 MARGIN = 0.05
 RUNTIME_DEFAULTS = {
-    "fault_5xx": 0.0, "fault_slow": 0.0, "fault_drop": 0.0, "fault_malformed": 0.0,
+    "fault_5xx": 0.0, "fault_slow": 0.0, "fault_drop": 0.0, "fault_malformed": 0.0, "fault_trickle": 0.0,
     "fault_endpoints": ["list", "ips", "alert"], "rate_limits": [[100, 60], [1500, 3600]],
     "token_lifetime": 3599, "retry_after_script": [], "proxy_404": False, "vanish_rate": 0.0,
 }  # fmt: skip
@@ -231,6 +231,21 @@ def test_read_timeout_is_retried_then_a_server_error(sim):
         with pytest.raises(MdeServerError, match="timed out"):
             client.get_alert_ips(ids_with(sim, "ok", 1)[0])
         assert client.stats.calls == 2
+
+
+def test_a_trickling_body_is_cut_at_the_request_deadline(sim):
+    # Every read arrives within 0.05 s (the read timeout never fires); the body takes 10 s.
+    sim.configure(fault_trickle=1.0, trickle_seconds=10.0, fault_endpoints=["ips"])
+    alert_id = ids_with(sim, "ok", 1)[0]
+    started = time.monotonic()
+    with make_client(sim, read_timeout=1, request_deadline_seconds=1.5, retry_total=1,
+                     retry_backoff_factor=0) as client:  # fmt: skip
+        with pytest.raises(MdeServerError, match="request_deadline_seconds=1.5"):
+            client.get_alert_ips(alert_id)
+        assert client.stats.calls == 2
+        assert time.monotonic() - started < 8  # two attempts of 1.5 s, not two of 10 s
+        sim.configure(fault_trickle=0.0)
+        assert client.get_alert_ips(alert_id) == truth(sim)[alert_id]["served_ips"]  # the client still works
 
 
 def test_dropped_connections_are_retried(sim):

@@ -30,6 +30,7 @@ from azure.core.rest import HttpRequest
 from mde_pipeline import __version__
 from mde_pipeline.api.config import MdeConnectionConfig
 from mde_pipeline.api.credentials import build_credential, credential_factory, transport_for
+from mde_pipeline.api.deadline import DeadlineExceededError, DeadlinePolicy
 from mde_pipeline.api.errors import (
     InvalidAlertIdError,
     MdeApiError,
@@ -142,6 +143,7 @@ class MdeClient:
             self._auth_policy,
             RateLimitPolicy(self.limiter, self.stats, self._retry_after),
             RequestLoggingPolicy(),
+            DeadlinePolicy(config.request_deadline_seconds),
         ]
         self._pipeline_client = PipelineClient(
             config.api_base_url, policies=policies, transport=transport or transport_for(config)
@@ -282,6 +284,12 @@ class MdeClient:
                 f"{message[:600]}",
                 code=aadsts_code(message),
                 target=correlation.group(1) if correlation else None,
+                request_url=url,
+            ) from None
+        except DeadlineExceededError:
+            raise MdeServerError(
+                f"MDE API gave no complete answer within request_deadline_seconds="
+                f"{self.config.request_deadline_seconds:g} (a body trickling in?) (retry_total={self.config.retry_total})",
                 request_url=url,
             ) from None
         except (ServiceRequestTimeoutError, ServiceResponseTimeoutError) as exc:
