@@ -23,6 +23,7 @@ from mde_pipeline.api.errors import (
     MdeMostlyNotFoundError,
     MdePermissionError,
     MdeServerError,
+    MdeTrustError,
     MdeUnexpectedNotFoundError,
 )
 from mde_pipeline.api.fetch import fetch_batch_ips
@@ -95,7 +96,8 @@ def test_token_from_a_custom_authority_without_instance_discovery(sim):
 def test_without_the_simulator_ca_tls_verification_fails_clearly(sim, monkeypatch):
     monkeypatch.delenv("REQUESTS_CA_BUNDLE")
     with make_client(sim, retry_total=0) as client:
-        with pytest.raises(MdeServerError, match="TLS verification failed"):
+        # A configuration error (DESIGN "Connection"): sent once, never retried.
+        with pytest.raises(MdeTrustError, match="TLS verification failed"):
             client.list_alerts_page(filter=None, top=1)
 
 
