@@ -8,19 +8,30 @@ from __future__ import annotations
 
 import random
 import threading
+from collections import deque
 
-KINDS = ("5xx", "drop", "slow", "malformed")
+KINDS = ("5xx", "drop", "slow", "malformed", "trickle")
+# What a proxy in front of the service answers for a path it does not know.
+PROXY_404_PAGE = (b"<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n"
+                  b"<center><h1>404 Not Found</h1></center>\r\n<hr><center>nginx</center>\r\n"
+                  b"</body>\r\n</html>\r\n")
 
 
 class Faults:
     def __init__(self, seed: int, *, fault_5xx=0.0, fault_slow=0.0, slow_seconds=30.0,
-                 fault_drop=0.0, fault_malformed=0.0, fault_endpoints=("list", "ips", "alert")):
+                 fault_drop=0.0, fault_malformed=0.0, fault_trickle=0.0, trickle_seconds=30.0,
+                 fault_endpoints=("list", "ips", "alert")):
         self._lock = threading.Lock()
         self._rng = random.Random(seed * 104729 + 3)
         self.rates = {"5xx": fault_5xx, "drop": fault_drop, "slow": fault_slow,
-                      "malformed": fault_malformed}
+                      "malformed": fault_malformed, "trickle": fault_trickle}
         self.slow_seconds = slow_seconds
+        self.trickle_seconds = trickle_seconds
         self.endpoints = set(fault_endpoints)
+        # Deterministic, not drawn: the next eligible calls answer these, in order.
+        self.script: deque = deque()
+        # HTML 404 "from a proxy" for /ips: False, True (every call) or a set of alert ids.
+        self.proxy_404: bool | set = False
 
     def check(self, **settings) -> dict:
         """The rates these settings would give; ValueError if they add up to more than 1."""
@@ -34,17 +45,41 @@ class Faults:
             self.rates = self.check(**settings)
             if "slow_seconds" in settings:
                 self.slow_seconds = settings["slow_seconds"]
+            if "trickle_seconds" in settings:
+                self.trickle_seconds = settings["trickle_seconds"]
             if "fault_endpoints" in settings:
                 self.endpoints = set(settings["fault_endpoints"])
+            if "retry_after_script" in settings:
+                self.script = deque(settings["retry_after_script"])
+            if "proxy_404" in settings:
+                value = settings["proxy_404"]
+                self.proxy_404 = value if isinstance(value, bool) else set(value)
 
     def settings(self) -> dict:
         with self._lock:
             return {**{f"fault_{k}": v for k, v in self.rates.items()},
                     "slow_seconds": self.slow_seconds,
-                    "fault_endpoints": sorted(self.endpoints)}
+                    "trickle_seconds": self.trickle_seconds,
+                    "fault_endpoints": sorted(self.endpoints),
+                    "retry_after_script": list(self.script),
+                    "proxy_404": (self.proxy_404 if isinstance(self.proxy_404, bool)
+                                  else sorted(self.proxy_404))}
+
+    def scripted(self, endpoint: str) -> dict | None:
+        """The next scripted answer ({"status", "retry_after"}) for this call, or None."""
+        with self._lock:
+            if endpoint in self.endpoints and self.script:
+                return self.script.popleft()
+            return None
+
+    def proxied_404(self, alert_id: str | None) -> bool:
+        """True when the "proxy" answers this /ips call with its HTML 404 page."""
+        with self._lock:
+            return self.proxy_404 is True or (isinstance(self.proxy_404, set)
+                                              and alert_id in self.proxy_404)
 
     def draw(self, endpoint: str) -> str | None:
-        """The fault for this call ('500', '503', 'drop', 'slow', 'malformed') or None."""
+        """The fault for this call ('500', '503', 'drop', 'slow', 'malformed', 'trickle') or None."""
         with self._lock:
             if endpoint not in self.endpoints or not any(self.rates.values()):
                 return None

@@ -124,12 +124,52 @@ def test_a_later_throttle_extends_the_block_and_an_earlier_one_does_not_shorten_
 
 def test_block_longer_than_allowed_raises_throttled_with_retry_after():
     clock = FakeClock(start=0.0)
-    limiter = make_limiter([[100, 60]], clock=clock, max_blocked_wait=60.0)
+    limiter = make_limiter([[100, 60], [1500, 3600]], clock=clock, max_blocked_wait=60.0)
     limiter.record_throttle(3600.0)
     with pytest.raises(MdeThrottledError) as info:
         limiter.acquire()
     assert info.value.retry_after == pytest.approx(3600.0)
     assert clock.sleeps == []
+
+
+@pytest.mark.parametrize("absurd", [999_999_999.0, float("inf")])
+def test_record_throttle_never_writes_a_block_past_the_longest_window_plus_slack(absurd):
+    # Windows 60 s and 3,600 s: no block past 3,600 + 60 s (+ the margin) from now.
+    clock, ledger = FakeClock(start=0.0), InMemoryLedger()
+    limiter = make_limiter([[100, 60], [1500, 3600]], clock=clock, ledger=ledger, margin=0.5)
+    assert limiter.max_block_seconds == 3660.0
+    limiter.record_throttle(absurd)
+    assert ledger.blocked_until(KEY) == pytest.approx(3660.5)
+    limiter.record_throttle(float("nan"))  # NaN counts as 0 and never shortens a block
+    assert ledger.blocked_until(KEY) == pytest.approx(3660.5)
+
+
+@pytest.mark.parametrize("ledger_kind", ["sqlite", "memory"])
+def test_a_stored_block_beyond_the_longest_window_is_clipped_once_and_then_ends(tmp_path, ledger_kind, caplog):
+    # A block written before the cap existed ("budget is blocked for 999999762s more").
+    ledger = SqliteLedger(tmp_path / "l.sqlite3") if ledger_kind == "sqlite" else InMemoryLedger()
+    ledger.block_until(KEY, 999_999_999.0)
+    clock = FakeClock(start=0.0)
+    limiter = make_limiter([[100, 60], [1500, 3600]], clock=clock, ledger=ledger)
+    slot = limiter.acquire()
+    assert clock.sleeps == [pytest.approx(3660.0)]  # clipped to now + 3,600 + 60, not 31 years
+    assert slot.reserved_at == pytest.approx(3660.0)
+    assert ledger.blocked_until(KEY) == pytest.approx(3660.0)  # stored clipped: it has ended
+    assert limiter.acquire().waited_seconds == 0.0
+    if ledger_kind == "sqlite":
+        assert "clipped" in caplog.text
+
+
+def test_sqlite_ledger_shows_and_clears_blocks(tmp_path):
+    ledger = SqliteLedger(tmp_path / "l.sqlite3")
+    ledger.block_until("a:1", 100.0)
+    ledger.block_until("b:2", 200.0)
+    assert ledger.blocks() == {"a:1": 100.0, "b:2": 200.0}
+    assert ledger.clear_blocks("a:1") == 1
+    assert ledger.clear_blocks("a:1") == 0
+    assert ledger.blocks() == {"b:2": 200.0}
+    assert ledger.clear_blocks() == 1
+    assert ledger.blocks() == {}
 
 
 def test_share_scales_every_limit_and_keeps_at_least_one_call():

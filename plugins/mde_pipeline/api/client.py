@@ -30,6 +30,7 @@ from azure.core.rest import HttpRequest
 from mde_pipeline import __version__
 from mde_pipeline.api.config import MdeConnectionConfig
 from mde_pipeline.api.credentials import build_credential, credential_factory, transport_for
+from mde_pipeline.api.deadline import DeadlineExceededError, DeadlinePolicy
 from mde_pipeline.api.errors import (
     InvalidAlertIdError,
     MdeApiError,
@@ -39,6 +40,7 @@ from mde_pipeline.api.errors import (
     MdeTrustError,
     aadsts_code,
     error_from_response,
+    is_service_error_answer,
     redact,
     safe_url,
 )
@@ -49,11 +51,11 @@ from mde_pipeline.api.policies import (
     RefreshingBearerPolicy,
     RequestLoggingPolicy,
     close_quietly,
-    throttle_delay,
 )
 from mde_pipeline.api.rate_limiter import Clock, RateLimiter, SystemClock
 from mde_pipeline.api.stats import ClientStats
 from mde_pipeline.api.tls import is_tls_failure, trust_sources_text
+from mde_pipeline.api.waits import RetryAfterReader
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,13 @@ class MdeClient:
         self._auth_policy = RefreshingBearerPolicy(
             credential or build_credential(config), config.endpoints.scope, fresh_credential=fresh
         )
+        # One reader per client: it logs an implausible Retry-After once per client.
+        self._retry_after = RetryAfterReader(
+            self._clock.now,
+            longest_seconds=self.limiter.max_block_seconds,
+            first_backoff=config.throttle_backoff_seconds,
+            backoff_cap=config.retry_backoff_max,
+        )
         retries = config.retry_total
         policies = [
             HeadersPolicy({"User-Agent": USER_AGENT, "Accept": "application/json"}),
@@ -123,6 +132,7 @@ class MdeClient:
                 clock=self._clock,
                 stats=self.stats,
                 max_throttle_wait_seconds=config.max_throttle_wait_seconds,
+                retry_after=self._retry_after,
                 retry_total=retries,
                 retry_connect=retries,
                 retry_read=retries,
@@ -131,8 +141,9 @@ class MdeClient:
                 retry_backoff_max=config.retry_backoff_max,
             ),
             self._auth_policy,
-            RateLimitPolicy(self.limiter, self.stats),
+            RateLimitPolicy(self.limiter, self.stats, self._retry_after),
             RequestLoggingPolicy(),
+            DeadlinePolicy(config.request_deadline_seconds),
         ]
         self._pipeline_client = PipelineClient(
             config.api_base_url, policies=policies, transport=transport or transport_for(config)
@@ -200,7 +211,9 @@ class MdeClient:
         return self._alerts_page(self._get(url), url)
 
     def get_alert_ips(self, alert_id: str) -> list[str] | None:
-        """The raw ``id`` strings of GET /api/alerts/{id}/ips; None if the alert is gone (404)."""
+        """The raw ``id`` strings of GET /api/alerts/{id}/ips; None if the alert is gone: a
+        404 carrying the service's own error JSON. Any other 404 (HTML from a proxy, an
+        empty body, a wrong host) raises MdeUnexpectedNotFoundError after retry_total retries."""
         url = f"{self.config.api_base_url}/api/alerts/{quote(validate_alert_id(alert_id), safe='')}/ips"
         body = self._get(url, not_found_ok=True)
         if body is None:
@@ -273,6 +286,12 @@ class MdeClient:
                 target=correlation.group(1) if correlation else None,
                 request_url=url,
             ) from None
+        except DeadlineExceededError:
+            raise MdeServerError(
+                f"MDE API gave no complete answer within request_deadline_seconds="
+                f"{self.config.request_deadline_seconds:g} (a body trickling in?) (retry_total={self.config.retry_total})",
+                request_url=url,
+            ) from None
         except (ServiceRequestTimeoutError, ServiceResponseTimeoutError) as exc:
             kind = "connect" if isinstance(exc, ServiceRequestTimeoutError) else "read"
             raise MdeServerError(
@@ -306,7 +325,8 @@ class MdeClient:
         status = response.status_code
         if 200 <= status < 300:
             return response.content
-        if status == 404 and not_found_ok:
+        if status == 404 and not_found_ok and is_service_error_answer(response):
             return None
-        retry_after = throttle_delay(response) if status == 429 else None
-        raise error_from_response(status, response.content, url, retry_after=retry_after, secrets=secrets)
+        retry_after = self._retry_after.read(response).seconds if status == 429 else None
+        raise error_from_response(status, response.content, url, retry_after=retry_after, secrets=secrets,
+                                  content_type=response.headers.get("Content-Type"))  # fmt: skip

@@ -28,6 +28,7 @@ KNOWN_EXTRA_KEYS = frozenset(
         "tenant_id", "cloud", "authority_host", "scope", "rate_limits", "rate_limit_margin_seconds",
         "rate_limit_share", "rate_limit_ledger_dir", "rate_limit_ledger", "timeout", "connect_timeout",
         "read_timeout", "retry_total", "retry_backoff_factor", "retry_backoff_max", "max_throttle_wait_seconds",
+        "throttle_backoff_seconds", "request_deadline_seconds",
         "certificate_path", "certificate_data", "certificate_password", "managed_identity_client_id",
         "use_managed_identity", "use_workload_identity", "federated_token_file", "disable_instance_discovery",
         "ca_bundle",
@@ -119,6 +120,12 @@ class MdeConnectionConfig:
     retry_backoff_factor: float = 0.8
     retry_backoff_max: float = 60.0
     max_throttle_wait_seconds: float = 3900.0
+    # First wait after a 429 without a usable Retry-After, and the floor of every 429
+    # wait; doubles per 429 of one call up to retry_backoff_max (api/waits.py).
+    throttle_backoff_seconds: float = 2.0
+    # One attempt, connect to the body's last byte (api/deadline.py): a read timeout is
+    # per read, so a trickling body would never time out.
+    request_deadline_seconds: float = 120.0
     ca_bundle: tuple[str, ...] = ()
     conn_id: str | None = None
 
@@ -273,6 +280,8 @@ class MdeConnectionConfig:
             retry_backoff_factor=_number(extra, "retry_backoff_factor", 0.8),
             retry_backoff_max=_number(extra, "retry_backoff_max", 60.0),
             max_throttle_wait_seconds=_number(extra, "max_throttle_wait_seconds", 3900.0),
+            throttle_backoff_seconds=_number(extra, "throttle_backoff_seconds", 2.0, minimum=0.001),
+            request_deadline_seconds=_number(extra, "request_deadline_seconds", 120.0, minimum=0.001),
             ca_bundle=tuple(ca_bundle),
             conn_id=conn_id,
         )

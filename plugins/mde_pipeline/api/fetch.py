@@ -12,11 +12,18 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Protocol
 
+from mde_pipeline.api.errors import MdeMostlyNotFoundError
 from mde_pipeline.api.ip_addresses import canonical_ips
 from mde_pipeline.api.stats import STAT_FIELDS, stats_of
 from mde_pipeline.common.fetch_result import IPS_EMPTY, IPS_NOT_FOUND, IPS_OK, FetchResult
 
 log = logging.getLogger(__name__)
+
+# A batch of at least NOT_FOUND_MIN_BATCH alerts in which more than MAX_NOT_FOUND_SHARE
+# come back "not found" fails: alerts were listed minutes ago, so that many gone at once
+# points at a wrong host or a proxy, not at deletions. A lone gone alert never trips it.
+NOT_FOUND_MIN_BATCH = 10
+MAX_NOT_FOUND_SHARE = 0.5
 
 
 class AlertIpsApi(Protocol):
@@ -38,9 +45,12 @@ def fetch_batch_ips(
     Pacing is the client's (its limiter reserves a slot before every attempt). Returns
     one :class:`~mde_pipeline.common.fetch_result.FetchResult` per alert, in batch order.
 
-    404 is ``not_found`` (the alert is gone), an empty ``value`` is ``empty``; strings
-    that are not IPs are logged as warnings and kept in ``invalid_ip_values``. An alert
-    whose strings are all invalid is ``ok`` with no ``ips``.
+    404 with the service's error body is ``not_found`` (the alert is gone), an empty
+    ``value`` is ``empty``; strings that are not IPs are logged as warnings and kept in
+    ``invalid_ip_values``. An alert whose strings are all invalid is ``ok`` with no ``ips``.
+    Raises :class:`MdeMostlyNotFoundError` (naming the API host) as soon as more than
+    ``MAX_NOT_FOUND_SHARE`` of a batch of at least ``NOT_FOUND_MIN_BATCH`` is not found,
+    before the rest of the batch spends budget.
     """
     entries = batch["alerts"]
     total = len(entries)
@@ -48,15 +58,29 @@ def fetch_batch_ips(
     before = stats_of(client)
     started = time.monotonic()
     results = []
+    not_found = 0
     for done, entry in enumerate(entries, start=1):
         alert_id = entry["alert_id"]
         values = client.get_alert_ips(alert_id)
         results.append(_ips_result(entry, values, clock(), logger))
+        not_found += values is None
+        if total >= NOT_FOUND_MIN_BATCH and not_found > total * MAX_NOT_FOUND_SHARE:
+            raise MdeMostlyNotFoundError(
+                f"{label}: {not_found} of {total} alerts listed minutes ago came back 'not found' from "
+                f"{_api_host(client)} (more than {MAX_NOT_FOUND_SHARE:.0%} of a batch): is the connection's host "
+                "the tenant's MDE API, with no proxy answering in between? The hour is not published."
+            )
         if done == total or done % progress_every == 0:
             _log_progress(logger, label, done, total, before, stats_of(client), time.monotonic() - started)
     if not entries:
         logger.info("%s: no alerts", label)
     return results
+
+
+def _api_host(client: Any) -> str:
+    """The API base URL the client calls (a test double may have none)."""
+    config = getattr(client, "config", None)
+    return getattr(config, "api_base_url", None) or "the MDE API"
 
 
 def _ips_result(entry: Mapping[str, Any], values: list[Any] | None, fetched_at: datetime, logger) -> FetchResult:

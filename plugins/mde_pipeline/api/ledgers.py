@@ -8,13 +8,16 @@ host, ``BEGIN IMMEDIATE`` serialises processes); tests supply their own
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import tempfile
 import threading
 from typing import NamedTuple, Protocol, Sequence
 
-from mde_pipeline.api.windows import Window, seconds_until_free
+from mde_pipeline.api.windows import Window, max_block_seconds, seconds_until_free
+
+log = logging.getLogger(__name__)
 
 LEDGER_BACKENDS = ("sqlite",)  # connection extra rate_limit_ledger
 LEDGER_FILE_NAME = "mde_rate_ledger.sqlite3"
@@ -41,6 +44,25 @@ class Ledger(Protocol):
         """Reservations still kept (not yet pruned), ascending."""
 
     def blocked_until(self, key: str) -> float: ...
+
+
+def clip_block(until: float, now: float, windows: Sequence[Window]) -> float:
+    """A stored block never reaches past now + the longest window + slack.
+
+    The limiter never writes a longer one (record_throttle caps it), but a block written
+    before that cap existed (``Retry-After: 999999999``) or under longer windows would
+    otherwise stop every caller on the host for good. Ledgers store the clipped value,
+    so a clipped block ends."""
+    limit = now + max_block_seconds(windows)
+    if until > limit:
+        log.warning(
+            "rate-limit ledger held a throttle block %.0fs long, longer than any window allows; "
+            "clipped to %.0fs (python -m mde_pipeline.api.ledger_admin clear removes blocks)",
+            until - now,
+            limit - now,
+        )
+        return limit
+    return until
 
 
 def decide(timestamps: Sequence[float], blocked_until: float, now: float, windows: Sequence[Window]) -> Decision:
@@ -106,7 +128,10 @@ class SqliteLedger:
             conn.execute("DELETE FROM calls WHERE key = ? AND ts <= ?", (key, now - longest))
             calls = [row[0] for row in conn.execute("SELECT ts FROM calls WHERE key = ? ORDER BY ts", (key,))]
             row = conn.execute("SELECT until FROM blocks WHERE key = ?", (key,)).fetchone()
-            decision = decide(calls, row[0] if row else 0.0, now, windows)
+            blocked = clip_block(row[0], now, windows) if row else 0.0
+            if row and blocked != row[0]:
+                conn.execute("UPDATE blocks SET until = ? WHERE key = ?", (blocked, key))
+            decision = decide(calls, blocked, now, windows)
             if decision.wait_seconds <= 0:
                 cursor = conn.execute("INSERT INTO calls (key, ts) VALUES (?, ?)", (key, now))
                 return decision._replace(entry=cursor.lastrowid)
@@ -132,6 +157,18 @@ class SqliteLedger:
     def reservations(self, key: str) -> list[float]:
         with self._transaction() as conn:
             return [row[0] for row in conn.execute("SELECT ts FROM calls WHERE key = ? ORDER BY ts", (key,))]
+
+    def blocks(self) -> dict[str, float]:
+        """Every stored block, key -> until (expired ones included: nothing deletes them)."""
+        with self._transaction() as conn:
+            return dict(conn.execute("SELECT key, until FROM blocks ORDER BY key"))
+
+    def clear_blocks(self, key: str | None = None) -> int:
+        """Remove the block of ``key`` (every block when None); returns how many went."""
+        with self._transaction() as conn:
+            if key is None:
+                return conn.execute("DELETE FROM blocks").rowcount
+            return conn.execute("DELETE FROM blocks WHERE key = ?", (key,)).rowcount
 
     def close(self) -> None:
         with self._lock:
