@@ -18,9 +18,8 @@ import pytest
 from mde_pipeline.api.client import MdeClient
 from mde_pipeline.api.config import MdeConnectionConfig
 from mde_pipeline.api.errors import (
-    MdeConfigurationError,
-    MdeTrustError,
     MdeAuthenticationError,
+    MdeConfigurationError,
     MdeMalformedResponseError,
     MdeMostlyNotFoundError,
     MdePermissionError,

@@ -33,3 +33,6 @@ RETRY_DELAY = timedelta(seconds=_int_env("MDE_ALERT_IPS_RETRY_DELAY_SECONDS", 12
 # Runs of the DAG at once (scheduled and each backfill have their own limit); the pool,
 # not this, bounds the API callers.
 MAX_ACTIVE_RUNS = _int_env("MDE_ALERT_IPS_MAX_ACTIVE_RUNS", 4)
+# No task runs unbounded: a batch waits at most for the hourly budget (and a capped
+# throttle) per attempt, so three hours means something is stuck, not slow.
+EXECUTION_TIMEOUT = timedelta(minutes=_int_env("MDE_ALERT_IPS_EXECUTION_TIMEOUT_MINUTES", 180))
