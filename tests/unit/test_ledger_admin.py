@@ -48,3 +48,18 @@ def test_runs_as_a_module_without_airflow(tmp_path):
     done = subprocess.run([sys.executable, "-m", "mde_pipeline.api.ledger_admin", "show"],
                           env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert "t:c  blocked until" in done.stdout, done.stderr
+
+
+def test_a_shared_redis_ledger_is_shown_and_cleared_by_url_without_its_password(tmp_path):
+    from mde_pipeline.api.redis_ledger import RedisLedger
+    from local_redis import PASSWORD, RedisServer
+
+    with RedisServer(tmp_path / "redis") as server:
+        ledger = RedisLedger(server.url)
+        ledger.block_until("tenant:app", time.time() + 600)
+        code, text = run("show", "--ledger", server.url)
+        assert code == 0 and "tenant:app  blocked until" in text and PASSWORD not in text
+        code, text = run("clear", "--ledger", server.url, "--key", "tenant:app")
+        assert code == 0 and "removed 1 throttle block(s)" in text and PASSWORD not in text
+        assert ledger.blocks() == {}
+        ledger.close()

@@ -44,7 +44,8 @@ from mde_pipeline.api.errors import (
     redact,
     safe_url,
 )
-from mde_pipeline.api.ledgers import Ledger, open_ledger
+from mde_pipeline.api.ledger_backends import open_ledger
+from mde_pipeline.api.ledgers import Ledger
 from mde_pipeline.api.policies import (
     MdeRetryPolicy,
     RateLimitPolicy,
@@ -54,7 +55,7 @@ from mde_pipeline.api.policies import (
 )
 from mde_pipeline.api.rate_limiter import Clock, RateLimiter, SystemClock
 from mde_pipeline.api.stats import ClientStats
-from mde_pipeline.api.tls import is_tls_failure, trust_sources_text
+from mde_pipeline.api.tls import is_tls_failure, trust_bundle, trust_sources_text
 from mde_pipeline.api.waits import RetryAfterReader
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,9 @@ class MdeClient:
         self.stats = ClientStats()
         self._clock = clock or SystemClock()
         # An injected ledger (tests, benchmarks) is not ours to close.
-        self._owned_ledger = open_ledger(config.rate_limit_ledger, config.rate_limit_ledger_dir) if ledger is None else None
+        self._owned_ledger = None if ledger is not None else open_ledger(
+            config.rate_limit_ledger, config.rate_limit_ledger_dir, ca_file=trust_bundle(config.ca_bundle)
+        )
         ledger = ledger or self._owned_ledger
         self.limiter = RateLimiter(
             config.rate_limits,

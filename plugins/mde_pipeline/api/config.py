@@ -15,7 +15,8 @@ from typing import Any, Mapping
 
 from mde_pipeline.api.clouds import Endpoints, resolve_endpoints
 from mde_pipeline.api.errors import MdeConfigurationError
-from mde_pipeline.api.ledgers import LEDGER_BACKENDS, ledger_key
+from mde_pipeline.api.ledger_backends import check_ledger_spec, ledger_password
+from mde_pipeline.api.ledgers import ledger_key
 from mde_pipeline.api.rate_limiter import DEFAULT_MARGIN_SECONDS
 from mde_pipeline.api.windows import Window, parse_rate_limits
 
@@ -112,7 +113,7 @@ class MdeConnectionConfig:
     rate_limits: tuple[Window, ...] = parse_rate_limits(None)
     rate_limit_margin_seconds: float = DEFAULT_MARGIN_SECONDS
     rate_limit_share: float = 1.0
-    rate_limit_ledger: str = "sqlite"
+    rate_limit_ledger: str = field(default="sqlite", repr=False)  # a Redis URL may hold a password
     rate_limit_ledger_dir: str | None = None
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
@@ -140,7 +141,9 @@ class MdeConnectionConfig:
         return ledger_key(self.tenant_id, principal)
 
     def secrets(self) -> tuple[str, ...]:
-        return tuple(s for s in (self.client_secret, self.certificate_password, self.certificate_data) if s)
+        candidates = (self.client_secret, self.certificate_password, self.certificate_data,
+                      ledger_password(self.rate_limit_ledger))  # fmt: skip
+        return tuple(s for s in candidates if s)
 
     @classmethod
     def from_parts(
@@ -244,9 +247,7 @@ class MdeConnectionConfig:
                 rate_limits = json.loads(rate_limits)
             except ValueError:
                 raise MdeConfigurationError("extra rate_limits is not JSON") from None
-        ledger = (_text(extra, "rate_limit_ledger") or "sqlite").lower()
-        if ledger not in LEDGER_BACKENDS:
-            raise MdeConfigurationError(f"extra rate_limit_ledger must be one of {', '.join(LEDGER_BACKENDS)}")
+        ledger = check_ledger_spec(_text(extra, "rate_limit_ledger"))
         share = _number(extra, "rate_limit_share", 1.0)
         if not 0 < share <= 1:
             raise MdeConfigurationError(f"extra rate_limit_share must be in (0, 1], got {share!r}")

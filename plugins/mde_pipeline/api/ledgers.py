@@ -1,9 +1,9 @@
 """Where reservations and 429 blocks are kept: the budget ledger shared by every caller.
 
 One ledger entry per attempt, keyed by budget (``tenant:client``), so every task on the
-host sees every other task's calls. :class:`SqliteLedger` is the backend (one file per
-host, ``BEGIN IMMEDIATE`` serialises processes); tests supply their own
-:class:`Ledger` implementations.
+host sees every other task's calls. :class:`SqliteLedger` is the default backend (one
+file per host, ``BEGIN IMMEDIATE`` serialises processes); api/redis_ledger.py holds the
+one every host shares; api/ledger_backends.py picks one from the connection.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from mde_pipeline.api.windows import Window, max_block_seconds, seconds_until_fr
 
 log = logging.getLogger(__name__)
 
-LEDGER_BACKENDS = ("sqlite",)  # connection extra rate_limit_ledger
 LEDGER_FILE_NAME = "mde_rate_ledger.sqlite3"
 LEDGER_DIR_ENV = "MDE_RATE_LIMIT_LEDGER_DIR"
 
@@ -69,6 +68,7 @@ def decide(timestamps: Sequence[float], blocked_until: float, now: float, window
     if blocked_until > now:
         return Decision(blocked_until - now, True)
     return Decision(seconds_until_free(timestamps, now, windows), False)
+
 
 class SqliteLedger:
     """Ledger in an SQLite file shared by every process on the host.
@@ -192,10 +192,3 @@ def default_ledger_dir(configured: str | None = None) -> str:
 def ledger_key(tenant_id: str, client_id: str) -> str:
     """The service's budget is per application + tenant."""
     return f"{tenant_id.strip().lower()}:{client_id.strip().lower()}"
-
-
-def open_ledger(backend: str, directory: str | None = None) -> Ledger:
-    """The ledger a connection's ``rate_limit_ledger`` / ``rate_limit_ledger_dir`` name."""
-    if backend == "sqlite":
-        return SqliteLedger(os.path.join(default_ledger_dir(directory), LEDGER_FILE_NAME))
-    raise ValueError(f"unknown rate_limit_ledger {backend!r}; expected one of {', '.join(LEDGER_BACKENDS)}")
