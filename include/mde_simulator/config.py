@@ -34,6 +34,7 @@ RUNTIME_KEYS = (
     "fault_endpoints", "invalid_ip_rate", "vanish_rate", "advance_rate", "rate_limits",
     "limit_scope", "token_lifetime", "next_link", "default_top", "extra_scopes",
     "retry_after_script", "proxy_404",
+    "poison_fields", "extra_fields", "ips_fail", "ips_non_string",
 )
 SCRIPTED_STATUSES = (429, 503)
 RUNTIME_ACTIONS = ("clients", "client_certificates", "revoke_tokens")
@@ -128,6 +129,16 @@ def validate_runtime(update: dict) -> dict:
             if not isinstance(value, bool) and not (
                     isinstance(value, list) and all(isinstance(v, str) for v in value)):
                 raise ValueError("proxy_404 must be true, false or a list of alert ids")
+            clean[key] = value
+        elif key in ("poison_fields", "extra_fields"):
+            if not isinstance(value, dict) or (key == "poison_fields" and not all(
+                    isinstance(k, str) and isinstance(v, dict) for k, v in value.items())):
+                raise ValueError(f"{key} must be an object" + (" of alert id -> {field: value}"
+                                                             if key == "poison_fields" else ""))
+            clean[key] = value
+        elif key in ("ips_fail", "ips_non_string"):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{key} must be a list of alert ids")
             clean[key] = value
         elif key == "clients":
             if not isinstance(value, list):

@@ -32,6 +32,13 @@ class Faults:
         self.script: deque = deque()
         # HTML 404 "from a proxy" for /ips: False, True (every call) or a set of alert ids.
         self.proxy_404: bool | set = False
+        # Poison: per-alert field overrides in listings (alert id -> {field: value}), fields
+        # no schema names added to every listed alert, /ips answering 500 forever or with
+        # an item whose id is not a string, for chosen alerts. The ground truth is unchanged.
+        self.poison_fields: dict[str, dict] = {}
+        self.extra_fields: dict = {}
+        self.ips_fail: set = set()
+        self.ips_non_string: set = set()
 
     def check(self, **settings) -> dict:
         """The rates these settings would give; ValueError if they add up to more than 1."""
@@ -54,6 +61,12 @@ class Faults:
             if "proxy_404" in settings:
                 value = settings["proxy_404"]
                 self.proxy_404 = value if isinstance(value, bool) else set(value)
+            for name in ("poison_fields", "extra_fields"):
+                if name in settings:
+                    setattr(self, name, dict(settings[name]))
+            for name in ("ips_fail", "ips_non_string"):
+                if name in settings:
+                    setattr(self, name, set(settings[name]))
 
     def settings(self) -> dict:
         with self._lock:
@@ -63,7 +76,24 @@ class Faults:
                     "fault_endpoints": sorted(self.endpoints),
                     "retry_after_script": list(self.script),
                     "proxy_404": (self.proxy_404 if isinstance(self.proxy_404, bool)
-                                  else sorted(self.proxy_404))}
+                                  else sorted(self.proxy_404)),
+                    "poison_fields": dict(self.poison_fields), "extra_fields": dict(self.extra_fields),
+                    "ips_fail": sorted(self.ips_fail), "ips_non_string": sorted(self.ips_non_string)}
+
+    def poisoned(self, alert_json: dict) -> dict:
+        """A listed alert as served: with the extra fields and its poison overrides."""
+        with self._lock:
+            overrides = self.poison_fields.get(alert_json.get("id"), {})
+            if not overrides and not self.extra_fields:
+                return alert_json
+            return {**alert_json, **self.extra_fields, **overrides}
+
+    def ips_poison(self, alert_id: str) -> str | None:
+        """'fail' (500 forever), 'non_string' (an item with a numeric id) or None."""
+        with self._lock:
+            if alert_id in self.ips_fail:
+                return "fail"
+            return "non_string" if alert_id in self.ips_non_string else None
 
     def scripted(self, endpoint: str) -> dict | None:
         """The next scripted answer ({"status", "retry_after"}) for this call, or None."""

@@ -140,7 +140,8 @@ class Simulator:
                 load_certificate(pem)
         fault_keys = {k: v for k, v in clean.items()
                       if k.startswith("fault_")
-                      or k in ("slow_seconds", "trickle_seconds", "retry_after_script", "proxy_404")}
+                      or k in ("slow_seconds", "trickle_seconds", "retry_after_script", "proxy_404",
+                               "poison_fields", "extra_fields", "ips_fail", "ips_non_string")}
         if fault_keys:
             self.faults.configure(**fault_keys)
         if "rate_limits" in clean or "limit_scope" in clean:
@@ -483,7 +484,7 @@ class Handler(BaseHTTPRequestHandler):
             ordered = _order(candidates, query.orderby)
             top = query.top if query.top is not None else sim.default_top
             page = ordered[query.skip: query.skip + top]
-            value = [sim.store.to_json(a, query.expand_evidence) for a in page]
+            value = [sim.faults.poisoned(sim.store.to_json(a, query.expand_evidence)) for a in page]
         context = f"{sim.base_url}/api/$metadata#Alerts"
         if malformed:
             body = malformed_list_body(context, value)
@@ -516,10 +517,15 @@ class Handler(BaseHTTPRequestHandler):
         status, strings = sim.store.served_ips(alert_id)
         if status == "not_found":
             return self._json(404, mde_error("ResourceNotFound", f"Alert {alert_id} not found"))
+        poison = sim.faults.ips_poison(alert_id)
+        if poison == "fail":
+            sim.stats.record_fault("ips_fail")
+            return self._json(500, mde_error("InternalServerError", "An error occurred while processing the request."))
         context = f"{sim.base_url}/api/$metadata#Ips"
         if malformed:
             return self._send(200, malformed_ips_body(context, strings), MDE_JSON)
-        self._json(200, {"@odata.context": context, "value": [{"id": s} for s in strings]})
+        items = [{"id": s} for s in strings] + ([{"id": 17}] if poison == "non_string" else [])
+        self._json(200, {"@odata.context": context, "value": items})
 
     # --------------------------------------------------------------- control plane
     def _control(self, method: str, rest: list[str]) -> None:

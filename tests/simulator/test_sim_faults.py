@@ -14,7 +14,8 @@ from mde_simulator.process import SimulatorError, SimulatorProcess
 NO_LIMITS = [[100000, 1]]
 NO_FAULTS = {"fault_5xx": 0.0, "fault_drop": 0.0, "fault_slow": 0.0, "fault_malformed": 0.0,
              "fault_trickle": 0.0, "retry_after_script": [], "proxy_404": False,
-             "fault_endpoints": "all"}
+             "fault_endpoints": "all", "poison_fields": {}, "extra_fields": {}, "ips_fail": [],
+             "ips_non_string": []}
 BAD_DATE = "Wed, 32 Foo 2026 99:99:99 GMT"
 
 
@@ -191,3 +192,23 @@ def test_a_trickled_body_never_trips_a_read_timeout_but_takes_trickle_seconds(ap
     assert time.monotonic() - started >= 1.4
     assert answer.status_code == 200 and answer.json()["value"]
     assert simulator.stats()["faults"] == {"trickle": 1}
+
+
+def test_poison_alerts_are_served_so_while_the_ground_truth_stays(api, simulator):
+    first, second = [a["id"] for a in api.list_all()[:2]]
+    truth = simulator.ground_truth()["alerts"]
+    simulator.configure(poison_fields={first: {"incidentId": 12.5, "severity": 3, "mitreTechniques": "T1059"}},
+                        extra_fields={"newField": {"nested": [1, 2]}}, ips_fail=[first], ips_non_string=[second])
+    listed = {a["id"]: a for a in api.list_all()}
+    assert (listed[first]["incidentId"], listed[first]["severity"], listed[first]["mitreTechniques"]) == (12.5, 3, "T1059")
+    assert isinstance(listed[second]["severity"], str)  # only the chosen alert is poisoned
+    assert all(a["newField"] == {"nested": [1, 2]} for a in listed.values())
+    assert simulator.ground_truth()["alerts"] == truth
+    for _ in range(3):
+        assert_mde_error(api.get(f"/api/alerts/{first}/ips"), 500, "InternalServerError")
+    items = api.get(f"/api/alerts/{second}/ips").json()["value"]
+    assert items[-1] == {"id": 17} and all(isinstance(i["id"], str) for i in items[:-1])
+    assert simulator.stats()["faults"] == {"ips_fail": 3}
+    simulator.configure(poison_fields={}, extra_fields={}, ips_fail=[], ips_non_string=[])
+    assert api.get(f"/api/alerts/{first}/ips").status_code == 200
+    assert "newField" not in api.list_all()[0]

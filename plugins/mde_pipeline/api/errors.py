@@ -139,6 +139,11 @@ class MdeMostlyNotFoundError(MdeApiError):
     than a mass deletion, so the run stops instead of committing an hour of nothing."""
 
 
+class MdeTooManyFailedAlertsError(MdeApiError):
+    """More alerts of a batch failed for good than one poison alert explains: an outage,
+    not a bad alert, so the batch fails (and its task retries) instead of recording them."""
+
+
 class MdeBadRequestError(MdeApiError):
     """400: the service rejected the request (for example an invalid $filter)."""
 
