@@ -103,3 +103,9 @@ query: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .airflow .sim lake
+
+# Rehearse the Dockerfile's pip steps on the image's package set (no Docker engine needed;
+# include/deploy/image_check.py says what is and is not rehearsed). The venv stays in
+# .image-venv/ (git-ignored) and is re-synced at every run.
+image-check: $(STAMP)
+	$(PY) include/deploy/image_check.py
