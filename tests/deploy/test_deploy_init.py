@@ -59,11 +59,13 @@ def test_init_script_steps_in_order():
         position('chown -R "${owner}"'),
         position("airflow db migrate"),
         position("airflow users create"),
+        position("airflow users reset-password"),
         position('airflow pools import "${POOLS_FILE}"'),
         position("airflow pools get mde_api"),
     ]
     assert order == sorted(order)
     assert "--role Admin" in text and '--password "${_AIRFLOW_WWW_USER_PASSWORD}"' in text
+    assert text.count('--password "${_AIRFLOW_WWW_USER_PASSWORD}"') == 2  # create, then reset-password
     assert "|| true" not in text  # no step may fail silently
 
 
@@ -115,7 +117,9 @@ def test_init_script_sets_up_a_fresh_deployment(tmp_path, local_env_file):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     calls = (home / "entrypoint.log").read_text().splitlines()
     assert [c.split()[1] if c.startswith("airflow") else c.split()[0] for c in calls] == [
-        "python", "version", "db", "users", "pools", "pools"]
+        "python", "version", "db", "users", "users", "pools", "pools"]
+    assert [c for c in calls if c.startswith("airflow users")] == [
+        "airflow users create", "airflow users reset-password"]
     assert "OK  mde_default" in proc.stdout and "OK  lake: abfs://mde-lake/mde" in proc.stdout
     # Volumes handed to AIRFLOW_UID, group-writable.
     for folder in ("logs", "lake", "mde-rate-ledger", "mde-sim"):
