@@ -21,7 +21,8 @@ no code, so ``pip`` sees the image's exact package set.
 
 The venv lives in ``.image-venv/`` (git-ignored) and is re-synced to the image's set at
 every run, so a run starts from the image's state whatever the previous one added; the
-cold run downloads ~450 wheels (uv's cache keeps them), a warm one takes seconds.
+cold run downloads ~450 wheels (uv's cache keeps them) and compiles their bytecode (the
+init test runs Airflow's CLI from this venv), ~2 min; a warm one takes ~20 s.
 
     python include/deploy/image_check.py [--lock PATH] [--workdir .image-venv]
 
@@ -195,7 +196,7 @@ def sync_image_venv(constraints: Path, python: str, workdir: Path) -> tuple[Path
     target = workdir / "image-packages.txt"
     for _ in range(10):
         target.write_text(requirements)
-        proc = run([uv_binary(), "pip", "sync", "--quiet", "--no-build", "--python", str(py), str(target)],
+        proc = run([uv_binary(), "pip", "sync", "--quiet", "--no-build", "--compile-bytecode", "--python", str(py), str(target)],
                    check=False)
         if proc.returncode == 0:
             return venv, stand_ins
