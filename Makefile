@@ -31,6 +31,7 @@ run: $(STAMP)
 
 # Two workers: most slow tests wait on rate windows or on Airflow's own processes, not
 # on the CPU. PYTEST_WORKERS=0 runs everything in one process.
+# The image rehearsal (make image-check) is part of it: tests/deploy/test_deploy_image_build.py.
 PYTEST_WORKERS ?= 2
 test: $(STAMP)
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --maxschedchunk 1 --durations=30
