@@ -225,11 +225,12 @@ def rehearse(dockerfile: Path, lock: Path | None, workdir: Path) -> None:
     if not constraints.is_file():
         raise Failed(f"{spec['image']}: no {constraints.relative_to(REPO)} (make constraints)")
     copies = dict(spec["copies"])
+    destination = next((d for d, s in copies.items() if s.name == "requirements.lock"), None)
+    if destination is None:
+        raise Failed(f"{dockerfile.name} copies no requirements.lock")
     if lock is not None:
-        destination = next((d for d, s in copies.items() if s.name == "requirements.lock"), None)
-        if destination is None:
-            raise Failed(f"{dockerfile.name} copies no requirements.lock")
         copies[destination] = lock.resolve()
+    lock_path = copies[destination]
     say(f"image    {spec['image']}: package set from {constraints.relative_to(REPO)}")
 
     venv, stand_ins = sync_image_venv(constraints, spec["python"], workdir)
@@ -263,7 +264,6 @@ def rehearse(dockerfile: Path, lock: Path | None, workdir: Path) -> None:
     if changed:
         raise Failed("the install changed packages of the image: "
                      + ", ".join(f"{n} {old} -> {new or 'removed'}" for n, (old, new) in sorted(changed.items())))
-    lock_path = next(s for s in copies.values() if s.name == "requirements.lock" or s == lock)
     wanted = pins(lock_path.read_text())
     missing = {n: v for n, v in wanted.items() if after.get(n) != v}
     if missing:
