@@ -98,7 +98,7 @@ def fill_placeholders(text: str) -> str:
 
 def run_compose(env_file: Path, *args: str, profiles: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     # A clean environment: compose prefers shell variables over the env file.
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(env_file.parent), "ENV_FILE_PATH": str(env_file)}
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(env_file.parent)}
     command = [str(compose_binary()), "--env-file", str(env_file), "-f", str(COMPOSE_FILE),
                "--project-directory", str(REPO), "-p", PROJECT]
     for profile in profiles:
