@@ -44,7 +44,7 @@ def test_docker_compose_loads_the_project(local_env_file, profiles):
 
 @pytest.mark.parametrize(
     "variable",
-    ["POSTGRES_PASSWORD", "FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY",
+    ["POSTGRES_PASSWORD", "REDIS_PASSWORD", "FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY",
      "_AIRFLOW_WWW_USER_PASSWORD"],
 )
 def test_a_missing_secret_stops_compose_with_its_name(tmp_path, variable):
@@ -99,7 +99,8 @@ def test_airflow_environment(filled_tenant_env_file, tenant_model):
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
         assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith("FabAuthManager")
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
-        assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://:@redis:6379/0"
+        if name in ("airflow-scheduler", "airflow-worker"):  # the broker's password, where Celery runs
+            assert env["AIRFLOW__CELERY__BROKER_URL"] == f"redis://:{env_file['REDIS_PASSWORD']}@redis:6379/0"
         password = env_file["POSTGRES_PASSWORD"]
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"postgresql+psycopg2://airflow:{password}@postgres/airflow"
         assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == f"db+postgresql://airflow:{password}@postgres/airflow"
@@ -116,25 +117,29 @@ def test_airflow_environment(filled_tenant_env_file, tenant_model):
         env = tenant_model["services"][name]["environment"]
         assert env["AIRFLOW_CONN_MDE_DEFAULT"] == env_file["AIRFLOW_CONN_MDE_DEFAULT"]
     assert tenant_model["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"] == env_file["POSTGRES_PASSWORD"]
+    redis = tenant_model["services"]["redis"]
+    assert redis["environment"]["REDISCLI_AUTH"] == env_file["REDIS_PASSWORD"]  # its healthcheck uses it too
+    assert "--requirepass" in " ".join(redis["command"]) and env_file["REDIS_PASSWORD"] not in " ".join(redis["command"])
 
 
 # Which service may see which secret of .env (through any variable, under any name).
 SECRET_VARIABLES = ("POSTGRES_PASSWORD", "FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY",
                     "_AIRFLOW_WWW_USER_PASSWORD", "FLOWER_BASIC_AUTH", "AIRFLOW_CONN_MDE_DEFAULT",
-                    "AIRFLOW_CONN_MDE_LAKE")
+                    "AIRFLOW_CONN_MDE_LAKE", "REDIS_PASSWORD")
 AIRFLOW_KEYS = {"POSTGRES_PASSWORD", "FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY"}
 CONNECTIONS = {"AIRFLOW_CONN_MDE_DEFAULT", "AIRFLOW_CONN_MDE_LAKE"}
+BROKER = {"REDIS_PASSWORD"}
 SEES = {
     "postgres": {"POSTGRES_PASSWORD"},
-    "redis": set(),
+    "redis": BROKER,
     "airflow-apiserver": AIRFLOW_KEYS,
-    "airflow-scheduler": AIRFLOW_KEYS,
+    "airflow-scheduler": AIRFLOW_KEYS | BROKER,
     "airflow-dag-processor": AIRFLOW_KEYS,
     "airflow-triggerer": AIRFLOW_KEYS,
-    "airflow-worker": AIRFLOW_KEYS | CONNECTIONS,
+    "airflow-worker": AIRFLOW_KEYS | CONNECTIONS | BROKER,
     "airflow-init": AIRFLOW_KEYS | CONNECTIONS | {"_AIRFLOW_WWW_USER_PASSWORD"},
-    "airflow-cli": AIRFLOW_KEYS | CONNECTIONS,
-    "flower": {"POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH"},
+    "airflow-cli": AIRFLOW_KEYS | CONNECTIONS | BROKER,
+    "flower": {"POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH"} | BROKER,
     "mde-simulator": set(),
     "azurite": set(),
     "mde-lake-init": {"AIRFLOW_CONN_MDE_LAKE"},
