@@ -32,6 +32,7 @@ from mde_pipeline.lake.days import (
     check_day,
     read_day,
     recover_day,
+    recover_interrupted_swaps,
     replace_day,
 )
 from mde_pipeline.lake.layout import check_table, day_of, days_with_interval_files, list_day
@@ -79,7 +80,7 @@ def compact_day(location: LakeLocation, table: str, day: date | datetime | str, 
     rows, intervals = read_day(location, current)
     check_day(table, day, rows)
     built = build_compacted_day(table, day, rows, intervals)
-    replace_day(location, built, current)
+    replace_day(location, built)
     result = CompactionResult(
         table, day, "compacted", rows=built.rows, intervals=len(intervals),
         source_files=len(current.interval_files) + len(current.compacted_files), seconds=time.perf_counter() - started,
@@ -123,7 +124,11 @@ def compact_closed_days(
     quiet_period: timedelta = DEFAULT_QUIET_PERIOD,
     now: datetime | None = None,
 ) -> list[CompactionResult]:
-    """Compact both tables of every day that ended ``grace`` before ``closed_before``."""
+    """Compact both tables of every day that ended ``grace`` before ``closed_before``.
+
+    First finishes or discards every interrupted swap, of any day (days.recover_interrupted_swaps).
+    """
+    recover_interrupted_swaps(location)
     results = []
     for day in closed_days(location, closed_before=closed_before - grace, quiet_period=quiet_period, now=now):
         with day_lock(location, day):

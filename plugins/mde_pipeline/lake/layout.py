@@ -159,6 +159,24 @@ def is_lake_parquet(name: str) -> bool:
     return name.endswith(PARQUET_SUFFIX) and not name.startswith((".", "_"))
 
 
+def is_day_data_file(name: str) -> bool:
+    """An hourly or compacted file of a day (what a compaction replaces)."""
+    return name.endswith(PARQUET_SUFFIX) and (bool(_INTERVAL_FILE.fullmatch(name)) or name.startswith(COMPACTED_PREFIX))
+
+
+def staged_compaction_days(location: LakeLocation, table: str) -> list[str]:
+    """Days of ``table`` with something under ``_staging/compaction/`` (a swap that may
+    have been interrupted), sorted."""
+    days = []
+    for name in list_names(location, f"{COMPACTION_STAGING_DIR}/{check_table(table)}") or ():
+        if name.startswith(DATE_PREFIX):
+            try:
+                days.append(day_of(name.removeprefix(DATE_PREFIX)))
+            except LakeSchemaError:
+                continue
+    return days
+
+
 def base_name(path: str) -> str:
     """The last component of a path or uri."""
     return path.rstrip("/").rsplit("/", 1)[-1]
