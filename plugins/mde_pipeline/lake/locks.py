@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 
 class LakeLockTimeout(RuntimeError):
-    """Another commit held the lock for longer than the timeout.
+    """Another writer held the lock for longer than the timeout (local flock or blob lease).
 
     Not a ``TimeoutError``: fsspec's sync() would turn that into its own FSTimeoutError.
     """
@@ -125,9 +125,10 @@ def _file_lock(path: str, timeout: float) -> Iterator[None]:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() + delay > deadline:
-                    raise LakeLockTimeout(f"lock {path} stayed held by another writer for {timeout:.0f} s") from None
-                time.sleep(delay)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise LakeLockTimeout(f"lock {path} stayed held by another writer for {timeout:g} s") from None
+                time.sleep(min(delay, remaining))
                 delay = min(delay * 2, 0.5)
         try:
             yield
