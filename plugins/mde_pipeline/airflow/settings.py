@@ -33,3 +33,5 @@ RETRY_DELAY = timedelta(seconds=_int_env("MDE_ALERT_IPS_RETRY_DELAY_SECONDS", 12
 # Runs of the DAG at once (scheduled and each backfill have their own limit); the pool,
 # not this, bounds the API callers.
 MAX_ACTIVE_RUNS = _int_env("MDE_ALERT_IPS_MAX_ACTIVE_RUNS", 4)
+# Staged listings of failed runs (personal data) are swept by the compaction DAG after this.
+STAGING_MAX_AGE = timedelta(days=_int_env("MDE_STAGING_MAX_AGE_DAYS", 7))

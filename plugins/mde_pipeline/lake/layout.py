@@ -301,7 +301,8 @@ class DayFiles:
         return files
 
 
-def _mtime(info: dict[str, Any]) -> float | None:
+def file_mtime(info: dict[str, Any]) -> float | None:
+    """Modification time (epoch seconds) of an ``fs.ls(detail=True)`` entry, local or blob."""
     value = info.get("mtime", info.get("last_modified"))
     if isinstance(value, datetime):
         return value.timestamp()
@@ -324,7 +325,7 @@ def list_day(location: LakeLocation, table: str, day: date | datetime | str) -> 
         if info.get("type") == "directory":
             continue
         path, name = info["name"], base_name(info["name"])
-        mtime = _mtime(info)
+        mtime = file_mtime(info)
         if name == MANIFEST_NAME:
             result.manifest = {**json.loads(fs.cat_file(path)), "_path": path}
         elif name.startswith(COMPACTED_PREFIX) and name.endswith(PARQUET_SUFFIX):
