@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 from mde_pipeline.api.ip_addresses import canonical_ips
 from mde_pipeline.api.stats import STAT_FIELDS, stats_of
+from mde_pipeline.common.log_text import for_log
 from mde_pipeline.common.fetch_result import IPS_EMPTY, IPS_NOT_FOUND, IPS_OK, FetchResult
 
 log = logging.getLogger(__name__)
@@ -75,11 +76,11 @@ def _ips_result(entry: Mapping[str, Any], values: list[Any] | None, fetched_at: 
         return result
     ip_set = canonical_ips(values)
     for invalid in ip_set.invalid:
-        # %r: a hostile string cannot forge log lines.
+        # for_log: escaped and cut, so a hostile string can neither forge log lines nor flood them.
         logger.warning(
-            "alert %s: %r is not an IP address (%s); kept out of the ip column",
-            entry["alert_id"],
-            invalid.value,
+            "alert %s: %s is not an IP address (%s); kept out of the ip column",
+            for_log(entry["alert_id"]),
+            for_log(invalid.value),
             invalid.reason,
         )
     result["status"] = IPS_OK
