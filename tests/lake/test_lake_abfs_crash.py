@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from lake_data import duckdb_read, sample_interval
+from lake_data import duckdb_read, sample_interval, wait_for_marker
 
 from mde_pipeline.lake.commit import commit_interval
 from mde_pipeline.lake.compaction import compact_closed_days, compact_day
@@ -63,11 +63,7 @@ def test_compaction_killed_at_each_step_is_restored_exactly_by_the_next_run(azur
         stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while not marker.exists():
-            assert child.poll() is None, f"child exited early ({child.returncode}): {child.stderr.read()}"
-            assert time.monotonic() < deadline, f"child never reached step {step}"
-            time.sleep(0.05)
+        wait_for_marker(child, marker, f"reached step {step}")
         child.kill()
     finally:
         child.wait(timeout=60)
