@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 BlobFilesystemFactory = Callable[[str, str, "str | None"], "AbstractFileSystem"]
 
 BLOB_PROTOCOLS = ("abfs", "abfss")
+EMULATOR_ACCOUNT = "devstoreaccount1"  # Azurite's fixed account; its key is published
 _CONTAINER = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
 _ACCOUNT_HOST = re.compile(r"(?P<account>[a-z0-9]{3,24})\.(?:dfs|blob)\.(?P<suffix>.+)", re.IGNORECASE)
 
@@ -220,7 +221,10 @@ def _is_loopback(host: str | None) -> bool:
 
 def check_endpoint(text: str, fs: Any, conn_id: str | None) -> None:
     """Refuse a plain-http blob endpoint (keys and SAS tokens would travel in clear),
-    except on loopback (Azurite)."""
+    except on loopback, or for the storage emulator's development account (Azurite's
+    ``devstoreaccount1``, whose key is public: the docker-compose sandbox)."""
+    if _filesystem_account(fs) == EMULATOR_ACCOUNT:
+        return
     for endpoint in _filesystem_endpoints(fs):
         parts = urlsplit(endpoint.strip())
         if parts.scheme.lower() == "http" and not _is_loopback(parts.hostname):
