@@ -135,8 +135,8 @@ def test_fetch_results_per_status(caplog):
 
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [
-        "alert ok: 'bogus\\nline' is not an IP address (not an IPv4 or IPv6 address); kept out of the ip column",
-        "alert slow: 'not-an-ip' is not an IP address (not an IPv4 or IPv6 address); kept out of the ip column",
+        "alert 'ok': 'bogus\\nline' is not an IP address (not an IPv4 or IPv6 address); kept out of the ip column",
+        "alert 'slow': 'not-an-ip' is not an IP address (not an IPv4 or IPv6 address); kept out of the ip column",
     ]
     progress = [r.getMessage() for r in caplog.records if "alerts fetched" in r.getMessage()]
     assert len(progress) == 2

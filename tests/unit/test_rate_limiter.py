@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import stat
+import tempfile
 
 import pytest
 
@@ -323,7 +325,28 @@ def test_default_ledger_dir_order(monkeypatch, tmp_path):
     assert default_ledger_dir(str(tmp_path / "extra")) == str(tmp_path / "extra")
     monkeypatch.delenv("MDE_RATE_LIMIT_LEDGER_DIR")
     monkeypatch.delenv("AIRFLOW_HOME")
-    assert default_ledger_dir().endswith("mde_rate_ledger")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    fallback = default_ledger_dir()
+    assert fallback == str(tmp_path / "tmp" / f"mde_rate_ledger_{os.getuid()}")
+    assert stat.S_IMODE(os.stat(fallback).st_mode) == 0o700
+
+
+def test_ledger_fallback_is_never_a_directory_others_can_write(monkeypatch, tmp_path):
+    monkeypatch.delenv("MDE_RATE_LIMIT_LEDGER_DIR", raising=False)
+    monkeypatch.delenv("AIRFLOW_HOME", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    planted = tmp_path / f"mde_rate_ledger_{os.getuid()}"
+    planted.mkdir()
+    planted.chmod(0o777)  # as if someone else had created it world-writable
+    with pytest.raises(PermissionError, match="MDE_RATE_LIMIT_LEDGER_DIR"):
+        default_ledger_dir()
+    planted.rmdir()
+    target = tmp_path / "elsewhere"
+    target.mkdir(mode=0o700)
+    planted.symlink_to(target)
+    with pytest.raises(PermissionError):
+        default_ledger_dir()
 
 
 def test_fake_clock_never_goes_backwards_and_records_sleeps():

@@ -36,3 +36,5 @@ MAX_ACTIVE_RUNS = _int_env("MDE_ALERT_IPS_MAX_ACTIVE_RUNS", 4)
 # No task runs unbounded: a batch waits at most for the hourly budget (and a capped
 # throttle) per attempt, so three hours means something is stuck, not slow.
 EXECUTION_TIMEOUT = timedelta(minutes=_int_env("MDE_ALERT_IPS_EXECUTION_TIMEOUT_MINUTES", 180))
+# Staged listings of failed runs (personal data) are swept by the compaction DAG after this.
+STAGING_MAX_AGE = timedelta(days=_int_env("MDE_STAGING_MAX_AGE_DAYS", 7))

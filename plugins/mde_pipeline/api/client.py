@@ -66,6 +66,29 @@ ALERT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _CORRELATION = re.compile(r"Correlation ID:\s*([0-9a-fA-F-]{36})")
 
 
+# Response bodies larger than these are refused (a page of 10,000 alerts is ~30 MB;
+# an alert's IPs a few KB).
+MAX_PAGE_BYTES = 64 * 1024 * 1024
+MAX_IPS_BYTES = 1024 * 1024
+
+
+def parse_json_body(body: bytes, url: str, limit: int) -> Any:
+    """The JSON of a response body, or MdeMalformedResponseError: over ``limit`` bytes,
+    not UTF-8 JSON, NaN/Infinity, or nested too deeply (never a bare RecursionError)."""
+
+    def refuse_constant(name: str) -> None:
+        raise ValueError(f"non-JSON constant {name}")
+
+    if len(body) > limit:
+        raise MdeMalformedResponseError(f"response body of {len(body)} bytes is over the {limit}-byte cap", request_url=url)
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=refuse_constant)
+    except RecursionError:
+        raise MdeMalformedResponseError(f"response JSON is nested too deeply ({len(body)} bytes)", request_url=url) from None
+    except (UnicodeDecodeError, ValueError):
+        raise MdeMalformedResponseError(f"response body is not valid JSON ({len(body)} bytes)", request_url=url) from None
+
+
 def validate_alert_id(alert_id: object) -> str:
     """The id if it looks like an MDE alert id; never one that could alter a path."""
     if not isinstance(alert_id, str) or not ALERT_ID_PATTERN.fullmatch(alert_id) or ".." in alert_id:
@@ -221,7 +244,7 @@ class MdeClient:
         body = self._get(url, not_found_ok=True)
         if body is None:
             return None
-        document = self._json(body, url)
+        document = self._json(body, url, MAX_IPS_BYTES)
         values = self._value_list(document, url)
         ips = []
         for index, item in enumerate(values):
@@ -246,16 +269,8 @@ class MdeClient:
         return document
 
     @staticmethod
-    def _json(body: bytes, url: str) -> Any:
-        def refuse_constant(name: str) -> None:
-            raise ValueError(f"non-JSON constant {name}")
-
-        try:
-            return json.loads(body.decode("utf-8"), parse_constant=refuse_constant)
-        except (UnicodeDecodeError, ValueError):
-            raise MdeMalformedResponseError(
-                f"response body is not valid JSON ({len(body)} bytes)", request_url=url
-            ) from None
+    def _json(body: bytes, url: str, limit: int = MAX_PAGE_BYTES) -> Any:
+        return parse_json_body(body, url, limit)
 
     @staticmethod
     def _value_list(document: Any, url: str) -> list:

@@ -23,6 +23,7 @@ from mde_pipeline.api.errors import (
 from mde_pipeline.api.ip_addresses import canonical_ips
 from mde_pipeline.api.stats import STAT_FIELDS, stats_of
 from mde_pipeline.common.fetch_result import IPS_EMPTY, IPS_ERROR, IPS_NOT_FOUND, IPS_OK, FetchResult
+from mde_pipeline.common.log_text import for_log
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,8 @@ def _api_host(client: Any) -> str:
 
 def _failed_result(entry: Mapping[str, Any], exc: Exception, fetched_at: datetime, logger) -> FetchResult:
     reason = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
-    # %r and a cut: an id or message from the service cannot forge or flood log lines.
-    logger.warning("alert %.80r: IPs not fetched (%s); recorded with ips_status 'error'", entry["alert_id"], reason)
+    # for_log: an id or message from the service can neither forge nor flood log lines.
+    logger.warning("alert %s: IPs not fetched (%s); recorded with ips_status 'error'", for_log(entry["alert_id"]), for_log(reason))
     return {
         "alert_id": entry["alert_id"],
         "last_update_time": entry["last_update_time"],
@@ -145,11 +146,11 @@ def _ips_result(entry: Mapping[str, Any], values: list[Any] | None, fetched_at: 
         return result
     ip_set = canonical_ips(values)
     for invalid in ip_set.invalid:
-        # %r: a hostile string cannot forge log lines.
+        # for_log: escaped and cut, so a hostile string can neither forge log lines nor flood them.
         logger.warning(
-            "alert %s: %r is not an IP address (%s); kept out of the ip column",
-            entry["alert_id"],
-            invalid.value,
+            "alert %s: %s is not an IP address (%s); kept out of the ip column",
+            for_log(entry["alert_id"]),
+            for_log(invalid.value),
             invalid.reason,
         )
     result["status"] = IPS_OK

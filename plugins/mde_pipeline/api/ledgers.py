@@ -15,6 +15,7 @@ import tempfile
 import threading
 from typing import NamedTuple, Protocol, Sequence
 
+from mde_pipeline.api.private_dirs import private_temp_dir
 from mde_pipeline.api.windows import Window, max_block_seconds, seconds_until_free
 
 log = logging.getLogger(__name__)
@@ -179,14 +180,22 @@ class SqliteLedger:
 
 def default_ledger_dir(configured: str | None = None) -> str:
     """Connection extra ``rate_limit_ledger_dir``, else $MDE_RATE_LIMIT_LEDGER_DIR,
-    else $AIRFLOW_HOME/mde_rate_ledger, else <tempdir>/mde_rate_ledger."""
+    else $AIRFLOW_HOME/mde_rate_ledger, else the per-user ``<tempdir>/mde_rate_ledger_<uid>``
+    (0700, owner checked: never a world-writable directory another user could rewrite;
+    unsafe -> PermissionError naming $MDE_RATE_LIMIT_LEDGER_DIR)."""
     if configured:
         return configured
     if os.environ.get(LEDGER_DIR_ENV):
         return os.environ[LEDGER_DIR_ENV]
     if os.environ.get("AIRFLOW_HOME"):
         return os.path.join(os.environ["AIRFLOW_HOME"], "mde_rate_ledger")
-    return os.path.join(tempfile.gettempdir(), "mde_rate_ledger")
+    directory = private_temp_dir("mde_rate_ledger")
+    if directory is None:
+        raise PermissionError(
+            f"the ledger's fallback directory under {tempfile.gettempdir()} is not private to this user "
+            f"(owner or mode); set ${LEDGER_DIR_ENV} or AIRFLOW_HOME"
+        )
+    return directory
 
 
 def ledger_key(tenant_id: str, client_id: str) -> str:
