@@ -169,7 +169,7 @@ class MdeClient:
             self._auth_policy,
             RateLimitPolicy(self.limiter, self.stats, self._retry_after),
             RequestLoggingPolicy(),
-            DeadlinePolicy(config.request_deadline_seconds),
+            DeadlinePolicy(config.request_deadline_seconds, max_body_bytes=MAX_PAGE_BYTES),
         ]
         self._pipeline_client = PipelineClient(
             config.api_base_url, policies=policies, transport=transport or transport_for(config)

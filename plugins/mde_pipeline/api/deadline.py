@@ -13,6 +13,12 @@ body is still being read, it shuts the socket down, which ends the blocked read 
 the attempt then fails with :class:`DeadlineExceededError` (a read timeout for
 azure-core: retried within ``retry_total``, then ``MdeServerError``). Connect and the
 headers are bounded by the connect and read timeouts (both below the default deadline).
+
+The same hook caps the body: one over ``max_body_bytes`` (by its Content-Length, or
+counted while it streams in) stops being read at once and is an
+:class:`~mde_pipeline.api.errors.MdeMalformedResponseError`, so a hostile or broken
+answer never fills the worker's memory. The client then checks each endpoint's own,
+smaller cap on the body it got.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from azure.core.exceptions import AzureError, ServiceResponseTimeoutError
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import HTTPPolicy
 
+from mde_pipeline.api.errors import MdeMalformedResponseError
+
 log = logging.getLogger(__name__)
 
 
@@ -37,8 +45,9 @@ class DeadlineExceededError(ServiceResponseTimeoutError):
 class _Watchdog:
     """One attempt's timer: armed by requests' response hook, cancelled when it ends."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, max_body_bytes: int | None = None) -> None:
         self.seconds = seconds
+        self.max_body_bytes = max_body_bytes
         self.started = time.monotonic()
         self.fired = threading.Event()
         self._timer: threading.Timer | None = None
@@ -46,6 +55,8 @@ class _Watchdog:
 
     def arm(self, response: Any, *args: Any, **kwargs: Any) -> None:
         """requests' "response" hook: headers are in, the body is not read yet."""
+        if self.max_body_bytes is not None:
+            _cap_body(response, self.max_body_bytes)
         remaining = self.seconds - (time.monotonic() - self.started)
         with self._lock:
             if remaining <= 0:
@@ -74,15 +85,43 @@ class _Watchdog:
                 self._timer.cancel()
 
 
-class DeadlinePolicy(HTTPPolicy):
-    """Every attempt ends within ``seconds`` of its start, body included (module docstring)."""
+def _cap_body(response: Any, limit: int) -> None:
+    """Refuse a body over ``limit`` bytes before or while requests reads it."""
 
-    def __init__(self, seconds: float) -> None:
+    def too_large(size: str) -> MdeMalformedResponseError:
+        return MdeMalformedResponseError(f"response body of {size} bytes is over the {limit}-byte cap")
+
+    length = (getattr(response, "headers", None) or {}).get("Content-Length", "")
+    if length.isdigit() and int(length) > limit:
+        raise too_large(length)
+    raw = getattr(response, "raw", None)
+    stream = getattr(raw, "stream", None)
+    if stream is None:
+        return
+
+    def capped(*args: Any, **kwargs: Any):
+        seen = 0
+        for chunk in stream(*args, **kwargs):
+            seen += len(chunk)
+            if seen > limit:
+                raw.close()
+                raise too_large(f"more than {seen}")
+            yield chunk
+
+    raw.stream = capped
+
+
+class DeadlinePolicy(HTTPPolicy):
+    """Every attempt ends within ``seconds`` of its start and ``max_body_bytes``, body
+    included (module docstring)."""
+
+    def __init__(self, seconds: float, max_body_bytes: int | None = None) -> None:
         super().__init__()
         self.seconds = seconds
+        self.max_body_bytes = max_body_bytes
 
     def send(self, request: PipelineRequest) -> PipelineResponse:
-        watchdog = _Watchdog(self.seconds)
+        watchdog = _Watchdog(self.seconds, self.max_body_bytes)
         # Transport options reach requests' Session.request: a per-attempt response hook.
         request.context.options["hooks"] = {"response": [watchdog.arm]}
         try:
