@@ -147,6 +147,10 @@ class RateLimiter:
 
     def record_throttle(self, retry_after: float) -> float:
         """Block the budget until receipt + Retry-After + margin; returns that time."""
-        until = self.clock.now() + max(0.0, retry_after) + self.margin_seconds
+        now = self.clock.now()
+        until = now + max(0.0, retry_after) + self.margin_seconds
         self.ledger.block_until(self.key, until)
+        count_throttle = getattr(self.ledger, "count_throttle", None)  # optional in the Ledger protocol
+        if count_throttle is not None:
+            count_throttle(self.key, now)
         return until
