@@ -5,7 +5,7 @@
 * ``lake/``: the 48 hours before ``now``'s hour minus two (missing on purpose), each
   with ``3 + index % 5`` alerts, through the project's writer; the oldest day is then
   compacted (so its figures come from the manifest, the others from footers);
-* ``ledger/mde_rate_ledger.sqlite3``: calls in the current minute and hour, older calls
+* ``ledger/mde_rate_ledger.sqlite3``: calls in the last minute and hour, older calls
   spread over the day, 429s and a block in force;
 
 and returns what the status must show (:class:`Expected`).
@@ -58,7 +58,9 @@ def connection(expected: Expected) -> str:
     })
 
 
-def prepare(root: Path, now: datetime) -> Expected:
+def prepare(root: Path, now: datetime, *, ledger_now: datetime | bool | None = None) -> Expected:
+    """The lake as of ``now``; the ledger as of ``ledger_now`` (default ``now``; False: later,
+    with :func:`fill_ledger`)."""
     now = now.astimezone(timezone.utc)
     hour = now.replace(minute=0, second=0, microsecond=0)
     location = resolve_lake_location(root / "lake")
@@ -80,13 +82,29 @@ def prepare(root: Path, now: datetime) -> Expected:
         compact_day(location, table, oldest)
     committed.sort()
     recent = [n for _, n in committed[-24:]]
+    last_complete = hour - timedelta(hours=1)
+    in_window = [s for s, _ in committed if s > last_complete - timedelta(days=180)]
+    expected = Expected(
+        lake_root=root / "lake", ledger_dir=root / "ledger", key=ledger_key(TENANT, CLIENT),
+        calls_minute=0, calls_hour=0, calls_24h=0, throttled_24h=0, blocked_until=0.0,
+        latest_hour=committed[-1][0],
+        hours_committed=len(in_window),
+        hours_missing=180 * 24 - len(in_window),
+        rows_per_day={k: dict(v) for k, v in rows.items()},
+        alerts_per_hour_recent=round(sum(recent) / len(recent), 2),
+    )
+    if ledger_now is not False:
+        fill_ledger(expected, ledger_now or now)
+    return expected
 
-    ledger_dir = root / "ledger"
+
+def fill_ledger(expected: Expected, now: datetime) -> Expected:
+    """Calls, 429s and a block as of ``now``; sets the budget figures of ``expected``."""
+    ledger_dir = expected.ledger_dir
     ledger = SqliteLedger(ledger_dir / LEDGER_FILE_NAME)
-    key = ledger_key(TENANT, CLIENT)
+    key = expected.key
     t = now.timestamp()
-    minute_start = t - t % 60
-    in_minute = [minute_start + 0.5 * i for i in range(4) if minute_start + 0.5 * i <= t]
+    in_minute = [t - 0.5 * i for i in range(4)]  # inside the sliding minute for ~58 s
     earlier_hour = [t - 120 - 60 * i for i in range(20)]  # 20 calls 2..21 minutes ago
     earlier_day = [t - 7200 - 600 * i for i in range(30)]  # outside the hour, inside 24 h
     for ts in sorted(earlier_day + earlier_hour + in_minute):
@@ -96,19 +114,10 @@ def prepare(root: Path, now: datetime) -> Expected:
     blocked_until = t + 900
     ledger.block_until(key, blocked_until)
     ledger.close()
-    last_complete = hour - timedelta(hours=1)
-    in_window = [s for s, _ in committed if s > last_complete - timedelta(days=180)]
-    return Expected(
-        lake_root=root / "lake", ledger_dir=ledger_dir, key=key,
-        # The limiter's windows are widened by the 1 s margin: (now - 61 s, now].
-        calls_minute=len(in_minute) + sum(1 for ts in earlier_hour if ts > t - 61),
-        calls_hour=len(in_minute) + len(earlier_hour),
-        calls_24h=len(in_minute) + len(earlier_hour) + len(earlier_day),
-        throttled_24h=3,
-        blocked_until=blocked_until,
-        latest_hour=committed[-1][0],
-        hours_committed=len(in_window),
-        hours_missing=180 * 24 - len(in_window),
-        rows_per_day={k: dict(v) for k, v in rows.items()},
-        alerts_per_hour_recent=round(sum(recent) / len(recent), 2),
-    )
+    # The limiter's windows are widened by the 1 s margin: (now - 61 s, now].
+    expected.calls_minute = len(in_minute) + sum(1 for ts in earlier_hour if ts > t - 61)
+    expected.calls_hour = len(in_minute) + len(earlier_hour)
+    expected.calls_24h = len(in_minute) + len(earlier_hour) + len(earlier_day)
+    expected.throttled_24h = 3
+    expected.blocked_until = blocked_until
+    return expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from typing import Any
 
@@ -17,11 +18,16 @@ def active_backfills(dag_id: str) -> list[dict[str, Any]]:
     (e.g. a run for that hour existed already) count as ``skipped``.
     """
     from sqlalchemy import func, select
+    from sqlalchemy.engine import make_url
 
+    from airflow.configuration import conf
     from airflow.models.backfill import Backfill, BackfillDagRun
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
 
+    url = make_url(conf.get("database", "sql_alchemy_conn"))
+    if url.get_backend_name() == "sqlite" and url.database and not os.path.exists(url.database):
+        raise FileNotFoundError(f"no metadata DB at {url.database} (run `make run` or `make ui` first)")
     result = []
     with create_session() as session:
         backfills = session.scalars(

@@ -34,7 +34,8 @@ _CACHE = LakeStatusCache()
 
 
 def _error(errors: list[str], source: str, exc: BaseException) -> None:
-    errors.append(f"{source}: {type(exc).__name__}: {redact(str(exc))}"[:500])
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    errors.append(f"{source}: {type(exc).__name__}: {redact(first_line)}"[:300])
 
 
 def _budgets(conn_id: str, now: float, errors: list[str], ledger_path: str | None) -> list[dict[str, Any]]:
