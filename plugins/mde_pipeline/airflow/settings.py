@@ -33,3 +33,6 @@ RETRY_DELAY = timedelta(seconds=_int_env("MDE_ALERT_IPS_RETRY_DELAY_SECONDS", 12
 # Runs of the DAG at once (scheduled and each backfill have their own limit); the pool,
 # not this, bounds the API callers.
 MAX_ACTIVE_RUNS = _int_env("MDE_ALERT_IPS_MAX_ACTIVE_RUNS", 4)
+# Freshness (airflow/freshness.py): a run not successful this long after it was queued
+# (for a scheduled run: after its hour ended) fires the DAG's deadline alert.
+FRESHNESS_DEADLINE = timedelta(minutes=_int_env("MDE_FRESHNESS_DEADLINE_MINUTES", 60))
