@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from airflow.sdk import AsyncCallback, DeadlineReference
 
-from mde_pipeline.airflow.freshness import FRESHNESS_DEADLINE, hour_not_committed
+from mde_pipeline.airflow.freshness import freshness_deadline, hour_not_committed
 
 
 def context(run_type: str) -> dict:
@@ -23,7 +23,7 @@ def context(run_type: str) -> dict:
 def test_the_dag_carries_the_freshness_deadline():
     dag = importlib.import_module("mde_alert_ips").dag
     [alert] = dag.deadline
-    assert alert == FRESHNESS_DEADLINE
+    assert alert == freshness_deadline()
     assert isinstance(alert.reference, type(DeadlineReference.DAGRUN_QUEUED_AT))
     assert alert.interval == timedelta(minutes=60)
     assert isinstance(alert.callback, AsyncCallback)
@@ -38,3 +38,10 @@ def test_a_late_scheduled_hour_is_a_warning_a_backfill_hour_is_not(caplog):
     assert scheduled.levelno == logging.WARNING and backfill.levelno == logging.DEBUG
     assert "hour 2026-03-01T05:00:00Z -> 2026-03-01T06:00:00Z" in scheduled.getMessage()
     assert "deadline 2026-03-01T07:00:00Z" in scheduled.getMessage()
+
+
+def test_zero_minutes_means_no_deadline(monkeypatch):
+    from mde_pipeline.airflow import freshness
+
+    monkeypatch.setattr(freshness, "DEADLINE", timedelta(0))
+    assert freshness.freshness_deadline() is None

@@ -34,5 +34,5 @@ RETRY_DELAY = timedelta(seconds=_int_env("MDE_ALERT_IPS_RETRY_DELAY_SECONDS", 12
 # not this, bounds the API callers.
 MAX_ACTIVE_RUNS = _int_env("MDE_ALERT_IPS_MAX_ACTIVE_RUNS", 4)
 # Freshness (airflow/freshness.py): a run not successful this long after it was queued
-# (for a scheduled run: after its hour ended) fires the DAG's deadline alert.
+# (for a scheduled run: after its hour ended) fires the DAG's deadline alert; 0 = none.
 FRESHNESS_DEADLINE = timedelta(minutes=_int_env("MDE_FRESHNESS_DEADLINE_MINUTES", 60))
