@@ -23,7 +23,8 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from local_airflow import REPO, AirflowHome, lake_env
+from local_airflow import REPO, lake_env
+from local_run import repo_home
 from local_scheduler import AirflowServices
 from mde_simulator.process import SimulatorProcess
 
@@ -39,12 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     hour = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
     start, end = hour - timedelta(hours=args.hours), hour + timedelta(hours=1)
-    home = AirflowHome(REPO / ".airflow")
-    home.path.mkdir(exist_ok=True)
-    if not (home.path / "airflow.db").exists():
-        print("== preparing Airflow's metadata DB in .airflow/ (once)")
-        home.cli("db", "migrate")
-    home.import_pools()
+    home = repo_home()
 
     print(f"== starting the simulator: alerts {start:%Y-%m-%d %H:%M} to {end:%H:%M} UTC")
     with SimulatorProcess(
