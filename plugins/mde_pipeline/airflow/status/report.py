@@ -23,8 +23,7 @@ from mde_pipeline.api.budget_status import budget_status, ledger_keys, sustained
 from mde_pipeline.api.ledgers import LEDGER_FILE_NAME, default_ledger_dir
 from mde_pipeline.api.windows import effective_windows, parse_rate_limits
 from mde_pipeline.common.redaction import redact
-from mde_pipeline.lake.layout import interval_key
-from mde_pipeline.lake.lake_status import LakeStatusCache, lake_status
+from mde_pipeline.lake.lake_status import KEY_FORMAT, LakeStatusCache, lake_status
 from mde_pipeline.lake.location import LakeLocation
 
 SCHEMA_VERSION = 1
@@ -66,7 +65,7 @@ def _backfill_figures(backfill: dict[str, Any], staged: dict[str, int], lake: di
     recent = (lake or {}).get("alerts_per_hour_recent")
     exact = estimated = listing_calls = estimated_hours = 0
     for start in backfill.pop("intervals_left"):
-        key = interval_key(start)
+        key = datetime.fromisoformat(start).astimezone(timezone.utc).strftime(KEY_FORMAT)
         if key in staged:
             exact += staged[key]
         else:

@@ -35,7 +35,7 @@ def plotly_bundle() -> str:
     return os.path.join(os.path.dirname(plotly.__file__), "package_data", "plotly.min.js")
 
 
-async def _authorized(request: Request) -> None:
+async def authorized(request: Request) -> None:
     """Airflow's REST API identity + permission to read DAG mde_alert_ips."""
     from airflow.api_fastapi.core_api.security import bearer_scheme, get_user, requires_access_dag
 
@@ -48,9 +48,9 @@ class _LoginRedirect(Exception):
     pass
 
 
-async def _page_authorized(request: Request) -> None:
+async def page_authorized(request: Request) -> None:
     try:
-        await _authorized(request)
+        await authorized(request)
     except HTTPException as exc:
         if exc.status_code in (401, 403):
             raise _LoginRedirect() from exc
@@ -69,11 +69,11 @@ def create_app() -> FastAPI:
         except Exception:
             return JSONResponse({"detail": "Not authenticated"}, status_code=401)
 
-    @app.get("/api/status", dependencies=[Depends(_authorized)])
+    @app.get("/api/status", dependencies=[Depends(authorized)])
     async def status_json() -> JSONResponse:
         return JSONResponse(await run_in_threadpool(build_status))
 
-    @app.get("/", dependencies=[Depends(_page_authorized)], response_class=HTMLResponse)
+    @app.get("/", dependencies=[Depends(page_authorized)], response_class=HTMLResponse)
     async def status_page(request: Request) -> HTMLResponse:
         status = await run_in_threadpool(build_status)
         return HTMLResponse(render_page(status, request.scope.get("root_path", "") or URL_PREFIX))
