@@ -34,6 +34,7 @@ with DAG(
         "retries": settings.TASK_RETRIES,
         "retry_delay": settings.RETRY_DELAY,
         "retry_exponential_backoff": True,
+        "execution_timeout": settings.EXECUTION_TIMEOUT,
         "weight_rule": PRIORITY_WEIGHT_RULE,
     },
     tags=["mde", "security"],

@@ -32,6 +32,7 @@ def base_env(home: Path) -> dict[str, str]:
         AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
         AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__SENSITIVE_VAR_CONN_NAMES="certificate_data,certificate_password",  # as docker-compose.yaml
         PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     )
     # Airflow finds plugins/ and dags/ through its own config; include/ is for tools only.

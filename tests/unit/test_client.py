@@ -152,6 +152,31 @@ def test_alert_pages_that_are_not_the_documented_json_are_errors(mde_scripted, b
         api.client.list_alerts_page(filter=None, top=1)
 
 
+def test_bodies_over_the_cap_are_malformed_responses(mde_scripted):
+    from mde_pipeline.api.client import MAX_IPS_BYTES
+
+    big = b'{"value": [' + b'{"id": "1.2.3.4"},' * (MAX_IPS_BYTES // 17) + b'{"id": "1.2.3.4"}]}'
+    api = mde_scripted()
+    api.script((200, {"Content-Type": "application/json"}, big))
+    with pytest.raises(MdeMalformedResponseError, match="over the 1048576-byte cap"):
+        api.client.get_alert_ips(ALERT_ID)
+
+
+def test_page_cap_is_checked_before_parsing():
+    from mde_pipeline.api.client import MAX_PAGE_BYTES, parse_json_body
+
+    assert MAX_PAGE_BYTES == 64 * 1024 * 1024
+    with pytest.raises(MdeMalformedResponseError, match="over the 10-byte cap"):
+        parse_json_body(b'{"value": []}', "https://x/api/alerts", 10)
+
+
+def test_deeply_nested_json_is_a_malformed_response_not_a_recursion_error(mde_scripted):
+    api = mde_scripted()
+    api.script((200, {}, b'{"value": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"))
+    with pytest.raises(MdeMalformedResponseError, match="nested too deeply"):
+        api.client.list_alerts_page(filter=None, top=1)
+
+
 # ------------------------------------------------------------------ error classes
 
 

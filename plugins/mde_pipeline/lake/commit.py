@@ -25,10 +25,10 @@ from datetime import datetime
 
 import pyarrow as pa
 
-from mde_pipeline.lake.days import invalidate_index, publish_interval_into_compacted_day, read_compacted_interval
+from mde_pipeline.lake.days import invalidate_index, publish_interval_into_compacted_day, read_compacted_interval, recover_day
 from mde_pipeline.lake.layout import INTERVAL, interval_file, interval_key, interval_start_of, list_day, partition_date
 from mde_pipeline.lake.location import LakeLocation
-from mde_pipeline.lake.locks import day_lock
+from mde_pipeline.lake.locks import check_day_held, day_lock
 from mde_pipeline.lake.parquet import parquet_bytes, read_parquet
 from mde_pipeline.lake.records import check_interval
 from mde_pipeline.lake.schema import SCHEMAS, LakeSchemaError, conform
@@ -82,6 +82,8 @@ def _commit_files(
     day = partition_date(start)
     written: dict[str, str] = {}
     with day_lock(location, day):
+        for name in tables:
+            recover_day(location, name, day)  # a swap that died must not finish over this commit
         plain = dict(files)
         for name, data in tables.items():
             relative = interval_file(name, start)
@@ -92,7 +94,7 @@ def _commit_files(
             for name in tables:
                 if interval_file(name, start) in plain:
                     invalidate_index(location, name, day)
-            written.update(write_files_atomic(location, plain))
+            written.update(write_files_atomic(location, plain, lambda: check_day_held(location, day)))
     return {relative: written[relative] for relative in files}
 
 

@@ -46,6 +46,9 @@ def _budgets(conn_id: str, now: float, errors: list[str], ledger_path: str | Non
         config = MdeHook(conn_id).get_config()
     except Exception as exc:  # no connection in this process: show what the ledger has
         _error(errors, f"connection {conn_id}", exc)
+    if config is not None and config.rate_limit_ledger != "sqlite":
+        errors.append("budget: the operator's view reads the SQLite ledger only; this connection uses Redis")
+        return [{"tenant_id": config.tenant_id, "budget": None}]
     if config is not None:
         path = ledger_path or os.path.join(default_ledger_dir(config.rate_limit_ledger_dir), LEDGER_FILE_NAME)
         windows = config.rate_limits
