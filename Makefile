@@ -12,7 +12,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/include
 
-.PHONY: install run test lock constraints image-check sim bench query clean
+.PHONY: install run test lock constraints image-check sim bench query clean status ui
 
 install: $(STAMP)
 
@@ -28,6 +28,15 @@ $(STAMP): requirements-dev.lock
 
 run: $(STAMP)
 	$(PY) include/local_run.py
+
+# The operator's view (docs/OPERATORS.md): `make status` prints budget, backfills and lake
+# (STATUS_ARGS="--json" for the document); `make ui` serves the Airflow UI over the lake
+# of `make run` against the simulator (UI_ARGS="--port 8081 --paused" ...).
+status: $(STAMP)
+	$(PY) -m mde_pipeline.airflow.status.cli $(STATUS_ARGS)
+
+ui: $(STAMP)
+	$(PY) include/local_ui.py $(UI_ARGS)
 
 # Two workers: most slow tests wait on rate windows or on Airflow's own processes, not
 # on the CPU. PYTEST_WORKERS=0 runs everything in one process.
@@ -103,7 +112,7 @@ query: $(STAMP)
 	$(PY) -m mde_pipeline.airflow.query_cli $(if $(LAKE),--lake "$$LAKE") --sql "$$SQL"
 
 clean:
-	rm -rf $(VENV) .airflow .sim lake
+	rm -rf $(VENV) .airflow .sim .sim-ui lake
 
 # Rehearse the Dockerfile's pip steps on the image's package set (no Docker engine needed;
 # include/deploy/image_check.py says what is and is not rehearsed). The venv stays in

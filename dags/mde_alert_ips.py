@@ -17,6 +17,7 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
 
 from mde_pipeline.airflow import settings
 from mde_pipeline.airflow.assets import LAKE_ASSETS
+from mde_pipeline.airflow.freshness import freshness_deadline
 from mde_pipeline.airflow.lake_tasks import publish_interval
 from mde_pipeline.airflow.operators import MdeFetchAlertIpsOperator, MdeListAlertsOperator
 from mde_pipeline.airflow.priority import PRIORITY_WEIGHT_RULE
@@ -38,6 +39,8 @@ with DAG(
     },
     tags=["mde", "security"],
     params={"batch_size": Param(settings.DEFAULT_BATCH_SIZE, type="integer", minimum=1)},
+    # An hour not committed within MDE_FRESHNESS_DEADLINE_MINUTES (60) of its end: a log line.
+    deadline=freshness_deadline(),
 ) as dag:
     batches = MdeListAlertsOperator(
         task_id="list_alerts",

@@ -16,6 +16,7 @@ import logging
 from typing import Any, Iterable, Mapping
 
 from mde_pipeline.airflow.lake_location import configured_lake_location
+from mde_pipeline.airflow.lineage import report_lake_outputs
 from mde_pipeline.common.fetch_result import FetchResult
 from mde_pipeline.lake.commit import commit_interval
 from mde_pipeline.lake.layout import interval_start_of
@@ -56,6 +57,7 @@ def publish_interval(
     )
     committed = commit_interval(location, start, tables)
     clear_staging(location, start, run_id)
+    report_lake_outputs(location, committed.files)  # OpenLineage, when configured (lineage.py)
     summary = {
         "interval_start": start.isoformat(),
         "files": committed.files,

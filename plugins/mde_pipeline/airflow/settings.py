@@ -38,3 +38,6 @@ MAX_ACTIVE_RUNS = _int_env("MDE_ALERT_IPS_MAX_ACTIVE_RUNS", 4)
 EXECUTION_TIMEOUT = timedelta(minutes=_int_env("MDE_ALERT_IPS_EXECUTION_TIMEOUT_MINUTES", 180))
 # Staged listings of failed runs (personal data) are swept by the compaction DAG after this.
 STAGING_MAX_AGE = timedelta(days=_int_env("MDE_STAGING_MAX_AGE_DAYS", 7))
+# Freshness (airflow/freshness.py): a run not successful this long after it was queued
+# (for a scheduled run: after its hour ended) fires the DAG's deadline alert; 0 = none.
+FRESHNESS_DEADLINE = timedelta(minutes=_int_env("MDE_FRESHNESS_DEADLINE_MINUTES", 60))

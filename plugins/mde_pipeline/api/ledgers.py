@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 LEDGER_FILE_NAME = "mde_rate_ledger.sqlite3"
 LEDGER_DIR_ENV = "MDE_RATE_LIMIT_LEDGER_DIR"
+# Per-minute history for the operator's view (calls granted, 429s), kept this long.
+HISTORY_SECONDS = 24 * 3600
 
 
 class Decision(NamedTuple):
@@ -90,6 +92,10 @@ class SqliteLedger:
             conn.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT NOT NULL, ts REAL NOT NULL)")
             conn.execute("CREATE INDEX IF NOT EXISTS calls_key_ts ON calls (key, ts)")
             conn.execute("CREATE TABLE IF NOT EXISTS blocks (key TEXT PRIMARY KEY, until REAL NOT NULL)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS minutes (key TEXT NOT NULL, minute INTEGER NOT NULL, "
+                "calls INTEGER NOT NULL DEFAULT 0, throttled INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (key, minute))"
+            )
 
     def _connection(self) -> sqlite3.Connection:
         # A connection must not cross a fork (Airflow forks task processes).
@@ -135,6 +141,7 @@ class SqliteLedger:
             decision = decide(calls, blocked, now, windows)
             if decision.wait_seconds <= 0:
                 cursor = conn.execute("INSERT INTO calls (key, ts) VALUES (?, ?)", (key, now))
+                _count_minute(conn, key, now, "calls")
                 return decision._replace(entry=cursor.lastrowid)
             return decision
 
@@ -149,6 +156,11 @@ class SqliteLedger:
                 "ON CONFLICT (key) DO UPDATE SET until = max(until, excluded.until)",
                 (key, until),
             )
+
+    def count_throttle(self, key: str, at: float) -> None:
+        """One 429 received at ``at`` (the per-minute history of the operator's view)."""
+        with self._transaction() as conn:
+            _count_minute(conn, key, at, "throttled")
 
     def blocked_until(self, key: str) -> float:
         with self._transaction() as conn:
@@ -176,6 +188,17 @@ class SqliteLedger:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
+
+
+def _count_minute(conn: sqlite3.Connection, key: str, at: float, column: str) -> None:
+    """Add one to ``column`` of ``at``'s minute; drop minutes past the history (bounded)."""
+    minute = int(at // 60)
+    conn.execute(
+        f"INSERT INTO minutes (key, minute, {column}) VALUES (?, ?, 1) "
+        f"ON CONFLICT (key, minute) DO UPDATE SET {column} = {column} + 1",
+        (key, minute),
+    )
+    conn.execute("DELETE FROM minutes WHERE key = ? AND minute < ?", (key, minute - HISTORY_SECONDS // 60))
 
 
 def default_ledger_dir(configured: str | None = None) -> str:

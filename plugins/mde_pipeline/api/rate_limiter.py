@@ -155,6 +155,10 @@ class RateLimiter:
         The wait is capped at ``max_block_seconds`` (and NaN counts as 0): one absurd
         value must not stop every caller on the host for longer than a window."""
         wait = min(retry_after, self.max_block_seconds) if retry_after > 0 else 0.0
-        until = self.clock.now() + wait + self.margin_seconds
+        now = self.clock.now()
+        until = now + wait + self.margin_seconds
         self.ledger.block_until(self.key, until)
+        count_throttle = getattr(self.ledger, "count_throttle", None)  # optional in the Ledger protocol
+        if count_throttle is not None:
+            count_throttle(self.key, now)
         return until
