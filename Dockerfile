@@ -18,12 +18,20 @@ RUN mkdir -p /opt/airflow/lake /opt/airflow/mde-rate-ledger /opt/airflow/mde-sim
     && chmod 2775 /opt/airflow/lake /opt/airflow/mde-rate-ledger /opt/airflow/mde-sim
 USER 50000
 
-# The lock pins apache-airflow==3.3.2 itself, so pip keeps the image's Airflow rather than
-# replacing it. `pip check` stops the build when a pinned version breaks a provider that
-# the base image ships, instead of leaving that to surface at run time.
+# The project's packages go on top of the image's. The rule: this step only ADDS packages;
+# it never up- or downgrades (or removes) a package the base image ships. It is enforced
+# here, against the real image: the image's own package list (`pip list`) constrains the
+# install, so a lock that would change any of them stops the build (ResolutionImpossible)
+# instead of changing the image. The lock agrees by construction: `make lock` compiles it
+# against constraints/airflow-3.3.2-python3.11.txt, this image's packages reconstructed,
+# and `make image-check` rehearses this very RUN on that package set. The lock also pins
+# apache-airflow==3.3.2 itself. `pip check` then stops the build on any broken requirement.
 COPY --chown=50000:0 requirements.lock /opt/airflow/requirements.lock
-RUN pip install --no-cache-dir -r /opt/airflow/requirements.lock \
-    && pip check
+RUN image_packages="$(mktemp)" \
+    && pip list --format=freeze > "${image_packages}" \
+    && pip install --no-cache-dir -r /opt/airflow/requirements.lock -c "${image_packages}" \
+    && pip check \
+    && rm -f "${image_packages}"
 
 # The code is baked in as well, so the image runs without bind mounts (Kubernetes,
 # workers on other hosts); docker-compose mounts the working tree over these folders.

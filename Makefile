@@ -12,7 +12,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/include
 
-.PHONY: install run test lock sim bench query clean
+.PHONY: install run test lock constraints image-check sim bench query clean status ui
 
 install: $(STAMP)
 
@@ -29,16 +29,74 @@ $(STAMP): requirements-dev.lock
 run: $(STAMP)
 	$(PY) include/local_run.py
 
+# The operator's view (docs/OPERATORS.md): `make status` prints budget, backfills and lake
+# (STATUS_ARGS="--json" for the document); `make ui` serves the Airflow UI over the lake
+# of `make run` against the simulator (UI_ARGS="--port 8081 --paused" ...).
+status: $(STAMP)
+	$(PY) -m mde_pipeline.airflow.status.cli $(STATUS_ARGS)
+
+ui: $(STAMP)
+	$(PY) include/local_ui.py $(UI_ARGS)
+
 # Two workers: most slow tests wait on rate windows or on Airflow's own processes, not
 # on the CPU. PYTEST_WORKERS=0 runs everything in one process.
+# The image rehearsal (make image-check) is part of it: tests/deploy/test_deploy_image_build.py.
 PYTEST_WORKERS ?= 2
 test: $(STAMP)
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --maxschedchunk 1 --durations=30
 
-# Regenerate both locks after editing requirements*.txt.
-lock:
-	uv pip compile requirements.txt --python-version 3.11 --python-platform x86_64-manylinux_2_28 -q -o requirements.lock
-	uv pip compile requirements-dev.txt --python-version 3.11 --python-platform x86_64-manylinux_2_28 -q -o requirements-dev.lock
+# ---- Constraints and locks --------------------------------------------------------------
+# The image (Dockerfile) is apache/airflow:$(AIRFLOW_VERSION)-python$(AIRFLOW_PYTHON). Its package set is
+# reconstructed in $(CONSTRAINTS) (`make constraints`): the official image's default
+# extras of Airflow, resolved with only the releases up to Airflow's release date. Both
+# locks are compiled against it, so the tests run every package at the version the image
+# ships, and the Dockerfile's install step only adds packages (`make image-check`).
+# Next Airflow release: change the four values below (the extras and pip version are
+# the ARG AIRFLOW_EXTRAS / AIRFLOW_PIP_VERSION defaults of that release's Dockerfile in
+# apache/airflow; the date is the PyPI upload date of apache-airflow==<version>) and the
+# FROM line of the Dockerfile, then `make lock image-check`.
+AIRFLOW_VERSION := 3.3.2
+AIRFLOW_PYTHON := 3.11
+AIRFLOW_RELEASE_DATE := 2026-09-17
+AIRFLOW_IMAGE_PIP := 26.1.2
+AIRFLOW_IMAGE_EXTRAS := aiobotocore,amazon,async,celery,cncf-kubernetes,common-io,common-messaging,docker,elasticsearch,fab,ftp,git,google,google-auth,graphviz,grpc,hashicorp,http,ldap,microsoft-azure,mysql,odbc,openlineage,opensearch,pandas,postgres,redis,sendgrid,sftp,slack,snowflake,ssh,statsd,uv
+CONSTRAINTS := constraints/airflow-$(AIRFLOW_VERSION)-python$(AIRFLOW_PYTHON).txt
+PLATFORM := x86_64-manylinux_2_28
+# The venv's uv (pinned by requirements-dev.lock) when there is one.
+UV ?= $(if $(wildcard $(VENV)/bin/uv),$(VENV)/bin/uv,uv)
+
+# Rebuild the image's constraints (needs PyPI; the result only changes when the values
+# above do, or when PyPI yanks a release).
+constraints:
+	@mkdir -p $(dir $(CONSTRAINTS))
+	{ \
+	  echo "# Constraints of apache/airflow:$(AIRFLOW_VERSION)-python$(AIRFLOW_PYTHON), reconstructed: the packages (and"; \
+	  echo "# versions) the official image ships, which ./Dockerfile builds on. Airflow's own"; \
+	  echo "# constraints-$(AIRFLOW_VERSION)/constraints-$(AIRFLOW_PYTHON).txt is out of reach from these machines (PyPI only),"; \
+	  echo "# so this file is made the way the image is: resolve"; \
+	  echo "#   apache-airflow[<the image's default extras>]==$(AIRFLOW_VERSION) pip==$(AIRFLOW_IMAGE_PIP)"; \
+	  echo "# for Python $(AIRFLOW_PYTHON) on $(PLATFORM), with only what PyPI held on Airflow's release"; \
+	  echo "# date (uv --exclude-newer $(AIRFLOW_RELEASE_DATE): uploads of that day included)."; \
+	  echo "# Extras: the ARG AIRFLOW_EXTRAS default of apache/airflow's Dockerfile (the newest one readable"; \
+	  echo "# here is the 3.3.0 release's); pip: its ARG AIRFLOW_PIP_VERSION."; \
+	  echo "#   extras: $(AIRFLOW_IMAGE_EXTRAS)"; \
+	  echo "# Made by \`make constraints\` (run by \`make lock\`); the values live at the top of the Makefile."; \
+	  echo "# For the next Airflow release: set AIRFLOW_VERSION, AIRFLOW_RELEASE_DATE, AIRFLOW_IMAGE_EXTRAS"; \
+	  echo "# and AIRFLOW_IMAGE_PIP there and the Dockerfile's FROM, run \`make lock image-check\`, commit."; \
+	  echo "# Do not edit by hand."; \
+	  echo "#"; \
+	  printf '%s\n' "apache-airflow[$(AIRFLOW_IMAGE_EXTRAS)]==$(AIRFLOW_VERSION)" "pip==$(AIRFLOW_IMAGE_PIP)" \
+	  | $(UV) pip compile - --python-version $(AIRFLOW_PYTHON) --python-platform $(PLATFORM) \
+	      --exclude-newer $(AIRFLOW_RELEASE_DATE) --custom-compile-command "make constraints" --quiet; \
+	} > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+
+# Regenerate the constraints and both locks (after editing requirements*.txt, or for a new
+# Airflow release). A project requirement that conflicts with the image fails here: relax
+# it rather than fight the image.
+lock: constraints
+	$(UV) pip compile requirements.txt -c $(CONSTRAINTS) --python-version $(AIRFLOW_PYTHON) --python-platform $(PLATFORM) -q -o requirements.lock
+	$(UV) pip compile requirements-dev.txt -c $(CONSTRAINTS) --python-version $(AIRFLOW_PYTHON) --python-platform $(PLATFORM) -q -o requirements-dev.lock
 
 # The simulator on its own (see README): python -m mde_simulator --help
 sim: $(STAMP)
@@ -54,4 +112,10 @@ query: $(STAMP)
 	$(PY) -m mde_pipeline.airflow.query_cli $(if $(LAKE),--lake "$$LAKE") --sql "$$SQL"
 
 clean:
-	rm -rf $(VENV) .airflow .sim lake
+	rm -rf $(VENV) .airflow .sim .sim-ui lake
+
+# Rehearse the Dockerfile's pip steps on the image's package set (no Docker engine needed;
+# include/deploy/image_check.py says what is and is not rehearsed). The venv stays in
+# .image-venv/ (git-ignored) and is re-synced at every run.
+image-check: $(STAMP)
+	$(PY) include/deploy/image_check.py

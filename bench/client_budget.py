@@ -1,6 +1,7 @@
 """How well the MDE client uses the API budget: 2,000 alerts against the simulator.
 
     python -m bench client_budget [--alerts 2000 --scale 20 --callers 1,2 --margins 1.0,0.25]
+                                  [--ledgers sqlite,redis --shares 1,0.5]
     python -m bench.client_budget ...              (the same, without the dispatcher)
 
 Real windows are 100 calls / 60 s and 1,500 calls / 3,600 s; fetching 2,000 alerts at
@@ -33,6 +34,10 @@ two callers wait side by side). Results are checked against the simulator's grou
 truth (an alert lost or fetched wrong is counted). Nothing is asserted here; the smoke
 test in tests/bench asserts zero 429s and every window within its limit on a small run.
 
+``--ledgers redis`` puts the callers on one redis-server ledger (extra
+``rate_limit_ledger``), as workers on several hosts would share it; ``--shares 0.5``
+shows what the static split of per-host ledgers costs a lone busy host.
+
 The margin (``rate_limit_margin_seconds``) widens every window: the limiter admits at
 most L calls per W + margin. At real windows 1 s is 1.7 % of a minute; scaled 20x the
 minute window is 3 s and 1 s widens it by a third, so the scaled run pays for the
@@ -43,6 +48,7 @@ margin much more than production would. The schedule floor with the margin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -128,6 +134,8 @@ def worker_main(argv: Sequence[str]) -> int:
 class Configuration:
     callers: int
     margin: float
+    ledger: str = "sqlite"  # or "redis": a redis-server shared by every caller, as by every host
+    share: float = 1.0  # rate_limit_share: the static split a per-host ledger needs
 
 
 def run_configuration(
@@ -147,12 +155,17 @@ def run_configuration(
     ledger_dir = workdir / "ledger"
     airflow_home = workdir / "airflow_home"
     airflow_home.mkdir(exist_ok=True)
-    with SimulatorProcess(
-        workdir / "sim", alerts=alerts, rate_limits=rate_limits, seed=seed,
-        start=INTERVAL_START, end=INTERVAL_END,
-    ) as sim:
+    with contextlib.ExitStack() as stack:
+        sim = stack.enter_context(SimulatorProcess(
+            workdir / "sim", alerts=alerts, rate_limits=rate_limits, seed=seed,
+            start=INTERVAL_START, end=INTERVAL_END,
+        ))  # fmt: skip
         extra = {"rate_limit_ledger_dir": str(ledger_dir), "rate_limit_margin_seconds": configuration.margin,
-                 "timeout": 30}
+                 "timeout": 30, "rate_limit_share": configuration.share}
+        if configuration.ledger == "redis":
+            from local_redis import RedisServer
+
+            extra["rate_limit_ledger"] = stack.enter_context(RedisServer(workdir / "redis")).url
         env = {**os.environ, **sim.env(**extra)}
         env["PYTHONPATH"] = os.pathsep.join([str(d) for d in IMPORT_DIRS] + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         env["AIRFLOW_HOME"] = str(airflow_home)  # a worker must not touch a real Airflow home
@@ -185,6 +198,8 @@ def run_configuration(
     return {
         "callers": configuration.callers,
         "margin": configuration.margin,
+        "ledger": configuration.ledger,
+        "share": configuration.share,
         "alerts": len(listing.alerts),
         "batches": len(batches),
         "calls": calls,
@@ -303,14 +318,14 @@ def _seconds_label(seconds: float) -> str:
 def format_table(rows: list[dict[str, Any]]) -> str:
     """One line per configuration; windows as 'max admitted/limit (share)'."""
     window_heads = [f"max in {_seconds_label(w['seconds'])}" for w in rows[0]["windows"]] if rows else []
-    heads = ["margin", "callers", "calls", "sim calls", "429", "retries", *window_heads,
+    heads = ["ledger", "share", "margin", "callers", "calls", "sim calls", "429", "retries", *window_heads,
              "wall s", "floor s", "floor+m s", "wall/floor", "N*W/L s", "budget wait s", "wrong/lost"]
     lines = []
     for row in rows:
         waits = row["wait_seconds"]
         wait = f"{sum(waits):.1f}" + (f" ({' + '.join(f'{w:.1f}' for w in waits)})" if len(waits) > 1 else "")
         lines.append([
-            f"{row['margin']:g}", str(row["callers"]), str(row["calls"]), str(row["sim_calls"]),
+            row["ledger"], f"{row['share']:g}", f"{row['margin']:g}", str(row["callers"]), str(row["calls"]), str(row["sim_calls"]),
             str(row["throttled"]), str(row["retries"]),
             *[f"{w['max_admitted']}/{w['limit']} ({w['share']:.0%})" for w in row["windows"]],
             f"{row['wall_seconds']:.1f}", f"{row['schedule_floor']:.1f}", f"{row['schedule_floor_with_margin']:.1f}",
@@ -331,6 +346,8 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="windows as JSON, e.g. '[[100,3],[1500,180]]' (overrides --scale)")
     parser.add_argument("--callers", default="1,2", help="comma list of concurrent caller processes")
     parser.add_argument("--margins", default="1.0", help="comma list of rate_limit_margin_seconds values")
+    parser.add_argument("--ledgers", default="sqlite", help="comma list of ledgers: sqlite, redis")
+    parser.add_argument("--shares", default="1", help="comma list of rate_limit_share values")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
@@ -343,7 +360,11 @@ def main(argv: Sequence[str]) -> int:
         return worker_main(argv[1:])
     args = _parse_args(argv)
     rate_limits = args.rate_limits or scaled_rate_limits(args.scale)
-    configurations = [Configuration(int(c), float(m)) for m in args.margins.split(",") for c in args.callers.split(",")]
+    configurations = [
+        Configuration(int(c), float(m), ledger, float(share))
+        for ledger in args.ledgers.split(",") for share in args.shares.split(",")
+        for m in args.margins.split(",") for c in args.callers.split(",")
+    ]
     scale_note = "" if args.rate_limits else f" (real windows / {args.scale:g})"
     print(f"client_budget: {args.alerts} alerts, windows {json.dumps(rate_limits)}{scale_note}, "
           f"batches of {args.batch_size}", flush=True)
@@ -353,7 +374,8 @@ def main(argv: Sequence[str]) -> int:
     rows = []
     try:
         for number, configuration in enumerate(configurations):
-            print(f"  running callers={configuration.callers} margin={configuration.margin:g}s ...", flush=True)
+            print(f"  running ledger={configuration.ledger} share={configuration.share:g} "
+                  f"callers={configuration.callers} margin={configuration.margin:g}s ...", flush=True)
             started = time.monotonic()
             row = run_configuration(configuration, alerts=args.alerts, rate_limits=rate_limits,
                                     workdir=workdir / f"run{number}", batch_size=args.batch_size, seed=args.seed)

@@ -22,6 +22,7 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
 
 from mde_pipeline.airflow import settings
 from mde_pipeline.airflow.assets import LAKE_ASSETS
+from mde_pipeline.airflow.freshness import freshness_deadline
 from mde_pipeline.airflow.lake_tasks import publish_interval
 from mde_pipeline.airflow.operators import MdeFetchAlertIpsOperator, MdeListAlertsOperator
 from mde_pipeline.airflow.priority import PRIORITY_WEIGHT_RULE
@@ -39,6 +40,7 @@ with DAG(
         "retries": settings.TASK_RETRIES,
         "retry_delay": settings.RETRY_DELAY,
         "retry_exponential_backoff": True,
+        "execution_timeout": settings.EXECUTION_TIMEOUT,
         "weight_rule": PRIORITY_WEIGHT_RULE,
     },
     tags=["mde", "security"],
@@ -48,6 +50,8 @@ with DAG(
         # the hour replaced whole (a rerun that must replace data).
         "refetch": Param(False, type="boolean"),
     },
+    # An hour not committed within MDE_FRESHNESS_DEADLINE_MINUTES (60) of its end: a log line.
+    deadline=freshness_deadline(),
 ) as dag:
     # Wait (deferred: no worker slot, not in pool mde_api) until the hour has settled.
     settle = MdeSettleOperator(task_id="settle")

@@ -17,6 +17,8 @@
 - Idempotent and safe beside hourly loads and reruns: each day is swapped in atomically
   under the day's lake lock, and reruns of hours in compacted days are published into
   the compacted file by the writer. ``catchup=False``: one run does all pending days.
+- The compact task first finishes any interrupted day swap (of any day), and sweeps the
+  staging folders of failed runs older than ``MDE_STAGING_MAX_AGE_DAYS`` (7).
 - The lake root and its connection come from Variables ``mde_lake_root`` and
   ``mde_lake_conn_id``, as for ``mde_alert_ips`` (mde_pipeline.airflow.lake_location).
 """
@@ -34,16 +36,18 @@ with DAG(
     start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=10)},
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=10), "execution_timeout": timedelta(hours=2)},
     tags=["mde", "lake"],
 ) as dag:
 
     @task
     def compact(**context) -> dict:
         from mde_pipeline.airflow.lake_location import configured_lake_location
+        from mde_pipeline.airflow.settings import STAGING_MAX_AGE
         from mde_pipeline.lake.compaction import compaction_step
 
-        return compaction_step(configured_lake_location(), closed_before=context["data_interval_end"])
+        location = configured_lake_location()
+        return compaction_step(location, closed_before=context["data_interval_end"], staging_max_age=STAGING_MAX_AGE)
 
     @task
     def index() -> list[str]:

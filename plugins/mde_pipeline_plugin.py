@@ -1,14 +1,26 @@
 """Airflow plugin of the MDE alert-IPs pipeline.
 
 Registers the priority weight strategy so that DAGs can refer to it by import path
-(see mde_pipeline/airflow/priority.py). Everything else is a normal importable package.
+(see mde_pipeline/airflow/priority.py), and the operator's view: a FastAPI app at
+``/mde`` on the API server (page + ``/mde/api/status``, docs/OPERATORS.md) linked in the
+UI's navigation. Everything else is a normal importable package.
 """
 
 from airflow.plugins_manager import AirflowPlugin
 
 from mde_pipeline.airflow.priority import ScheduledBeforeBackfill
+from mde_pipeline.airflow.status.web import URL_PREFIX, app as status_app
 
 
 class MdePipelinePlugin(AirflowPlugin):
     name = "mde_pipeline"
     priority_weight_strategies = [ScheduledBeforeBackfill]
+    fastapi_apps = [{"name": "mde_status", "app": status_app, "url_prefix": URL_PREFIX}]
+    external_views = [
+        {
+            "name": "MDE pipeline status",
+            "href": f"{URL_PREFIX}/",
+            "destination": "nav",
+            "url_route": "mde-status",
+        }
+    ]

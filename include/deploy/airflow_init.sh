@@ -4,8 +4,11 @@
 #   1. check the MDE and lake connections (fast, before anything is changed);
 #   2. make the writable volumes belong to AIRFLOW_UID:0;
 #   3. migrate the metadata database;
-#   4. create the admin user (kept when it exists);
+#   4. create the admin user, or set its password from .env when it exists (a changed
+#      _AIRFLOW_WWW_USER_PASSWORD takes effect at the next `docker compose up`);
 #   5. import the pools (mde_api) from include/pools.json and show the result.
+# DAGs are not unpaused here: they reach the metadata DB only once the dag-processor has
+# parsed them, after this script (docs/DEPLOYMENT.md says how to unpause them).
 # Any failing step stops the script with a non-zero status, so no other service starts.
 #
 # Every Airflow/Python command goes through the image's /entrypoint, which puts the
@@ -49,17 +52,22 @@ step "Airflow version (waits for the metadata database)"
 step "Migrating the metadata database"
 "${ENTRYPOINT}" airflow db migrate
 
-step "Creating admin user '${_AIRFLOW_WWW_USER_USERNAME:-airflow}' (kept if it exists)"
+step "Admin user '${_AIRFLOW_WWW_USER_USERNAME:-airflow}': created, or its password set from .env"
 if [[ -z "${_AIRFLOW_WWW_USER_PASSWORD:-}" ]]; then
   echo "ERROR: _AIRFLOW_WWW_USER_PASSWORD is empty: set it in .env (see .env.example)." >&2
   exit 1
 fi
+# `users create` leaves an existing user as it is (and says so); `users reset-password`
+# (FAB auth manager) then makes the password the one in .env, new or changed.
 "${ENTRYPOINT}" airflow users create \
   --username "${_AIRFLOW_WWW_USER_USERNAME:-airflow}" \
   --firstname "${_AIRFLOW_WWW_USER_FIRSTNAME:-Airflow}" \
   --lastname "${_AIRFLOW_WWW_USER_LASTNAME:-Admin}" \
   --email "${_AIRFLOW_WWW_USER_EMAIL:-airflowadmin@example.com}" \
   --role Admin \
+  --password "${_AIRFLOW_WWW_USER_PASSWORD}"
+"${ENTRYPOINT}" airflow users reset-password \
+  --username "${_AIRFLOW_WWW_USER_USERNAME:-airflow}" \
   --password "${_AIRFLOW_WWW_USER_PASSWORD}"
 
 step "Importing pools from ${POOLS_FILE}"

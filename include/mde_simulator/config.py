@@ -30,10 +30,14 @@ ROLES_LIMITED = ["Alert.Read.All"]
 # Names that POST /_sim/config accepts (beyond the actions below).
 RUNTIME_KEYS = (
     "fault_5xx", "fault_slow", "slow_seconds", "fault_drop", "fault_malformed",
+    "fault_trickle", "trickle_seconds",
     "fault_endpoints", "invalid_ip_rate", "vanish_rate", "advance_rate", "rate_limits",
     "limit_scope", "token_lifetime", "next_link", "default_top", "extra_scopes",
+    "retry_after_script", "proxy_404",
+    "poison_fields", "extra_fields", "ips_fail", "ips_non_string",
     "late_share", "late_minutes", "now",
 )
+SCRIPTED_STATUSES = (429, 503)
 RUNTIME_ACTIONS = ("clients", "client_certificates", "revoke_tokens")
 
 
@@ -89,7 +93,7 @@ def validate_runtime(update: dict) -> dict:
         raise ValueError(f"unknown config key(s) {unknown}; known: {sorted(RUNTIME_KEYS + RUNTIME_ACTIONS)}")
     clean = {}
     for key, value in update.items():
-        if key in ("fault_5xx", "fault_slow", "fault_drop", "fault_malformed",
+        if key in ("fault_5xx", "fault_slow", "fault_drop", "fault_malformed", "fault_trickle",
                    "invalid_ip_rate", "vanish_rate", "advance_rate", "late_share"):
             clean[key] = _rate(key, value)
         elif key == "late_minutes":
@@ -101,9 +105,9 @@ def validate_runtime(update: dict) -> dict:
             if value is not None and not isinstance(value, str):
                 raise ValueError("now must be an ISO 8601 time or null")
             clean[key] = None if value is None else parse_cli_time(value)
-        elif key == "slow_seconds":
+        elif key in ("slow_seconds", "trickle_seconds"):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError("slow_seconds must be a number >= 0")
+                raise ValueError(f"{key} must be a number >= 0")
             clean[key] = float(value)
         elif key == "fault_endpoints":
             clean[key] = parse_fault_endpoints(value)
@@ -129,6 +133,23 @@ def validate_runtime(update: dict) -> dict:
             if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
                 raise ValueError("extra_scopes must be a list of strings")
             clean[key] = value
+        elif key == "retry_after_script":
+            clean[key] = parse_retry_after_script(value)
+        elif key == "proxy_404":
+            if not isinstance(value, bool) and not (
+                    isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise ValueError("proxy_404 must be true, false or a list of alert ids")
+            clean[key] = value
+        elif key in ("poison_fields", "extra_fields"):
+            if not isinstance(value, dict) or (key == "poison_fields" and not all(
+                    isinstance(k, str) and isinstance(v, dict) for k, v in value.items())):
+                raise ValueError(f"{key} must be an object" + (" of alert id -> {field: value}"
+                                                             if key == "poison_fields" else ""))
+            clean[key] = value
+        elif key in ("ips_fail", "ips_non_string"):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{key} must be a list of alert ids")
+            clean[key] = value
         elif key == "clients":
             if not isinstance(value, list):
                 raise ValueError("clients must be a list of objects")
@@ -138,11 +159,32 @@ def validate_runtime(update: dict) -> dict:
                     isinstance(v, (str, list)) for v in value.values()):
                 raise ValueError("client_certificates must map client_id -> PEM or [PEM, ...]")
             clean[key] = {k: ([v] if isinstance(v, str) else list(v)) for k, v in value.items()}
-    fault_total = sum(clean.get(k, 0.0) for k in ("fault_5xx", "fault_slow", "fault_drop",
+    fault_total = sum(clean.get(k, 0.0) for k in ("fault_5xx", "fault_slow", "fault_drop", "fault_trickle",
                                                   "fault_malformed"))
     if fault_total > 1.0:
         raise ValueError("fault rates add up to more than 1")
     return clean
+
+
+def parse_retry_after_script(value) -> list[dict]:
+    """[answer, ...]: "<Retry-After>" (a 429) or {"status": 429|503, "retry_after": str|null}.
+
+    The header is sent exactly as given ("999999999", "soon", "-5", "0", an HTTP-date),
+    so clients can be tested against values the real service should never send."""
+    if not isinstance(value, list):
+        raise ValueError("retry_after_script must be a list of answers")
+    answers = []
+    for item in value:
+        if isinstance(item, str):
+            item = {"status": 429, "retry_after": item}
+        if (not isinstance(item, dict) or set(item) - {"status", "retry_after"}
+                or item.get("status", 429) not in SCRIPTED_STATUSES
+                or not isinstance(item.get("retry_after"), (str, type(None)))
+                or any(c in (item.get("retry_after") or "") for c in "\r\n")):
+            raise ValueError(f"retry_after_script answer {item!r}: a Retry-After string or "
+                             '{"status": 429|503, "retry_after": string|null}')
+        answers.append({"status": item.get("status", 429), "retry_after": item.get("retry_after")})
+    return answers
 
 
 def validate_client(item) -> dict:
@@ -276,6 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--fault-slow", type=_rate_arg, default=0.0,
                         help="wait --slow-seconds before answering")
     faults.add_argument("--slow-seconds", type=float, default=30.0)
+    faults.add_argument("--fault-trickle", type=_rate_arg, default=0.0,
+                        help="send the body a few bytes at a time over --trickle-seconds "
+                             "(every read well inside a read timeout)")
+    faults.add_argument("--trickle-seconds", type=float, default=30.0)
     faults.add_argument("--fault-drop", type=_rate_arg, default=0.0,
                         help="close the connection without any response")
     faults.add_argument("--fault-malformed", type=_rate_arg, default=0.0,

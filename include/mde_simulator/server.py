@@ -27,7 +27,7 @@ from . import config as cfg
 from . import tls
 from .alerts import AlertStore
 from .entra import Entra, EntraError, TokenError, load_certificate
-from .faults import Faults, malformed_ips_body, malformed_list_body
+from .faults import PROXY_404_PAGE, Faults, malformed_ips_body, malformed_list_body
 from .lateness import Lateness
 from .odata import ODataError, parse_query, update_time_bounds
 from .rate_limit import SlidingWindowLimiter
@@ -79,6 +79,8 @@ class Simulator:
         self.faults = Faults(args.seed, fault_5xx=args.fault_5xx, fault_slow=args.fault_slow,
                              slow_seconds=args.slow_seconds, fault_drop=args.fault_drop,
                              fault_malformed=args.fault_malformed,
+                             fault_trickle=args.fault_trickle,
+                             trickle_seconds=args.trickle_seconds,
                              fault_endpoints=args.fault_endpoints)
         self.stats = Stats()
         self._advance_rng = random.Random(args.seed * 31337 + 11)
@@ -140,7 +142,9 @@ class Simulator:
             for pem in pems:
                 load_certificate(pem)
         fault_keys = {k: v for k, v in clean.items()
-                      if k.startswith("fault_") or k == "slow_seconds"}
+                      if k.startswith("fault_")
+                      or k in ("slow_seconds", "trickle_seconds", "retry_after_script", "proxy_404",
+                               "poison_fields", "extra_fields", "ips_fail", "ips_non_string")}
         if fault_keys:
             self.faults.configure(**fault_keys)
         if "rate_limits" in clean or "limit_scope" in clean:
@@ -257,8 +261,21 @@ class Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        if self.command != "HEAD":
+        if self.command != "HEAD" and self._trickle_seconds:
+            self._trickle(body)
+        elif self.command != "HEAD":
             self.wfile.write(body)
+
+    def _trickle(self, body: bytes) -> None:
+        """Fault 'trickle': the body in small pieces spread over trickle_seconds, so no single
+        read waits long (a read timeout never fires) but the answer takes that long."""
+        self.wfile.flush()
+        pieces = [body[i:i + 4] for i in range(0, len(body), 4)] or [b""]
+        pause = self._trickle_seconds / len(pieces)
+        for piece in pieces:
+            time.sleep(pause)
+            self.wfile.write(piece)
+            self.wfile.flush()
 
     def _json(self, status: int, payload, content_type=MDE_JSON, headers=None) -> None:
         self._send(status, json.dumps(payload, separators=(",", ":")).encode(), content_type,
@@ -278,6 +295,7 @@ class Handler(BaseHTTPRequestHandler):
         self._client_id = None
         self._status = None
         self._arrival = None
+        self._trickle_seconds = 0.0
         self._recorded = False
         split = urlsplit(self.path)
         self._method, self._raw_path = method, split.path
@@ -400,6 +418,10 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(405, mde_error("MethodNotAllowed",
                                              f"The requested resource does not support http "
                                              f"method '{method}'."))
+        if endpoint == "ips" and sim.faults.proxied_404(alert_id):
+            # A proxy in front of the service: no auth check, not counted by the service.
+            sim.stats.record_fault("proxy_404")
+            return self._send(404, PROXY_404_PAGE, "text/html")
         try:
             claims = sim.entra.check_bearer(self.headers.get("Authorization"))
         except TokenError as exc:
@@ -420,6 +442,9 @@ class Handler(BaseHTTPRequestHandler):
             sim.entra.check_roles(claims, endpoint)
         except TokenError as exc:
             return self._json(403, mde_error("Forbidden", str(exc)))
+        scripted = sim.faults.scripted(endpoint)
+        if scripted:
+            return self._scripted(scripted)
         fault = sim.faults.draw(endpoint)
         if fault:
             sim.stats.record_fault(fault)
@@ -431,12 +456,25 @@ class Handler(BaseHTTPRequestHandler):
                 code, "An error occurred while processing the request. Please try again later."))
         if fault == "slow":
             time.sleep(sim.faults.slow_seconds)
+        if fault == "trickle":
+            self._trickle_seconds = sim.faults.trickle_seconds
         malformed = fault == "malformed"
         if endpoint == "list":
             return self._list(malformed)
         if endpoint == "alert":
             return self._alert(alert_id, malformed)
         return self._ips(alert_id, malformed)
+
+    def _scripted(self, answer: dict) -> None:
+        """retry_after_script: a 429 or 503 with the Retry-After exactly as scripted."""
+        status, value = answer["status"], answer["retry_after"]
+        self.sim.stats.record_fault(f"scripted_{status}")
+        headers = {} if value is None else {"Retry-After": value}
+        if status == 429:
+            body = mde_error("429", "API calls quota exceeded! maximum allowed 100 per 00:01:00")
+        else:
+            body = mde_error("ServiceUnavailable", "The service is temporarily unavailable.")
+        self._json(status, body, MDE_JSON, headers)
 
     def _list(self, malformed: bool) -> None:
         sim = self.sim
@@ -456,7 +494,7 @@ class Handler(BaseHTTPRequestHandler):
             ordered = _order(candidates, query.orderby)
             top = query.top if query.top is not None else sim.default_top
             page = ordered[query.skip: query.skip + top]
-            value = [sim.store.to_json(a, query.expand_evidence) for a in page]
+            value = [sim.faults.poisoned(sim.store.to_json(a, query.expand_evidence)) for a in page]
         context = f"{sim.base_url}/api/$metadata#Alerts"
         if malformed:
             body = malformed_list_body(context, value)
@@ -489,10 +527,15 @@ class Handler(BaseHTTPRequestHandler):
         status, strings = sim.store.served_ips(alert_id)
         if status == "not_found":
             return self._json(404, mde_error("ResourceNotFound", f"Alert {alert_id} not found"))
+        poison = sim.faults.ips_poison(alert_id)
+        if poison == "fail":
+            sim.stats.record_fault("ips_fail")
+            return self._json(500, mde_error("InternalServerError", "An error occurred while processing the request."))
         context = f"{sim.base_url}/api/$metadata#Ips"
         if malformed:
             return self._send(200, malformed_ips_body(context, strings), MDE_JSON)
-        self._json(200, {"@odata.context": context, "value": [{"id": s} for s in strings]})
+        items = [{"id": s} for s in strings] + ([{"id": 17}] if poison == "non_string" else [])
+        self._json(200, {"@odata.context": context, "value": items})
 
     # --------------------------------------------------------------- control plane
     def _control(self, method: str, rest: list[str]) -> None:

@@ -339,3 +339,25 @@ def test_compaction_and_rerun_on_abfs(abfs_location, tmp_path):
     fresh = _fresh_lake_with_rerun(tmp_path, HOUR, 1)
     assert rows(ALERT_IPS).equals(table_rows(fresh, ALERT_IPS, DAY))
     assert not fs.glob(location.path("_staging", "compaction", "**", "*.parquet"))
+
+
+def test_compaction_run_recovers_a_day_its_own_selection_would_never_pick(hourly_lake, monkeypatch):
+    """Killed between the two renames (day absent, no hourly file left to select it): the
+    next compaction run scans _staging/compaction and puts the day back before anything else."""
+    root, location = hourly_lake
+    before = table_rows(root, ALERT_IPS)
+    monkeypatch.setattr(storage, "renameat2_exchange", lambda source, target: False)
+
+    def crash(step):
+        if step == "live moved aside":
+            raise KeyboardInterrupt(step)
+
+    monkeypatch.setattr(storage, "swap_checkpoint", crash)
+    with pytest.raises(KeyboardInterrupt):
+        compact_day(location, ALERT_IPS, DAY)
+    monkeypatch.setattr(storage, "swap_checkpoint", lambda step: None)
+    assert not (root / ALERT_IPS / f"date={DAY}").exists()
+
+    compact_closed_days(location, closed_before=FIRST_DAY - timedelta(days=1))  # selects no day at all
+    assert table_rows(root, ALERT_IPS).equals(before)
+    assert not list((root / "_staging" / "compaction").rglob("*.parquet"))

@@ -45,3 +45,9 @@ def test_compaction_then_indexing_each_retrying_alone(dagbag):
     assert second.upstream_task_ids == {first.task_id}
     assert "compact" in first.task_id and "index" in second.task_id
     assert all(task.retries >= 1 for task in tasks.values())
+
+
+def test_no_task_runs_unbounded(dagbag):
+    for dag_id in ("mde_alert_ips", "mde_lake_compaction"):
+        for task in dagbag.dags[dag_id].tasks:
+            assert task.execution_timeout is not None and task.execution_timeout.total_seconds() > 0, task.task_id

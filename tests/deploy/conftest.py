@@ -96,19 +96,22 @@ def fill_placeholders(text: str) -> str:
     return PLACEHOLDER.sub(fake, text)
 
 
-def run_compose(env_file: Path, *args: str, profiles: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def run_compose(env_file: Path, *args: str, profiles: tuple[str, ...] = (),
+                files: tuple[Path, ...] = (COMPOSE_FILE,)) -> subprocess.CompletedProcess:
     # A clean environment: compose prefers shell variables over the env file.
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(env_file.parent), "ENV_FILE_PATH": str(env_file)}
-    command = [str(compose_binary()), "--env-file", str(env_file), "-f", str(COMPOSE_FILE),
-               "--project-directory", str(REPO), "-p", PROJECT]
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(env_file.parent)}
+    command = [str(compose_binary()), "--env-file", str(env_file)]
+    for file in files:
+        command += ["-f", str(file)]
+    command += ["--project-directory", str(REPO), "-p", PROJECT]
     for profile in profiles:
         command += ["--profile", profile]
     return subprocess.run([*command, *args], env=env, capture_output=True, text=True, timeout=120)
 
 
-def compose_model(env_file: Path, profiles: tuple[str, ...] = ()) -> dict:
+def compose_model(env_file: Path, profiles: tuple[str, ...] = (), files: tuple[Path, ...] = (COMPOSE_FILE,)) -> dict:
     """The project as Docker Compose resolves it (``config --format json``)."""
-    proc = run_compose(env_file, "config", "--format", "json", profiles=profiles)
+    proc = run_compose(env_file, "config", "--format", "json", profiles=profiles, files=files)
     assert proc.returncode == 0, f"docker-compose config failed:\n{proc.stderr}"
     return json.loads(proc.stdout)
 

@@ -44,7 +44,7 @@ def test_docker_compose_loads_the_project(local_env_file, profiles):
 
 @pytest.mark.parametrize(
     "variable",
-    ["POSTGRES_PASSWORD", "FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY",
+    ["POSTGRES_PASSWORD", "REDIS_PASSWORD", "FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY",
      "_AIRFLOW_WWW_USER_PASSWORD"],
 )
 def test_a_missing_secret_stops_compose_with_its_name(tmp_path, variable):
@@ -87,6 +87,7 @@ def test_airflow_components_run_their_commands(tenant_model):
     assert services["airflow-triggerer"]["command"] == ["triggerer"]
     assert services["airflow-apiserver"]["ports"][0]["target"] == 8080
     assert services["airflow-apiserver"]["ports"][0]["published"] == "8080"
+    assert services["airflow-apiserver"]["ports"][0]["host_ip"] == "127.0.0.1"
 
 
 def test_airflow_environment(filled_tenant_env_file, tenant_model):
@@ -98,7 +99,8 @@ def test_airflow_environment(filled_tenant_env_file, tenant_model):
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
         assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith("FabAuthManager")
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
-        assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://:@redis:6379/0"
+        if name in ("airflow-scheduler", "airflow-worker"):  # the broker's password, where Celery runs
+            assert env["AIRFLOW__CELERY__BROKER_URL"] == f"redis://:{env_file['REDIS_PASSWORD']}@redis:6379/0"
         password = env_file["POSTGRES_PASSWORD"]
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"postgresql+psycopg2://airflow:{password}@postgres/airflow"
         assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == f"db+postgresql://airflow:{password}@postgres/airflow"
@@ -108,21 +110,156 @@ def test_airflow_environment(filled_tenant_env_file, tenant_model):
         assert env["AIRFLOW__API__SECRET_KEY"] == env_file["AIRFLOW__API__SECRET_KEY"]
         assert env["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "true"
         assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false"
-        # Connections come from .env, verbatim; no package is installed at start-up.
-        assert env["AIRFLOW_CONN_MDE_DEFAULT"] == env_file["AIRFLOW_CONN_MDE_DEFAULT"]
         assert not env.get("_PIP_ADDITIONAL_REQUIREMENTS")
         assert env["AIRFLOW_VAR_MDE_LAKE_CONN_ID"] == "mde_lake"
+    # Connections come from .env, verbatim, where they are used.
+    for name in ("airflow-worker", "airflow-init"):
+        env = tenant_model["services"][name]["environment"]
+        assert env["AIRFLOW_CONN_MDE_DEFAULT"] == env_file["AIRFLOW_CONN_MDE_DEFAULT"]
     assert tenant_model["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"] == env_file["POSTGRES_PASSWORD"]
+    redis = tenant_model["services"]["redis"]
+    assert redis["environment"]["REDISCLI_AUTH"] == env_file["REDIS_PASSWORD"]  # its healthcheck uses it too
+    assert "--requirepass" in " ".join(redis["command"]) and env_file["REDIS_PASSWORD"] not in " ".join(redis["command"])
+
+
+# Which service may see which secret of .env (through any variable, under any name).
+SECRET_VARIABLES = ("POSTGRES_PASSWORD", "FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY",
+                    "_AIRFLOW_WWW_USER_PASSWORD", "FLOWER_BASIC_AUTH", "AIRFLOW_CONN_MDE_DEFAULT",
+                    "AIRFLOW_CONN_MDE_LAKE", "REDIS_PASSWORD")
+AIRFLOW_KEYS = {"POSTGRES_PASSWORD", "FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY"}
+CONNECTIONS = {"AIRFLOW_CONN_MDE_DEFAULT", "AIRFLOW_CONN_MDE_LAKE"}
+BROKER = {"REDIS_PASSWORD"}
+SEES = {
+    "postgres": {"POSTGRES_PASSWORD"},
+    "redis": BROKER,
+    "airflow-apiserver": AIRFLOW_KEYS,
+    "airflow-scheduler": AIRFLOW_KEYS | BROKER,
+    "airflow-dag-processor": AIRFLOW_KEYS,
+    "airflow-triggerer": AIRFLOW_KEYS,
+    "airflow-worker": AIRFLOW_KEYS | CONNECTIONS | BROKER,
+    "airflow-init": AIRFLOW_KEYS | CONNECTIONS | {"_AIRFLOW_WWW_USER_PASSWORD"},
+    "airflow-cli": AIRFLOW_KEYS | CONNECTIONS | BROKER,
+    "flower": {"POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH"} | BROKER,
+    "mde-simulator": set(),
+    "azurite": set(),
+    "mde-lake-init": {"AIRFLOW_CONN_MDE_LAKE"},
+}
+
+
+def test_each_service_sees_only_the_secrets_it_needs(tmp_path):
+    """Every secret gets a unique value; a service sees a secret when any of its
+    environment values contains it. No env_file hands .env to a container."""
+    from dotenv import dotenv_values
+
+    env_file = render_env(".env.local.example", tmp_path / "env")
+    values = dotenv_values(env_file)
+    model = compose_model(env_file, profiles=("local", "flower", "debug"))
+    assert set(model["services"]) == set(SEES)
+    for name, service in model["services"].items():
+        assert "env_file" not in service, name
+        env = service.get("environment") or {}
+        text = "\n".join(str(v) for v in env.values() if v is not None)
+        text += "\n" + " ".join(service.get("command") or [])
+        seen = {variable for variable in SECRET_VARIABLES if values[variable] in text}
+        assert seen == SEES[name], name
+    assert "env_file" not in yaml.safe_load(COMPOSE_FILE.read_text())["x-airflow-common"]
+
+
+@pytest.mark.parametrize("bind", [None, "0.0.0.0", "10.1.2.3"])
+def test_published_ports_listen_on_loopback_unless_opened(tmp_path, bind):
+    overrides = {"AIRFLOW_BIND_ADDRESS": bind} if bind else {}
+    env_file = render_env(".env.local.example", tmp_path / "env", **overrides)
+    services = compose_model(env_file, profiles=("local", "flower", "debug"))["services"]
+    published = {
+        (name, port["target"]): port["host_ip"]
+        for name, service in services.items() for port in service.get("ports", [])
+    }
+    opened = bind or "127.0.0.1"
+    assert published == {
+        ("airflow-apiserver", 8080): opened,
+        ("flower", 5555): opened,
+        # The sandbox's parts stay on loopback whatever AIRFLOW_BIND_ADDRESS says.
+        ("mde-simulator", 8443): "127.0.0.1",
+        ("azurite", 10000): "127.0.0.1",
+    }
+    assert all(port.get("host_ip") for service in services.values() for port in service.get("ports", []))
+
+
+def test_flower_is_in_its_own_profile_and_refuses_to_start_without_basic_auth(tmp_path, local_env_file):
+    from dotenv import dotenv_values
+
+    assert "flower" not in compose_model(local_env_file, profiles=("local",))["services"]
+    flower = compose_model(local_env_file, profiles=("flower",))["services"]["flower"]
+    assert flower["profiles"] == ["flower"]
+    credential = dotenv_values(local_env_file)["FLOWER_BASIC_AUTH"]
+    user, password = credential.split(":", 1)
+    assert user and len(password) >= 32
+    assert flower["environment"]["AIRFLOW__CELERY__FLOWER_BASIC_AUTH"] == credential
+    assert "--user" in " ".join(flower["healthcheck"]["test"])
+    # Its command, run by bash as the image's entrypoint would, with `airflow` recorded.
+    assert flower["command"][:2] == ["bash", "-c"]
+    script = flower["command"][2].replace("$$", "$")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "airflow").write_text('#!/bin/sh\necho "airflow $*"\n')
+    (bin_dir / "airflow").chmod(0o755)
+
+    def start(auth):
+        env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "AIRFLOW__CELERY__FLOWER_BASIC_AUTH": auth}
+        return subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+
+    refused = start("")
+    assert refused.returncode == 1 and "FLOWER_BASIC_AUTH" in refused.stderr and "airflow" not in refused.stdout
+    started = start(credential)
+    assert started.returncode == 0 and started.stdout.strip() == "airflow celery flower"
+    assert credential not in started.stdout + started.stderr
+
+
+def test_proxy_settings_reach_every_airflow_container_and_spare_the_services(tmp_path):
+    env_file = render_env(".env.local.example", tmp_path / "env",
+                          HTTPS_PROXY="http://proxy.corp.example:3128", NO_PROXY=".corp.example")
+    services = compose_model(env_file, profiles=("local", "flower", "debug"))["services"]
+    internal = {"localhost", "127.0.0.1", "airflow-apiserver", "postgres", "redis", "mde-simulator", "azurite"}
+    assert internal - {"localhost", "127.0.0.1"} <= set(services)
+    for name, service in services.items():
+        env = service.get("environment") or {}
+        if "build" in service and name != "mde-simulator":
+            assert env["HTTPS_PROXY"] == "http://proxy.corp.example:3128", name
+            no_proxy = env["NO_PROXY"].split(",")
+            assert internal <= set(no_proxy) and ".corp.example" in no_proxy, name
+        else:
+            assert "HTTPS_PROXY" not in env, name
+    # Every host name a worker reaches inside the project bypasses the proxy.
+    worker = services["airflow-worker"]["environment"]
+    for url in (worker["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"], worker["AIRFLOW__CELERY__BROKER_URL"],
+                worker["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"], json.loads(worker["AIRFLOW_CONN_MDE_DEFAULT"])["host"]):
+        host = re.match(r"^[a-z0-9+]+://(?:[^@/]*@)?([^:/]+)", url).group(1)
+        assert host in worker["NO_PROXY"].split(","), url
+    # Without a proxy configured, nothing is set but the internal list.
+    plain = compose_model(render_env(".env.local.example", tmp_path / "plain"))["services"]["airflow-worker"]
+    assert plain["environment"]["HTTPS_PROXY"] is None
+    assert plain["environment"]["NO_PROXY"] == "localhost,127.0.0.1,airflow-apiserver,postgres,redis,mde-simulator,azurite"
+
+
+def test_the_compose_version_it_needs_is_stated():
+    """depends_on.required (the worker's optional sandbox dependencies) came in Compose 2.20."""
+    header = COMPOSE_FILE.read_text().split("---", 1)[0]
+    assert "Docker Compose 2.20 or newer" in header
+    assert "Compose 2.20" in (REPO / "docs" / "DEPLOYMENT.md").read_text()
 
 
 def test_no_literal_secret_in_the_compose_file():
-    """Secret settings are ${VAR} interpolations; URLs carry no literal password."""
+    """Secret settings are ${VAR} interpolations or names taken from .env as they are
+    (no value in the file); URLs carry no literal password."""
     raw = yaml.safe_load(COMPOSE_FILE.read_text())
     environments = [raw["x-airflow-common"]["environment"]]
+    environments += [block for key, block in raw.items() if key.startswith("x-") and key != "x-airflow-common"]
     environments += [s.get("environment") or {} for s in raw["services"].values()]
-    secret_name = re.compile(r"PASSWORD|SECRET|FERNET|TOKEN|_KEY$")
+    secret_name = re.compile(r"PASSWORD|SECRET|FERNET|TOKEN|_KEY$|_AUTH$|^AIRFLOW_CONN_")
     for environment in environments:
         for name, value in environment.items():
+            if value is None:
+                continue
             value = str(value)
             if secret_name.search(name):
                 assert value.startswith("${") and value.endswith("}"), name
@@ -258,7 +395,9 @@ def test_sandbox_simulator_matches_the_sandbox_connection(local_model):
     service_url = f"https://mde-simulator:{options.port}"
     assert connection["host"] == service_url and connection["extra"]["authority_host"] == service_url
     assert "mde-simulator" in options.san and options.public_host == "mde-simulator"
-    assert options.host == "0.0.0.0" and options.allow_remote_control
+    # It listens on the compose network; its control plane (/_sim/*) answers loopback
+    # clients inside its container only.
+    assert options.host == "0.0.0.0" and not options.allow_remote_control
     # The CA the workers trust is the one the simulator writes, on a shared volume.
     state_dir = str(options.state_dir)
     assert worker_env["REQUESTS_CA_BUNDLE"] == f"{state_dir}/ca.pem"

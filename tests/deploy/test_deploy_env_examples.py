@@ -14,6 +14,7 @@ import stat
 from collections import Counter
 
 import pytest
+import yaml
 from dotenv import dotenv_values
 
 from conftest import COMPOSE_FILE, PLACEHOLDER, REPO, fill_placeholders, make_env
@@ -96,6 +97,14 @@ def test_every_line_is_a_comment_or_an_assignment(name):
 
 def test_every_compose_variable_is_documented():
     used = set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)", COMPOSE_FILE.read_text()))
+    # Names without a value in an environment block are taken from .env too.
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())
+    blocks = [raw[key] for key in raw if key.startswith("x-") and key != "x-airflow-common"]
+    blocks += [raw["x-airflow-common"]["environment"]]
+    blocks += [service.get("environment") or {} for service in raw["services"].values()]
+    bare = {name for block in blocks for name, value in block.items() if value is None}
+    assert {"AIRFLOW_CONN_MDE_DEFAULT", "AIRFLOW_CONN_MDE_LAKE", "HTTPS_PROXY"} <= bare
+    used |= bare
     documented = {variable for variable, _ in assignments(".env.example", commented=True)}
     assert used - documented == set()
     # Everything the sandbox sets is a documented variable too.

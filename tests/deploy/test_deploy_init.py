@@ -59,11 +59,13 @@ def test_init_script_steps_in_order():
         position('chown -R "${owner}"'),
         position("airflow db migrate"),
         position("airflow users create"),
+        position("airflow users reset-password"),
         position('airflow pools import "${POOLS_FILE}"'),
         position("airflow pools get mde_api"),
     ]
     assert order == sorted(order)
     assert "--role Admin" in text and '--password "${_AIRFLOW_WWW_USER_PASSWORD}"' in text
+    assert text.count('--password "${_AIRFLOW_WWW_USER_PASSWORD}"') == 2  # create, then reset-password
     assert "|| true" not in text  # no step may fail silently
 
 
@@ -73,6 +75,8 @@ def container_env(model: dict, service: str, home: Path, **overrides: str) -> di
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "_AIRFLOW"))}
     env.pop("PYTHONPATH", None)
     for name, value in svc["environment"].items():
+        if value is None:  # a name without a value that .env does not set: not in the container
+            continue
         mapped = host_path(svc, value) if value.startswith("/opt/airflow/") else None
         env[name] = str(mapped) if mapped else value
     env.update(
@@ -115,7 +119,9 @@ def test_init_script_sets_up_a_fresh_deployment(tmp_path, local_env_file):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     calls = (home / "entrypoint.log").read_text().splitlines()
     assert [c.split()[1] if c.startswith("airflow") else c.split()[0] for c in calls] == [
-        "python", "version", "db", "users", "pools", "pools"]
+        "python", "version", "db", "users", "users", "pools", "pools"]
+    assert [c for c in calls if c.startswith("airflow users")] == [
+        "airflow users create", "airflow users reset-password"]
     assert "OK  mde_default" in proc.stdout and "OK  lake: abfs://mde-lake/mde" in proc.stdout
     # Volumes handed to AIRFLOW_UID, group-writable.
     for folder in ("logs", "lake", "mde-rate-ledger", "mde-sim"):
@@ -145,6 +151,53 @@ def test_init_script_stops_before_changing_anything_when_a_connection_is_unusabl
     [call] = (home / "entrypoint.log").read_text().splitlines()
     assert call.split()[0] == "python"
     assert not (home / "lake").exists() and not (home / "airflow.db").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="airflow-init runs as root to chown its volumes")
+def test_a_changed_admin_password_applies_at_the_next_init(tmp_path, local_env_file):
+    """The init script, run twice with the FAB auth manager of the image's own package set
+    (the venv `make image-check` builds: the image's packages plus the lock's), creates
+    the admin with the first password and makes the second one the only valid one."""
+    import fcntl
+
+    sys.path.insert(0, str(REPO / "include" / "deploy"))
+    import image_check
+
+    workdir = REPO / ".image-venv"
+    workdir.mkdir(exist_ok=True)
+    model = compose_model(local_env_file, profiles=("local",))
+    home = tmp_path / "airflow"
+    home.mkdir()
+    with open(workdir / ".lock", "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)  # no other rehearsal re-syncs the venv meanwhile
+        image_check.rehearse(REPO / "Dockerfile", None, workdir)  # the venv as the built image holds it
+        image_bin = workdir / "venv" / "bin"
+        env = container_env(
+            model, "airflow-init", home, VENV_BIN=str(image_bin),
+            AIRFLOW__CORE__AUTH_MANAGER=model["services"]["airflow-init"]["environment"]["AIRFLOW__CORE__AUTH_MANAGER"],
+            _AIRFLOW_WWW_USER_PASSWORD="first-Password-1",
+        )
+        (home / "entrypoint").write_text(ENTRYPOINT_STAND_IN.replace(
+            'if [[ "${2:-}" == users ]]; then exit 0; fi  # FAB is in the image, not in this venv', ""))
+        first = run_init(env)
+        assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+        assert 'User "airflow" created with role "Admin"' in first.stdout
+        second = run_init(dict(env, _AIRFLOW_WWW_USER_PASSWORD="second-Password-2"))
+        assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
+        assert "airflow already exists" in second.stdout
+        assert 'User "airflow" password reset successfully' in second.stdout
+        check = subprocess.run(
+            [str(image_bin / "python"), "-c",
+             "import sqlite3, sys; from werkzeug.security import check_password_hash as ok; "
+             "[(h,)] = sqlite3.connect(sys.argv[1]).execute(\"select password from ab_user where username='airflow'\"); "
+             "print(ok(h, 'first-Password-1'), ok(h, 'second-Password-2'))",
+             str(home / "airflow.db")],
+            capture_output=True, text=True, timeout=120)
+    assert check.stdout.split() == ["False", "True"], check.stderr
+    for proc in (first, second):
+        assert "first-Password-1" not in proc.stdout + proc.stderr
+        assert "second-Password-2" not in proc.stdout + proc.stderr
 
 
 # ------------------------------------------------------------ check_connections.py

@@ -11,19 +11,23 @@ import json
 import logging
 import multiprocessing
 import os
+import time
 
 import pytest
 
 from mde_pipeline.api.client import MdeClient
 from mde_pipeline.api.config import MdeConnectionConfig
 from mde_pipeline.api.errors import (
-    MdeConfigurationError,
-    MdeTrustError,
     MdeAuthenticationError,
+    MdeConfigurationError,
     MdeMalformedResponseError,
+    MdeMostlyNotFoundError,
     MdePermissionError,
     MdeServerError,
+    MdeTrustError,
+    MdeUnexpectedNotFoundError,
 )
+from mde_pipeline.api.fetch import fetch_batch_ips
 from mde_pipeline.airflow.hooks import MdeHook
 from mde_simulator.process import SimulatorProcess
 
@@ -34,9 +38,9 @@ TIGHT = [[10, 1], [50, 5]]
 # rate_limiter "Settling"); finished requests are settled to their end time.
 MARGIN = 0.05
 RUNTIME_DEFAULTS = {
-    "fault_5xx": 0.0, "fault_slow": 0.0, "fault_drop": 0.0, "fault_malformed": 0.0,
+    "fault_5xx": 0.0, "fault_slow": 0.0, "fault_drop": 0.0, "fault_malformed": 0.0, "fault_trickle": 0.0,
     "fault_endpoints": ["list", "ips", "alert"], "rate_limits": [[100, 60], [1500, 3600]],
-    "token_lifetime": 3599,
+    "token_lifetime": 3599, "retry_after_script": [], "proxy_404": False, "vanish_rate": 0.0,
 }  # fmt: skip
 
 
@@ -234,6 +238,21 @@ def test_read_timeout_is_retried_then_a_server_error(sim):
         assert client.stats.calls == 2
 
 
+def test_a_trickling_body_is_cut_at_the_request_deadline(sim):
+    # Every read arrives within 0.05 s (the read timeout never fires); the body takes 10 s.
+    sim.configure(fault_trickle=1.0, trickle_seconds=10.0, fault_endpoints=["ips"])
+    alert_id = ids_with(sim, "ok", 1)[0]
+    started = time.monotonic()
+    with make_client(sim, read_timeout=1, request_deadline_seconds=1.5, retry_total=1,
+                     retry_backoff_factor=0) as client:  # fmt: skip
+        with pytest.raises(MdeServerError, match="request_deadline_seconds=1.5"):
+            client.get_alert_ips(alert_id)
+        assert client.stats.calls == 2
+        assert time.monotonic() - started < 8  # two attempts of 1.5 s, not two of 10 s
+        sim.configure(fault_trickle=0.0)
+        assert client.get_alert_ips(alert_id) == truth(sim)[alert_id]["served_ips"]  # the client still works
+
+
 def test_dropped_connections_are_retried(sim):
     sim.configure(fault_drop=0.4, fault_endpoints=["ips"])
     alert_ids = ids_with(sim, "ok", 10)
@@ -364,3 +383,70 @@ def test_a_429_storm_is_ridden_out_via_retry_after_with_nothing_lost(sim):
     # by an admitted call.
     statuses = [r["status"] for r in sim.requests() if r["endpoint"] == "ips"]
     assert all(not (a == 429 and b == 429) for a, b in zip(statuses, statuses[1:]))
+
+
+# ------------------------------------------------------------------ bounded waits, honest 404s (issue 12)
+
+
+def test_an_absurd_retry_after_costs_one_short_backoff_and_leaves_no_long_block(sim):
+    # Before: "budget is blocked for 999999762s more" for every task on the host.
+    sim.configure(retry_after_script=["999999999"], fault_endpoints=["ips"])
+    alert_ids = ids_with(sim, "ok", 3)
+    started = time.monotonic()
+    with make_client(sim, throttle_backoff_seconds=0.5) as client:
+        got = [client.get_alert_ips(alert_id) for alert_id in alert_ids]
+        block = client.limiter.ledger.blocked_until(client.config.budget_key) - time.time()
+        longest = max(w.seconds for w in client.config.rate_limits)
+        stats = client.stats.snapshot()
+    assert got == [truth(sim)[alert_id]["served_ips"] for alert_id in alert_ids]
+    # Bound: one extra call (the 429) and one backoff of 0.5 s (+ margin) for the three alerts.
+    assert sim.stats()["calls"]["ips"] == {"429": 1, "200": 3}
+    assert (stats.calls, stats.throttled) == (4, 1)
+    assert block <= longest + 60  # here about -0.5 s: the short backoff has passed
+    # The wait is ~0.55 s less the time between the 429 and the next reservation.
+    assert 0 < stats.wait_seconds < 2 and time.monotonic() - started < 30
+
+
+def test_garbage_negative_and_zero_retry_after_back_off_a_bounded_number_of_times(sim):
+    script = ["soon", "Wed, 32 Foo 2026 99:99:99 GMT", "-5", "0", {"status": 429, "retry_after": None}]
+    sim.configure(retry_after_script=script, fault_endpoints=["ips"])
+    alert_id = ids_with(sim, "ok", 1)[0]
+    with make_client(sim, throttle_backoff_seconds=0.1) as client:
+        assert client.get_alert_ips(alert_id) == truth(sim)[alert_id]["served_ips"]
+        stats = client.stats.snapshot()
+    # Bound: 5 throttled calls + 1 (of at most 7), backing off 0.1, 0.2, 0.4, 0.8, 1.6 s.
+    assert sim.stats()["calls"]["ips"] == {"429": 5, "200": 1}
+    assert stats.calls == 6 and 2.5 <= stats.wait_seconds < 5  # 3.1 s + margins - time spent between
+
+
+def test_a_503_asking_for_an_hour_waits_only_retry_backoff_max(sim):
+    sim.configure(retry_after_script=[{"status": 503, "retry_after": "3000"}], fault_endpoints=["ips"])
+    alert_id = ids_with(sim, "ok", 1)[0]
+    started = time.monotonic()
+    with make_client(sim, retry_backoff_max=1) as client:
+        assert client.get_alert_ips(alert_id) == truth(sim)[alert_id]["served_ips"]
+    assert sim.stats()["calls"]["ips"] == {"503": 1, "200": 1}
+    assert time.monotonic() - started < 20
+
+
+def test_a_proxy_html_404_is_an_error_naming_the_host_not_a_gone_alert(sim):
+    gone, alive = ids_with(sim, "ok", 2)
+    sim.configure(proxy_404=[gone])
+    with make_client(sim, retry_total=2, retry_backoff_factor=0.01) as client:
+        assert client.get_alert_ips(alive) == truth(sim)[alive]["served_ips"]
+        with pytest.raises(MdeUnexpectedNotFoundError, match="127.0.0.1") as info:
+            client.get_alert_ips(gone)
+    assert info.value.status == 404
+    assert sim.stats()["faults"] == {"proxy_404": 3}  # first try + retry_total, then the error
+
+
+def test_a_batch_mostly_not_found_fails_naming_the_host(sim):
+    # Every listed alert vanishes (the service's own 404): 6 of 10 calls, then the error.
+    alert_ids = ids_with(sim, "ok", 10)
+    sim.configure(vanish_rate=1.0)
+    batch = {"batch_index": 1, "batch_count": 1,
+             "alerts": [{"alert_id": a, "last_update_time": truth(sim)[a]["lastUpdateTime"]} for a in alert_ids]}
+    with make_client(sim) as client:
+        with pytest.raises(MdeMostlyNotFoundError, match=sim.base_url):
+            fetch_batch_ips(client, batch)
+    assert sim.stats()["calls"]["ips"] == {"404": 6}

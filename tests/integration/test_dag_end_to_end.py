@@ -204,3 +204,53 @@ def test_wrong_secret_fails_fast_with_a_clear_error_and_no_secret_in_logs(templa
     logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "airflow").rglob("*.log"))
     assert secret not in logs
     assert not lake.exists() or not list(lake.glob("alerts/*/*.parquet"))
+
+
+def test_poison_alerts_land_recorded_and_every_other_alert_is_exact(template_db, tmp_path):
+    # One alert's fields have the wrong types, every alert carries a field no schema names,
+    # one alert's /ips answers 500 forever, one answers an item whose id is not a string.
+    lake = tmp_path / "lake"
+    with start_simulator(tmp_path, vanish_rate=0.0) as sim:
+        truth = sim.ground_truth()["alerts"]
+        hour = lake_check.expected_rows(sim.ground_truth(), [HOURS[0]])
+        ok = sorted(a for a, t in hour.items() if t["ips_status"] == "ok")
+        fields_bad, ips_down, ips_odd = ok[:3]
+        sim.configure(
+            poison_fields={fields_bad: {"incidentId": 12.5, "severity": 3, "mitreTechniques": "T1059",
+                                        "alertCreationTime": "2026-11-20"}},
+            extra_fields={"newField": {"kind": "added later"}},
+            ips_fail=[ips_down],
+            ips_non_string=[ips_odd],
+        )  # fmt: skip
+        home = home_for(template_db, tmp_path, sim, lake)
+        (run,) = home.test_runs("mde_alert_ips", [run_at(HOURS[0])])
+        assert run["state"] == "success", home.last_output[-6000:]
+        comparison = lake_check.compare(lake, sim.ground_truth(), [HOURS[0]])
+        ips_calls = sum(sim.stats()["calls"]["ips"].values())
+
+    # Every other alert is exact; the two whose IPs could not be fetched differ only there.
+    others = [p for p in comparison.problems if ips_down not in p and ips_odd not in p]
+    assert others == [], str(comparison)
+    # Budget: one call per alert, plus the client's retries (retry_total=5) of the one
+    # whose /ips fails forever; an unparseable answer is not retried.
+    assert ips_calls == len(hour) + 5
+    con = lake_check.connect(lake)
+    rows = {
+        r[0]: r[1:]
+        for r in con.execute(
+            "SELECT alert_id, ips_status, ips_error, ip_count, incident_id, severity, mitre_techniques, "
+            "alert_creation_time, field_problems, json_extract_string(raw, '$.newField.kind') FROM alerts"
+        ).fetchall()
+    }
+    assert len(rows) == len(hour)
+    status, error, count = rows[ips_down][:3]
+    assert (status, count) == ("error", 0) and "MdeServerError" in error and "500" in error
+    status, error, count = rows[ips_odd][:3]
+    assert (status, count) == ("error", 0) and "MdeMalformedResponseError" in error
+    incident, severity, techniques, created, problems = rows[fields_bad][3:8]
+    assert (incident, severity, techniques, created) == (None, None, None, None)
+    assert sorted(p.split(":")[0] for p in problems) == ["alertCreationTime", "incidentId", "mitreTechniques", "severity"]
+    assert rows[fields_bad][0] == "ok"  # its IPs were fetched as usual
+    assert {r[-1] for r in rows.values()} == {"added later"}  # the new field, queryable at once
+    assert all(r[7] is None for a, r in rows.items() if a != fields_bad)
+    assert truth[fields_bad]["ips"]  # the ground truth itself was never poisoned

@@ -6,6 +6,10 @@
 * ``stall-blob CONNECTION_STRING ROOT MARKER SEED``: commits a large interval to
   Azurite and stops just before the first Put Block List: every block of both files
   is on the server, uncommitted; then it writes MARKER and waits to be killed.
+* ``compact-stall CONNECTION_STRING ROOT MARKER STEP``: compacts ``alert_ips`` of
+  START's day on Azurite and stops at STEP (a ``storage.swap_checkpoint`` name, the
+  first time it is reached, or ``staging``: after the first staged file is committed,
+  before the staged manifest), writes MARKER and waits to be killed.
 * ``commit-loop ROOT SEED TIMES [CONNECTION_STRING]``: commits its own version of one
   interval TIMES times (local root, or an abfs root through CONNECTION_STRING).
 """
@@ -83,6 +87,28 @@ def stall_blob(connection_string: str, root: str, marker: str, seed: str) -> Non
     os._exit(4)
 
 
+def compact_stall(connection_string: str, root: str, marker: str, step: str) -> None:
+    from azure.storage.blob.aio import BlobClient
+
+    from mde_pipeline.lake.compaction import compact_day
+
+    if step == "staging":
+        original = BlobClient.commit_block_list
+        calls = []
+
+        async def stall_second_commit(self, *args, **kwargs):
+            calls.append(self.blob_name)
+            if len(calls) == 2:
+                _wait_to_be_killed(marker, f"staging: committed {calls[0]}")
+            return await original(self, *args, **kwargs)
+
+        BlobClient.commit_block_list = stall_second_commit
+    else:
+        storage.swap_checkpoint = lambda name: _wait_to_be_killed(marker, name) if name == step else None
+    compact_day(_blob_location(connection_string, root), "alert_ips", START)
+    os._exit(4)
+
+
 def commit_loop(root: str, seed: str, times: str, connection_string: str | None = None) -> None:
     location = _blob_location(connection_string, root) if connection_string else resolve_lake_location(root)
     tables = sample_interval(START, alerts=300, ips_per_alert=5, seed=int(seed))
@@ -92,4 +118,4 @@ def commit_loop(root: str, seed: str, times: str, connection_string: str | None 
 
 if __name__ == "__main__":
     command, *arguments = sys.argv[1:]
-    {"stall-local": stall_local, "stall-blob": stall_blob, "commit-loop": commit_loop}[command](*arguments)
+    {"stall-local": stall_local, "stall-blob": stall_blob, "compact-stall": compact_stall, "commit-loop": commit_loop}[command](*arguments)

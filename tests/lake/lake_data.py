@@ -176,3 +176,14 @@ def hourly_intervals(location, table: str) -> list[datetime]:
 
     location.fs.invalidate_cache()
     return sorted(parse_interval_file(p) for p in location.fs.glob(location.path(table, "*", f"interval=*{PARQUET_SUFFIX}")))
+
+
+def wait_for_marker(child, marker, what: str, timeout: float = 180) -> None:
+    """Wait until a writer child (lake_child.py) wrote ``marker``; fail if it exits first."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        assert child.poll() is None, f"child exited early ({child.returncode}): {child.stderr.read()}"
+        assert time.monotonic() < deadline, f"child never {what}"
+        time.sleep(0.05)

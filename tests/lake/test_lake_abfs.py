@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from lake_data import duckdb_read, hourly_intervals, same_rows, sample_interval
+from lake_data import duckdb_read, hourly_intervals, same_rows, sample_interval, wait_for_marker
 from tests.lake.azurite import ACCOUNT_KEY, ACCOUNT_NAME, resolve_with_airflow
 
 from mde_pipeline.lake.location import LakeLocationError
@@ -133,11 +133,7 @@ def test_process_killed_mid_upload_leaves_the_previous_version(azurite, abfs_roo
         stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 180
-        while not marker.exists():
-            assert child.poll() is None, f"child exited early ({child.returncode}): {child.stderr.read()}"
-            assert time.monotonic() < deadline, "child never finished staging its blocks"
-            time.sleep(0.05)
+        wait_for_marker(child, marker, "finished staging its blocks")
         # The kill lands after the new bytes reached the service, before any commit.
         assert _uncommitted_blocks(azurite, abfs_location, interval_file(ALERT_IPS, START)) >= 1
         child.kill()

@@ -317,3 +317,19 @@ def test_large_interval_round_trip(local_location):
     commit_interval(local_location, START, tables)
     counts = duckdb_query(f"select count(*) as n, count(distinct alert_id) as a from read_parquet('{local_location.table_glob(ALERT_IPS)}')")
     assert counts.to_pylist() == [{"n": 20000, "a": 2000}]
+
+
+def test_local_day_lock_waits_with_a_timeout(local_location):
+    """Two holders of one day's lock: the second waits, then gives up with LakeLockTimeout."""
+    import time
+
+    from mde_pipeline.lake.locks import LakeLockTimeout, lake_lock
+
+    with lake_lock(local_location, "date=2024-02-29"):
+        started = time.monotonic()
+        with pytest.raises(LakeLockTimeout, match="stayed held"):
+            with lake_lock(local_location, "date=2024-02-29", timeout=0.5):
+                pass
+        assert 0.4 < time.monotonic() - started < 5
+    with lake_lock(local_location, "date=2024-02-29", timeout=0.5):
+        pass

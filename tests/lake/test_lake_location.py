@@ -134,3 +134,41 @@ def test_error_texts_are_redacted():
     redacted = redact(text)
     assert "c2VjcmV0a2V5" not in redacted and "abc%2Fdef" not in redacted
     assert "AccountKey=***" in redacted and "sig=***" in redacted and "AccountName=a" in redacted
+
+
+@pytest.mark.parametrize(
+    "connection_string, refused",
+    [
+        ("AccountName=acct;AccountKey=x;BlobEndpoint=http://10.0.0.5:10000/acct;", True),
+        ("AccountName=acct;AccountKey=x;BlobEndpoint=http://storage.example.org/acct;", True),
+        ("AccountName=acct;AccountKey=x;BlobEndpoint=http://127.0.0.1:10000/acct;", False),  # Azurite
+        ("AccountName=acct;AccountKey=x;BlobEndpoint=http://localhost:10000/acct;", False),
+        ("AccountName=acct;AccountKey=x;BlobEndpoint=http://[::1]:10000/acct;", False),
+        ("AccountName=acct;AccountKey=x;BlobEndpoint=https://acct.blob.core.windows.net;", False),
+        # the docker-compose sandbox: Azurite's public development account on a service name
+        ("AccountName=devstoreaccount1;AccountKey=x;BlobEndpoint=http://azurite:10000/devstoreaccount1;", False),
+    ],
+)
+def test_plain_http_blob_endpoint_is_refused_except_on_loopback(connection_string, refused):
+    def factory(protocol, root, conn_id):
+        return FakeBlobFs(connection_string=connection_string)
+
+    account = connection_string.split(";")[0].split("=")[1]
+    root = f"abfs://lake@{account}.dfs.core.windows.net/p"
+    if refused:
+        with pytest.raises(LakeLocationError, match="plain-http endpoint") as caught:
+            resolve_lake_location(root, "c", blob_filesystem=factory)
+        assert "AccountKey" not in str(caught.value)
+    else:
+        resolve_lake_location(root, "c", blob_filesystem=factory)
+
+
+def test_plain_http_account_url_of_a_real_adlfs_filesystem_is_refused():
+    """DefaultEndpointsProtocol=http without BlobEndpoint: adlfs' own service client URL."""
+    from adlfs import AzureBlobFileSystem
+
+    def factory(protocol, root, conn_id):
+        return AzureBlobFileSystem(connection_string="DefaultEndpointsProtocol=http;AccountName=acct;AccountKey=eA==;EndpointSuffix=core.windows.net")
+
+    with pytest.raises(LakeLocationError, match="http://acct.blob.core.windows.net"):
+        resolve_lake_location("abfs://lake@acct.dfs.core.windows.net/p", "c", blob_filesystem=factory)

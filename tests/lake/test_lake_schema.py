@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from datetime import datetime, timedelta, timezone
 
 import pendulum
@@ -168,29 +170,46 @@ def test_minimal_alert_has_nulls_and_null_lists():
     assert row["related_user_name"] is None and row["incident_id"] is None and row["fetched_at"] is None
 
 
-def test_numeric_ids_as_strings_are_accepted_but_not_booleans_or_text():
-    record = alert_record({**MINIMAL_ALERT, "incidentId": "42"}, tenant_id="t", interval_start=START, listed_at=START, ips_status="empty", ip_count=0)
-    assert record["incident_id"] == 42
-    for bad in (True, "4x2", 4.5):
-        with pytest.raises(LakeSchemaError, match="incidentId"):
-            alert_record({**MINIMAL_ALERT, "incidentId": bad}, tenant_id="t", interval_start=START, listed_at=START, ips_status="empty", ip_count=0)
+def row_of(alert, **overrides):
+    options = dict(tenant_id="t", interval_start=START, listed_at=START, ips_status="ok", ip_count=0)
+    return alert_record(alert, **{**options, **overrides})
+
+
+def test_numeric_ids_as_strings_are_accepted_and_other_values_recorded_as_problems():
+    record = row_of({**MINIMAL_ALERT, "incidentId": "42"}, ips_status="empty")
+    assert record["incident_id"] == 42 and record["field_problems"] is None
+    for bad in (True, "4x2", 4.5, 2**70):
+        record = row_of({**MINIMAL_ALERT, "incidentId": bad}, ips_status="empty")
+        assert record["incident_id"] is None
+        (problem,) = record["field_problems"]
+        assert problem.startswith("incidentId: expected an integer")
+
+
+@pytest.mark.parametrize("change", [{"id": None}, {"id": 5}, {"lastUpdateTime": "yesterday"}])
+def test_an_alert_without_its_identity_is_an_error(change):
+    with pytest.raises(LakeSchemaError, match="id|lastUpdateTime"):
+        row_of({**FULL_ALERT, **change})
 
 
 @pytest.mark.parametrize(
-    "change, message",
+    "change, columns, message",
     [
-        ({"id": None}, "string id"),
-        ({"id": 5}, "string id"),
-        ({"lastUpdateTime": "yesterday"}, "lastUpdateTime"),
-        ({"mitreTechniques": "T1003"}, "mitreTechniques"),
-        ({"comments": {"comment": "x"}}, "comments"),
-        ({"relatedUser": "alice"}, "relatedUser"),
-        ({"severity": 3}, "severity"),
+        ({"mitreTechniques": "T1003"}, ["mitre_techniques"], "mitreTechniques: expected a list"),
+        ({"comments": {"comment": "x"}}, ["comments"], "comments: expected a list"),
+        ({"relatedUser": "alice"}, ["related_user_name", "related_user_domain"], "relatedUser: expected an object"),
+        ({"severity": 3}, ["severity"], "severity: expected a string, got int"),
+        ({"incidentId": 12.5}, ["incident_id"], "incidentId: expected an integer, got 12.5"),
+        ({"alertCreationTime": "2024-05-06"}, ["alert_creation_time"], "alertCreationTime: not an ISO 8601"),
+        ({"firstEventTime": 1714980000}, ["first_event_time"], "firstEventTime: expected an ISO 8601"),
     ],
 )
-def test_malformed_alert_fields_are_errors_naming_the_field(change, message):
-    with pytest.raises(LakeSchemaError, match=message):
-        alert_record({**FULL_ALERT, **change}, tenant_id="t", interval_start=START, listed_at=START, ips_status="ok", ip_count=0)
+def test_a_field_that_does_not_fit_is_null_recorded_and_kept_in_raw(change, columns, message):
+    record = row_of({**FULL_ALERT, **change})
+    assert [record[c] for c in columns] == [None] * len(columns)
+    (problem,) = record["field_problems"]
+    assert problem.startswith(message)
+    assert json.loads(record["raw"]) == json.loads(json.dumps({**FULL_ALERT, **change}))
+    assert to_table(ALERTS, [record]).num_rows == 1  # the row lands
 
 
 def test_missing_last_update_time_is_refused_by_the_table():
@@ -208,7 +227,7 @@ def test_unknown_ips_status_is_an_error():
 
 
 def test_alert_ip_rows_carry_alert_attributes_and_versions():
-    rows = alert_ip_records(FULL_ALERT, [["10.1.2.3", 4], ["2001:db8::1", 6], "10.1.2.3"], tenant_id="t", interval_start=START, fetched_at="2024-05-06T08:05:00Z")
+    rows = alert_ip_records(row_of(FULL_ALERT), [["10.1.2.3", 4], ["2001:db8::1", 6], "10.1.2.3"], fetched_at="2024-05-06T08:05:00Z")
     table = to_table(ALERT_IPS, rows)
     assert table.schema == ALERT_IPS_SCHEMA
     assert table.column("ip").to_pylist() == ["10.1.2.3", "2001:db8::1"]  # distinct
@@ -235,12 +254,12 @@ def test_alert_ip_rows_carry_alert_attributes_and_versions():
 )
 def test_non_canonical_ips_never_reach_the_lake(ip, message):
     with pytest.raises(LakeSchemaError, match=message):
-        alert_ip_records(FULL_ALERT, [ip], tenant_id="t", interval_start=START, fetched_at=START)
+        alert_ip_records(row_of(FULL_ALERT), [ip], fetched_at=START)
 
 
 def test_ip_version_must_match_the_address():
     with pytest.raises(LakeSchemaError, match="IPv4, not IPv6"):
-        alert_ip_records(FULL_ALERT, [["10.0.0.1", 6]], tenant_id="t", interval_start=START, fetched_at=START)
+        alert_ip_records(row_of(FULL_ALERT), [["10.0.0.1", 6]], fetched_at=START)
 
 
 # --------------------------------------------------------------------------- tables
@@ -254,7 +273,7 @@ def test_to_table_rejects_unknown_columns_and_unknown_tables():
 
 
 def test_to_table_rejects_values_of_the_wrong_type():
-    rows = alert_ip_records(FULL_ALERT, ["10.0.0.1"], tenant_id="t", interval_start=START, fetched_at=START)
+    rows = alert_ip_records(row_of(FULL_ALERT), ["10.0.0.1"], fetched_at=START)
     rows[0]["ip_version"] = 400  # does not fit int8
     with pytest.raises(LakeSchemaError, match="do not fit"):
         to_table(ALERT_IPS, rows)
@@ -281,10 +300,20 @@ def test_schemas_match_the_design():
     assert str(ALERTS_SCHEMA.field("comments").type) == f"list<item: struct<comment: string, created_by: string, created_time: {ts}>>"
     assert str(ALERTS_SCHEMA.field("mitre_techniques").type) == "list<item: string>"
     assert ALERTS_SCHEMA.field("ip_count").type == pa.int32()
-    assert len(ALERTS_SCHEMA) == 34
+    assert len(ALERTS_SCHEMA) == 37
+    assert ALERTS_SCHEMA.names[-3:] == ["ips_error", "field_problems", "raw"]  # appended, all optional
+    assert not any(ALERTS_SCHEMA.field(n).nullable is False for n in ALERTS_SCHEMA.names[-3:])
     for field in list(ALERTS_SCHEMA) + list(ALERT_IPS_SCHEMA):
         if pa.types.is_timestamp(field.type):
             assert field.type == pa.timestamp("us", tz="UTC"), field.name
+
+
+def test_a_file_from_before_the_added_columns_reads_with_nulls_there():
+    old = empty_table(ALERTS).drop_columns(["ips_error", "field_problems", "raw"])
+    upgraded = schema.conform(ALERTS, old)
+    assert upgraded.schema == ALERTS_SCHEMA
+    with pytest.raises(LakeSchemaError, match="missing"):
+        schema.conform(ALERTS, empty_table(ALERTS).drop_columns(["raw", "title"]))
 
 
 def test_conform_reports_type_and_column_differences():

@@ -10,6 +10,7 @@ from lake_data import duckdb_read, hourly_intervals, same_rows, sample_interval,
 from mde_pipeline.lake.schema import ALERT_IPS
 from mde_pipeline.lake.commit import commit_interval
 from mde_pipeline.lake.layout import sanitize_run_id, staging_path
+from mde_pipeline.lake.storage import write_files_atomic
 from mde_pipeline.lake.staging import StagingNotFoundError, clear_staging, read_staging_json, write_staging_json
 
 START = datetime(2024, 7, 1, 5, tzinfo=timezone.utc)
@@ -79,3 +80,33 @@ def test_staging_is_invisible_to_table_readers(location):
     commit_interval(location, START - timedelta(hours=1), committed)
     assert hourly_intervals(location, ALERT_IPS) == [START - timedelta(hours=1)]
     assert same_rows(duckdb_read(location, ALERT_IPS).drop_columns(["date"]).cast(committed[ALERT_IPS].schema), committed[ALERT_IPS])
+
+
+def test_sweep_removes_failed_runs_staging_after_the_documented_age(location):
+    """A failed run's staged listing goes once its newest file is older than the age
+    (7 days by default); younger runs and the compaction staging stay."""
+    import time
+
+    from mde_pipeline.lake.staging import STAGING_MAX_AGE, sweep_staging
+
+    assert STAGING_MAX_AGE == timedelta(days=7)
+    later = START + timedelta(hours=1)
+    write_staging_json(location, START, SCHEDULED, "listing", {"alerts": [{"relatedUser": {"userName": "alice"}}]})
+    write_staging_json(location, later, BACKFILL, "listing", {"alerts": []})
+    write_files_atomic(location, {"_staging/compaction/alerts/date=2024-07-01/x/_compaction.json": b"{}"})
+    now = time.time()
+    assert sweep_staging(location, now=now) == []  # just written: kept
+    removed = sweep_staging(location, now=now + STAGING_MAX_AGE.total_seconds() + 60)
+    assert sorted(removed) == sorted(location.uri(staging_path(s, r)) for s, r in ((START, SCHEDULED), (later, BACKFILL)))
+    assert staged_names(location, START, SCHEDULED) == [] and staged_names(location, later, BACKFILL) == []
+    location.fs.invalidate_cache()
+    assert location.fs.exists(location.path("_staging/compaction/alerts/date=2024-07-01/x/_compaction.json"))
+
+
+def test_compaction_step_sweeps_old_staging(local_location):
+    from mde_pipeline.lake.compaction import compaction_step
+
+    write_staging_json(local_location, START, SCHEDULED, "listing", {"alerts": []})
+    summary = compaction_step(local_location, closed_before=START, staging_max_age=timedelta(0))
+    assert summary["staging_swept"] == 1
+    assert staged_names(local_location, START, SCHEDULED) == []

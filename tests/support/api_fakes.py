@@ -6,7 +6,7 @@ import itertools
 import threading
 from typing import Sequence
 
-from mde_pipeline.api.ledgers import Decision, decide
+from mde_pipeline.api.ledgers import Decision, clip_block, decide
 from mde_pipeline.api.windows import Window
 
 
@@ -46,6 +46,8 @@ class InMemoryLedger:
         with self._lock:
             calls = {entry: t for entry, t in self._calls.get(key, {}).items() if t > now - longest}
             self._calls[key] = calls
+            if key in self._blocked:  # clipped like SqliteLedger, and kept clipped
+                self._blocked[key] = clip_block(self._blocked[key], now, windows)
             decision = decide(sorted(calls.values()), self._blocked.get(key, 0.0), now, windows)
             if decision.wait_seconds <= 0:
                 entry = next(self._next_entry)

@@ -91,7 +91,8 @@ class MdeStaticCredential:
 class MdeScriptedAdapter(requests.adapters.BaseAdapter):
     """A requests adapter answering from a script, so azure-core's RequestsTransport
     (and its error conversion) runs for real. Each step is an exception to raise, a
-    callable(request) -> step, or (status, headers, body)."""
+    callable(request) -> step, or (status, headers, body); body is bytes, JSON data or a
+    file object (read as the body, e.g. one that trickles)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -108,11 +109,12 @@ class MdeScriptedAdapter(requests.adapters.BaseAdapter):
         if isinstance(step, BaseException):
             raise step
         status, headers, body = step
-        if not isinstance(body, bytes):
+        if not isinstance(body, bytes) and not hasattr(body, "read"):
             body = json.dumps(body).encode()
         raw = urllib3.HTTPResponse(
-            body=io.BytesIO(body), headers=headers, status=status, preload_content=False, decode_content=False
-        )
+            body=body if hasattr(body, "read") else io.BytesIO(body),  # a file object: a body read slowly
+            headers=headers, status=status, preload_content=False, decode_content=False,
+        )  # fmt: skip
         response = requests.Response()
         response.status_code = status
         response.headers = requests.structures.CaseInsensitiveDict(headers)

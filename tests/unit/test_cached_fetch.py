@@ -11,13 +11,19 @@ from mde_pipeline.api.errors import MdeServerError
 from mde_pipeline.lake.location import resolve_lake_location
 
 
+class Crash(RuntimeError):
+    """Not a per-alert failure: the task dies (as a kill or an outage would)."""
+
+
 class FlakyClient:
-    def __init__(self, fail_on=()):
-        self.fail_on = set(fail_on)
+    def __init__(self, fail_on=(), crash_on=()):
+        self.fail_on, self.crash_on = set(fail_on), set(crash_on)
         self.asked = []
 
     def get_alert_ips(self, alert_id):
         self.asked.append(alert_id)
+        if alert_id in self.crash_on:
+            raise Crash(alert_id)
         if alert_id in self.fail_on:
             raise MdeServerError("MDE API failed after retries", status=500)
         return ["10.0.0.1"] if alert_id != "gone" else None
@@ -31,14 +37,20 @@ def batch_of(*ids):
 def test_a_retry_fetches_only_what_the_failed_try_did_not_finish(tmp_path):
     lake = resolve_lake_location(str(tmp_path))
     batch = batch_of("a", "gone", "poison", "d")
-    first = FlakyClient(fail_on={"poison"})
-    with pytest.raises(MdeServerError):
+    first = FlakyClient(crash_on={"poison"})
+    with pytest.raises(Crash):
         fetch_batch_cached(first, batch, lake, "tenant-a")
     assert first.asked == ["a", "gone", "poison"]
 
-    second = FlakyClient()
-    results = fetch_batch_cached(second, batch, lake, "tenant-a")
-    assert second.asked == ["poison", "d"]  # the failed one is tried again, the rest not
+    # The retry: 'poison' now fails for good (a result with status 'error', not cached).
+    second = FlakyClient(fail_on={"poison"})
+    failed = fetch_batch_cached(second, batch, lake, "tenant-a")
+    assert second.asked == ["poison", "d"]  # only what the crashed try did not finish
+    assert [r["status"] for r in failed] == ["ok", "not_found", "error", "ok"]
+
+    again = FlakyClient()
+    results = fetch_batch_cached(again, batch, lake, "tenant-a")
+    assert again.asked == ["poison"]  # a version that failed for good is tried again
     assert [r["alert_id"] for r in results] == ["a", "gone", "poison", "d"]
     assert [r["status"] for r in results] == ["ok", "not_found", "ok", "ok"]
 
@@ -61,7 +73,7 @@ def test_refetch_param_renders_to_a_flag(value, expected):
 def test_a_lookback_batch_returns_what_it_got_and_leaves_the_rest(tmp_path):
     lake = resolve_lake_location(str(tmp_path))
     batch = batch_of("a", "poison", "c")
-    client = FlakyClient(fail_on={"poison"})
+    client = FlakyClient(crash_on={"poison"})
     results = fetch_batch_cached(client, batch, lake, "t", partial_on_error=lambda exc: True)
     assert [r["alert_id"] for r in results] == ["a"]
     retry = FlakyClient()

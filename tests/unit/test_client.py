@@ -4,6 +4,7 @@ classes, id safety, secrets kept out of errors and logs."""
 
 from __future__ import annotations
 
+import io
 import logging
 import pickle
 
@@ -149,6 +150,62 @@ def test_alert_pages_that_are_not_the_documented_json_are_errors(mde_scripted, b
     api = mde_scripted()
     api.script((200, {}, body))
     with pytest.raises(MdeMalformedResponseError):
+        api.client.list_alerts_page(filter=None, top=1)
+
+
+def test_bodies_over_the_cap_are_malformed_responses(mde_scripted):
+    from mde_pipeline.api.client import MAX_IPS_BYTES
+
+    big = b'{"value": [' + b'{"id": "1.2.3.4"},' * (MAX_IPS_BYTES // 17) + b'{"id": "1.2.3.4"}]}'
+    api = mde_scripted()
+    api.script((200, {"Content-Type": "application/json"}, big))
+    with pytest.raises(MdeMalformedResponseError, match="over the 1048576-byte cap"):
+        api.client.get_alert_ips(ALERT_ID)
+
+
+class EndlessBody(io.RawIOBase):
+    """A body that never ends (no Content-Length): it counts what was read from it."""
+
+    def __init__(self) -> None:
+        self.served = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        buffer[:] = b"x" * len(buffer)
+        self.served += len(buffer)
+        return len(buffer)
+
+
+def test_a_body_over_the_stream_cap_stops_being_read_and_is_not_retried(mde_scripted, monkeypatch):
+    # The cap applies while the body streams in: an endless or huge answer never fills memory.
+    import mde_pipeline.api.client as client_module
+
+    monkeypatch.setattr(client_module, "MAX_PAGE_BYTES", 64 * 1024)
+    body = EndlessBody()
+    api = mde_scripted(retry_total=3)
+    api.script((200, {"Content-Type": "application/json"}, body))
+    with pytest.raises(MdeMalformedResponseError, match="over the 65536-byte cap"):
+        api.client.list_alerts_page(filter=None, top=1)
+    assert body.served < 4 * 64 * 1024 and len(api.urls) == 1
+    api.script((200, {"Content-Length": str(10**9)}, b"{}"))
+    with pytest.raises(MdeMalformedResponseError, match="1000000000 bytes is over"):
+        api.client.list_alerts_page(filter=None, top=1)
+
+
+def test_page_cap_is_checked_before_parsing():
+    from mde_pipeline.api.client import MAX_PAGE_BYTES, parse_json_body
+
+    assert MAX_PAGE_BYTES == 64 * 1024 * 1024
+    with pytest.raises(MdeMalformedResponseError, match="over the 10-byte cap"):
+        parse_json_body(b'{"value": []}', "https://x/api/alerts", 10)
+
+
+def test_deeply_nested_json_is_a_malformed_response_not_a_recursion_error(mde_scripted):
+    api = mde_scripted()
+    api.script((200, {}, b'{"value": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"))
+    with pytest.raises(MdeMalformedResponseError, match="nested too deeply"):
         api.client.list_alerts_page(filter=None, top=1)
 
 

@@ -122,3 +122,15 @@ def test_certificate_without_password_field():
     assert config.auth_method == "certificate"
     with pytest.raises(MdeConfigurationError, match="not both"):
         parse(password=None, certificate_path="/c.pem", certificate_data="-----BEGIN")
+
+
+def test_a_redis_ledger_url_is_accepted_and_its_password_kept_secret():
+    config = parse(rate_limit_ledger="rediss://:s3cret-pw@redis.internal:6380/2")
+    assert config.rate_limit_ledger == "rediss://:s3cret-pw@redis.internal:6380/2"
+    assert "s3cret-pw" in config.secrets() and "s3cret-pw" not in repr(config)
+
+
+@pytest.mark.parametrize("value", ["memory", "redis", "postgres://db/x", "redis://"])
+def test_other_ledgers_are_refused_without_echoing_a_password(value):
+    with pytest.raises(MdeConfigurationError, match="rate_limit_ledger"):
+        parse(rate_limit_ledger=value)

@@ -91,3 +91,29 @@ def test_incomplete_connections_name_what_is_missing(monkeypatch, fields, messag
         MdeHook().get_config()
     assert "'mde_default'" in str(info.value)
     assert SECRET not in str(info.value)
+
+
+PEM = (
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7pemTestKeyLine1\n"
+    "q9zTestKeyLine2abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOP\n"
+    "-----END PRIVATE KEY-----\n"
+)
+
+
+def test_certificate_data_and_password_are_masked_when_the_connection_is_read(monkeypatch):
+    """Neither name holds one of Airflow's sensitive words: the hook masks them itself,
+    whole and line by line, in what the task logger writes (its mask_logs processor)."""
+    from airflow.sdk.log import mask_logs
+
+    password = "cert-Passw0rd-for-the-test"
+    set_connection(monkeypatch, password=None, extra={"tenant_id": "t", "cloud": "eu", "certificate_data": PEM,
+                                                      "certificate_password": password})  # fmt: skip
+    MdeHook().get_config()
+    key_line = PEM.splitlines()[1]
+    event = {"event": f"loaded {PEM} with {password}", "detail": key_line, "nested": {"x": [PEM]}}
+    logged = repr(mask_logs(None, "info", event))
+    assert password not in logged
+    assert key_line not in logged
+    assert PEM.splitlines()[2] not in logged
+    assert "***" in logged

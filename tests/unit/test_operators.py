@@ -26,6 +26,7 @@ from mde_pipeline.api.errors import (
     MdePermissionError,
     MdeServerError,
     MdeThrottledError,
+    MdeTooManyFailedAlertsError,
 )
 from mde_pipeline.airflow.operators import (
     MdeFetchAlertIpsOperator,
@@ -58,7 +59,10 @@ class FakeIpsClient:
         if alert_id == "slow":
             self.stats.throttled += 1
             self.stats.wait_seconds += 30
-        return self.answers[alert_id]
+        answer = self.answers[alert_id]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
 
 def batch_of(*alert_ids):
@@ -131,26 +135,13 @@ def test_fetch_results_per_status(caplog):
 
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [
-        "alert ok: 'bogus\\nline' is not an IP address (not an IPv4 or IPv6 address); kept out of the ip column",
-        "alert slow: 'not-an-ip' is not an IP address (not an IPv4 or IPv6 address); kept out of the ip column",
+        "alert 'ok': 'bogus\\nline' is not an IP address (not an IPv4 or IPv6 address); kept out of the ip column",
+        "alert 'slow': 'not-an-ip' is not an IP address (not an IPv4 or IPv6 address); kept out of the ip column",
     ]
     progress = [r.getMessage() for r in caplog.records if "alerts fetched" in r.getMessage()]
     assert len(progress) == 2
     assert progress[0].startswith("batch 2/5: 2/4 alerts fetched; 2 calls, 0 throttled (429), 0 retries, 0.0s waiting")
     assert progress[1].startswith("batch 2/5: 4/4 alerts fetched; 4 calls, 1 throttled (429), 0 retries, 30.0s waiting")
-
-
-def test_a_client_error_stops_the_batch_and_propagates():
-    class Failing(FakeIpsClient):
-        def get_alert_ips(self, alert_id):
-            if alert_id == "b":
-                raise MdeServerError("MDE API failed after retries", status=503)
-            return super().get_alert_ips(alert_id)
-
-    client = Failing({"a": ["1.1.1.1"], "c": ["2.2.2.2"]})
-    with pytest.raises(MdeServerError):
-        fetch_batch_ips(client, batch_of("a", "b", "c"))
-    assert client.asked == ["a"]
 
 
 @pytest.mark.parametrize(
@@ -248,3 +239,41 @@ def test_listing_document_is_json():
     assert document["start"] == "2024-03-10T13:00:00Z" and document["end"] == "2024-03-10T14:00:00Z"
     assert document["alerts"] == listing.alerts and document["tenant_id"] == "tenant"
     assert document["listed_at"] == "2024-03-10T15:00:00+00:00"
+
+
+def test_an_alert_that_fails_for_good_is_recorded_as_error_and_the_batch_goes_on(caplog):
+    # A 5xx every time (after the client's own retries), an answer that does not parse, an
+    # id we refuse: each lands as 'error' with its reason; the rest of the batch is fetched.
+    client = FakeIpsClient(
+        {
+            "ok": ["10.0.0.1"],
+            "down": MdeServerError("MDE API failed after retries", status=500),
+            "garbled": MdeMalformedResponseError("ips value[1] is not an object with a string 'id': '17'"),
+            "later": [],
+        }
+    )
+    results = fetch_batch_ips(client, batch_of("ok", "down", "garbled", "later"), clock=FakeClock())
+    assert [r["status"] for r in results] == ["ok", "error", "error", "empty"]
+    assert results[1]["error"].startswith("MdeServerError: MDE API failed after retries")
+    assert results[2]["error"].startswith("MdeMalformedResponseError: ips value[1]")
+    assert "error" not in results[0] and results[1]["ips"] == []
+    assert client.asked == ["ok", "down", "garbled", "later"]
+    assert json.loads(json.dumps(results)) == results
+    assert "recorded with ips_status 'error'" in caplog.text
+
+
+def test_more_failures_than_poison_alerts_explain_fail_the_batch():
+    # max(2, 10% of the batch) failures are recorded; one more is an outage: the batch fails.
+    answers = {f"a{i}": MdeServerError("MDE API failed after retries", status=503) for i in range(5)}
+    client = FakeIpsClient(answers)
+    with pytest.raises(MdeTooManyFailedAlertsError, match="3 alerts failed for good") as caught:
+        fetch_batch_ips(client, batch_of(*answers), clock=FakeClock())
+    assert isinstance(caught.value.__cause__, MdeServerError)
+    assert client.asked == ["a0", "a1", "a2"]  # nothing spent after the threshold
+
+
+def test_errors_that_are_never_per_alert_still_fail_the_batch_at_once():
+    client = FakeIpsClient({"a": MdePermissionError("no Ip.Read.All", status=403), "b": []})
+    with pytest.raises(MdePermissionError):
+        fetch_batch_ips(client, batch_of("a", "b"), clock=FakeClock())
+    assert client.asked == ["a"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import stat
+import tempfile
 
 import pytest
 
@@ -11,9 +13,44 @@ from mde_pipeline.api.errors import MdeThrottledError
 from mde_pipeline.api.ledgers import SqliteLedger, default_ledger_dir, ledger_key
 from mde_pipeline.api.rate_limiter import RateLimiter
 from mde_pipeline.api.windows import Window, effective_windows, parse_rate_limits, seconds_until_free
+from mde_pipeline.api.redis_ledger import RedisLedger
 from tests.support.api_fakes import FakeClock, InMemoryLedger
+from local_redis import RedisServer
 
 KEY = ledger_key("tenant", "client")
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
+
+
+@pytest.fixture(params=["memory", "redis"])
+def any_ledger(request, make_ledger):
+    """The window arithmetic runs in Python (memory, sqlite) and in Lua (redis): both here."""
+    return make_ledger(request.param)
+
+
+@pytest.fixture
+def make_ledger(tmp_path, request):
+    """A fresh ledger of each kind: one process (memory), the host (sqlite), every host (redis)."""
+    made = []
+
+    def make(kind: str):
+        if kind == "memory":
+            return InMemoryLedger()
+        if kind == "sqlite":
+            ledger = SqliteLedger(tmp_path / "l.sqlite3")
+        else:
+            ledger = RedisLedger(request.getfixturevalue("redis_url"))
+            ledger._redis.flushdb()  # a fresh budget per test
+        made.append(ledger)
+        return ledger
+
+    yield make
+    for ledger in made:
+        ledger.close()
 
 
 def make_limiter(limits, *, clock, ledger=None, margin=0.0, share=1.0, max_blocked_wait=None):
@@ -37,9 +74,9 @@ def max_in_any_window(timestamps, seconds):
     return best
 
 
-def test_exactly_limit_calls_pass_then_next_waits_until_oldest_leaves_window_plus_margin():
+def test_exactly_limit_calls_pass_then_next_waits_until_oldest_leaves_window_plus_margin(any_ledger):
     clock = FakeClock(start=1000.0)
-    limiter = make_limiter([[3, 10]], clock=clock, margin=0.5)
+    limiter = make_limiter([[3, 10]], clock=clock, ledger=any_ledger, margin=0.5)
     slots = [limiter.acquire() for _ in range(3)]
     assert [s.reserved_at for s in slots] == [1000.0, 1000.0, 1000.0]
     assert clock.sleeps == []
@@ -50,9 +87,9 @@ def test_exactly_limit_calls_pass_then_next_waits_until_oldest_leaves_window_plu
     assert fourth.waited_seconds == pytest.approx(10.5)
 
 
-def test_spread_calls_wait_only_for_the_oldest_one():
+def test_spread_calls_wait_only_for_the_oldest_one(any_ledger):
     clock = FakeClock(start=0.0)
-    limiter = make_limiter([[3, 10]], clock=clock, margin=1.0)
+    limiter = make_limiter([[3, 10]], clock=clock, ledger=any_ledger, margin=1.0)
     for _ in range(3):
         limiter.acquire()
         clock.advance(2.0)  # reservations at 0, 2, 4; now 6
@@ -62,9 +99,9 @@ def test_spread_calls_wait_only_for_the_oldest_one():
     assert slot.reserved_at == pytest.approx(13.0)  # 2 + 10 + 1
 
 
-def test_a_call_just_before_the_edge_waits_and_one_at_the_edge_does_not():
+def test_a_call_just_before_the_edge_waits_and_one_at_the_edge_does_not(any_ledger):
     clock = FakeClock(start=0.0)
-    ledger = InMemoryLedger()
+    ledger = any_ledger
     limiter = make_limiter([[2, 5]], clock=clock, ledger=ledger)
     limiter.acquire()
     limiter.acquire()
@@ -78,19 +115,19 @@ def test_a_call_just_before_the_edge_waits_and_one_at_the_edge_does_not():
     assert limiter2.acquire().waited_seconds == 0.0
 
 
-def test_two_windows_interact_short_then_long():
+def test_two_windows_interact_short_then_long(any_ledger):
     # 2 per 1 s and 3 per 10 s: the 3rd call waits for the short window, the 4th for the long one.
     clock = FakeClock(start=0.0)
-    limiter = make_limiter([[2, 1], [3, 10]], clock=clock)
+    limiter = make_limiter([[2, 1], [3, 10]], clock=clock, ledger=any_ledger)
     times = [limiter.acquire().reserved_at for _ in range(5)]
     assert times == pytest.approx([0.0, 0.0, 1.0, 10.0, 10.0])
     assert max_in_any_window(times, 1.0) <= 2
     assert max_in_any_window(times, 10.0) <= 3
 
 
-def test_many_calls_never_exceed_any_window():
+def test_many_calls_never_exceed_any_window(any_ledger):
     clock = FakeClock(start=0.0)
-    limiter = make_limiter([[10, 1], [50, 5]], clock=clock, margin=0.05)
+    limiter = make_limiter([[10, 1], [50, 5]], clock=clock, ledger=any_ledger, margin=0.05)
     times = [limiter.acquire().reserved_at for _ in range(200)]
     assert max_in_any_window(times, 1.05) == 10
     assert max_in_any_window(times, 5.05) == 50
@@ -100,9 +137,9 @@ def test_many_calls_never_exceed_any_window():
             assert any(abs(times[i] - (t + w)) < 1e-6 for t in times[:i] for w in (1.05, 5.05))
 
 
-def test_blocked_until_is_waited_out_by_every_user_of_the_ledger():
+def test_blocked_until_is_waited_out_by_every_user_of_the_ledger(any_ledger):
     clock = FakeClock(start=100.0)
-    ledger = InMemoryLedger()
+    ledger = any_ledger
     first = make_limiter([[100, 60]], clock=clock, ledger=ledger, margin=0.5)
     second = make_limiter([[100, 60]], clock=clock, ledger=ledger, margin=0.5)
     first.acquire()
@@ -124,12 +161,53 @@ def test_a_later_throttle_extends_the_block_and_an_earlier_one_does_not_shorten_
 
 def test_block_longer_than_allowed_raises_throttled_with_retry_after():
     clock = FakeClock(start=0.0)
-    limiter = make_limiter([[100, 60]], clock=clock, max_blocked_wait=60.0)
+    limiter = make_limiter([[100, 60], [1500, 3600]], clock=clock, max_blocked_wait=60.0)
     limiter.record_throttle(3600.0)
     with pytest.raises(MdeThrottledError) as info:
         limiter.acquire()
     assert info.value.retry_after == pytest.approx(3600.0)
     assert clock.sleeps == []
+
+
+@pytest.mark.parametrize("absurd", [999_999_999.0, float("inf")])
+def test_record_throttle_never_writes_a_block_past_the_longest_window_plus_slack(absurd):
+    # Windows 60 s and 3,600 s: no block past 3,600 + 60 s (+ the margin) from now.
+    clock, ledger = FakeClock(start=0.0), InMemoryLedger()
+    limiter = make_limiter([[100, 60], [1500, 3600]], clock=clock, ledger=ledger, margin=0.5)
+    assert limiter.max_block_seconds == 3660.0
+    limiter.record_throttle(absurd)
+    assert ledger.blocked_until(KEY) == pytest.approx(3660.5)
+    limiter.record_throttle(float("nan"))  # NaN counts as 0 and never shortens a block
+    assert ledger.blocked_until(KEY) == pytest.approx(3660.5)
+
+
+@pytest.mark.parametrize("ledger_kind", ["sqlite", "memory", "redis"])
+def test_a_stored_block_beyond_the_longest_window_is_clipped_once_and_then_ends(make_ledger, ledger_kind, caplog):
+    # A block written before the cap existed ("budget is blocked for 999999762s more").
+    ledger = make_ledger(ledger_kind)
+    ledger.block_until(KEY, 999_999_999.0)
+    clock = FakeClock(start=0.0)
+    limiter = make_limiter([[100, 60], [1500, 3600]], clock=clock, ledger=ledger)
+    slot = limiter.acquire()
+    assert clock.sleeps == [pytest.approx(3660.0)]  # clipped to now + 3,600 + 60, not 31 years
+    assert slot.reserved_at == pytest.approx(3660.0)
+    assert ledger.blocked_until(KEY) == pytest.approx(3660.0)  # stored clipped: it has ended
+    assert limiter.acquire().waited_seconds == 0.0
+    if ledger_kind == "sqlite":
+        assert "clipped" in caplog.text
+
+
+@pytest.mark.parametrize("ledger_kind", ["sqlite", "redis"])
+def test_ledgers_show_and_clear_blocks(make_ledger, ledger_kind):
+    ledger = make_ledger(ledger_kind)
+    ledger.block_until("a:1", 100.0)
+    ledger.block_until("b:2", 200.0)
+    assert ledger.blocks() == {"a:1": 100.0, "b:2": 200.0}
+    assert ledger.clear_blocks("a:1") == 1
+    assert ledger.clear_blocks("a:1") == 0
+    assert ledger.blocks() == {"b:2": 200.0}
+    assert ledger.clear_blocks() == 1
+    assert ledger.blocks() == {}
 
 
 def test_share_scales_every_limit_and_keeps_at_least_one_call():
@@ -247,7 +325,28 @@ def test_default_ledger_dir_order(monkeypatch, tmp_path):
     assert default_ledger_dir(str(tmp_path / "extra")) == str(tmp_path / "extra")
     monkeypatch.delenv("MDE_RATE_LIMIT_LEDGER_DIR")
     monkeypatch.delenv("AIRFLOW_HOME")
-    assert default_ledger_dir().endswith("mde_rate_ledger")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    fallback = default_ledger_dir()
+    assert fallback == str(tmp_path / "tmp" / f"mde_rate_ledger_{os.getuid()}")
+    assert stat.S_IMODE(os.stat(fallback).st_mode) == 0o700
+
+
+def test_ledger_fallback_is_never_a_directory_others_can_write(monkeypatch, tmp_path):
+    monkeypatch.delenv("MDE_RATE_LIMIT_LEDGER_DIR", raising=False)
+    monkeypatch.delenv("AIRFLOW_HOME", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    planted = tmp_path / f"mde_rate_ledger_{os.getuid()}"
+    planted.mkdir()
+    planted.chmod(0o777)  # as if someone else had created it world-writable
+    with pytest.raises(PermissionError, match="MDE_RATE_LIMIT_LEDGER_DIR"):
+        default_ledger_dir()
+    planted.rmdir()
+    target = tmp_path / "elsewhere"
+    target.mkdir(mode=0o700)
+    planted.symlink_to(target)
+    with pytest.raises(PermissionError):
+        default_ledger_dir()
 
 
 def test_fake_clock_never_goes_backwards_and_records_sleeps():
@@ -258,11 +357,11 @@ def test_fake_clock_never_goes_backwards_and_records_sleeps():
     assert clock.sleeps == [2.0, -1.0]
 
 
-@pytest.mark.parametrize("ledger_kind", ["memory", "sqlite"])
-def test_a_settled_reservation_counts_from_when_its_attempt_ended(tmp_path, ledger_kind):
+@pytest.mark.parametrize("ledger_kind", ["memory", "sqlite", "redis"])
+def test_a_settled_reservation_counts_from_when_its_attempt_ended(make_ledger, ledger_kind):
     # A slow request (reserved at 0, ended at 0.8) keeps its slot until 0.8 + W'.
     clock = FakeClock(start=0.0)
-    ledger = InMemoryLedger() if ledger_kind == "memory" else SqliteLedger(tmp_path / "l.sqlite3")
+    ledger = make_ledger(ledger_kind)
     limiter = make_limiter([[2, 10]], clock=clock, ledger=ledger, margin=0.5)
     slow = limiter.acquire()
     limiter.acquire()

@@ -16,7 +16,8 @@ FROM read_parquet('${LAKE_ROOT}/alert_ips/*/*.parquet', hive_partitioning = true
 
 CREATE OR REPLACE VIEW alerts AS
 SELECT *
-FROM read_parquet('${LAKE_ROOT}/alerts/*/*.parquet', hive_partitioning = true, hive_types = {'date': DATE});
+FROM read_parquet('${LAKE_ROOT}/alerts/*/*.parquet', hive_partitioning = true, hive_types = {'date': DATE},
+                  union_by_name = true);  -- files from before ips_error/field_problems/raw read them as null
 
 -- The latest version of every alert (one row per tenant and alert).
 CREATE OR REPLACE VIEW alerts_latest AS

@@ -65,6 +65,9 @@ CREATE TABLE IF NOT EXISTS alerts (
     interval_start          TIMESTAMP,
     listed_at               TIMESTAMP,
     fetched_at              TIMESTAMP,
+    ips_error               STRING,
+    field_problems          ARRAY<STRING>,
+    raw                     STRING,
     date                    DATE
 )
 USING PARQUET

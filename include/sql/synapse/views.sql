@@ -84,7 +84,10 @@ WITH (
     invalid_ip_values       varchar(max) COLLATE Latin1_General_100_BIN2_UTF8,
     interval_start          datetime2(6),
     listed_at               datetime2(6),
-    fetched_at              datetime2(6)
+    fetched_at              datetime2(6),
+    ips_error               varchar(1024) COLLATE Latin1_General_100_BIN2_UTF8,
+    field_problems          varchar(max) COLLATE Latin1_General_100_BIN2_UTF8,
+    raw                     varchar(max) COLLATE Latin1_General_100_BIN2_UTF8
 ) AS r;
 GO
 

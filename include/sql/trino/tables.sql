@@ -76,6 +76,9 @@ CREATE TABLE IF NOT EXISTS hive.mde.alerts (
     interval_start          timestamp(6),
     listed_at               timestamp(6),
     fetched_at              timestamp(6),
+    ips_error               varchar,
+    field_problems          array(varchar),
+    raw                     varchar,
     "date"                  date
 )
 WITH (

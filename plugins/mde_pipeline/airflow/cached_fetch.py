@@ -58,23 +58,26 @@ def fetch_batch_cached(
         len(remaining),
     )
     recorder = cache.recorder(label, flush_every=flush_every)
-    fetched: list[FetchResult] = []
+    answered: list[FetchResult] = []  # as they arrive (what a failure leaves)
 
     def keep(result: FetchResult) -> None:
-        fetched.append(result)
+        answered.append(result)
         recorder.add(result)
 
+    fetched: list[FetchResult] = []
     try:
         if remaining:
-            fetch_batch_ips(
+            # Every result, 'error' ones included (those are not kept in the cache).
+            fetched = fetch_batch_ips(
                 client, {**batch, "alerts": remaining}, logger=logger, progress_every=progress_every, on_result=keep
             )
     except Exception as exc:
         if partial_on_error is None or not partial_on_error(exc):
             raise
+        fetched = answered
         logger.warning(
             "fetch stopped after %d of %d alerts (%r); the rest is left to the next look-back",
-            len(fetched),
+            len(answered),
             len(remaining),
             exc,
         )

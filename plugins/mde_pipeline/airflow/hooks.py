@@ -15,13 +15,36 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
 
 from mde_pipeline.api.client import MdeClient
 from mde_pipeline.api.config import MdeConnectionConfig
 from mde_pipeline.api.errors import MdeConfigurationError
 from mde_pipeline.airflow.settings import MDE_CONN_ID
 
-__all__ = ["MdeHook", "MdeConnectionConfig", "MdeConfigurationError"]
+__all__ = ["MdeHook", "MdeConnectionConfig", "MdeConfigurationError", "mask_connection_secrets"]
+
+# Extra keys that hold secrets although their names hold none of Airflow's sensitive
+# words, so Airflow would not mask them by itself.
+SECRET_EXTRA_KEYS = ("certificate_data", "certificate_password")
+_MIN_LINE_TO_MASK = 16
+
+
+def mask_connection_secrets(extra: Any) -> None:
+    """Register the connection's secret extras with Airflow's log masker (task and
+    supervisor): the whole value and, for PEM text, each line long enough to be key
+    material, since a traceback or a wrapped log line may show it line by line."""
+    if not isinstance(extra, dict):
+        return
+    for key in SECRET_EXTRA_KEYS:
+        value = extra.get(key)
+        if not isinstance(value, str) or not value:
+            continue
+        mask_secret(value)
+        for line in value.splitlines():
+            line = line.strip()
+            if len(line) >= _MIN_LINE_TO_MASK and not line.startswith("-----"):
+                mask_secret(line)
 
 
 def _host_with_port(host: str | None, port: int | None) -> str | None:
@@ -56,6 +79,11 @@ class MdeHook(BaseHook):
         naming the connection and what to fix."""
         if self._config is None:
             conn = self.get_connection(self.mde_conn_id)
+            try:
+                extra = conn.extra_dejson
+            except Exception:  # a malformed extra is reported by from_parts below
+                extra = None
+            mask_connection_secrets(extra)
             self._config = MdeConnectionConfig.from_parts(
                 host=_host_with_port(conn.host, conn.port),
                 login=conn.login,

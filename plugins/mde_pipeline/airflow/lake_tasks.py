@@ -12,21 +12,25 @@ A rerun of the interval replaces exactly those files.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Iterable, Mapping
 
 from mde_pipeline.airflow import settings
 from mde_pipeline.airflow.cached_fetch import as_flag
 from mde_pipeline.airflow.lake_location import configured_lake_location
 from mde_pipeline.airflow.lookback import publish_lookback
+from mde_pipeline.airflow.lineage import report_lake_outputs
 from mde_pipeline.common.fetch_result import FetchResult
 from mde_pipeline.lake.fetch_cache import cache_retention, sweep_fetch_cache, version_key
 from mde_pipeline.lake.commit import commit_interval
 from mde_pipeline.lake.layout import interval_start_of
 from mde_pipeline.lake.location import LakeLocation
-from mde_pipeline.lake.records import interval_tables
+from mde_pipeline.lake.records import interval_tables, recorded_problems
 from mde_pipeline.lake.staging import clear_staging, read_staging_json, write_staging_json
 
 LISTING = "listing"
+
+log = logging.getLogger(__name__)
 
 
 def stage_listing(listing: Mapping[str, Any], context: Mapping[str, Any], location: LakeLocation | None = None) -> str:
@@ -64,7 +68,20 @@ def publish_interval(
     late = publish_lookback(context, [r for r in results if version_key(r["alert_id"], r["last_update_time"]) not in own], location)
     clear_staging(location, start, run_id)
     sweep_fetch_cache(location, listing["tenant_id"], start - cache_retention(settings.LOOKBACK), idle=settings.LOOKBACK)
-    summary = {"interval_start": start.isoformat(), "files": committed.files, "rows": committed.rows, "lookback_added": late}
+    report_lake_outputs(location, committed.files)  # OpenLineage, when configured (lineage.py)
+    summary = {
+        "interval_start": start.isoformat(),
+        "files": committed.files,
+        "rows": committed.rows,
+        **recorded_problems(tables["alerts"]),
+        "lookback_added": late,
+    }
+    if summary["ips_errors"] or summary["alerts_with_field_problems"]:
+        log.warning(
+            "interval %s committed with %d alerts whose IPs could not be fetched (ips_status 'error') and %d "
+            "with fields that did not fit (field_problems); see docs/ANALYSTS.md",
+            summary["interval_start"], summary["ips_errors"], summary["alerts_with_field_problems"],
+        )
     _record_asset_events(context, summary)
     return summary
 

@@ -33,6 +33,14 @@ RETRY_DELAY = timedelta(seconds=_int_env("MDE_ALERT_IPS_RETRY_DELAY_SECONDS", 12
 # Runs of the DAG at once (scheduled and each backfill have their own limit); the pool,
 # not this, bounds the API callers.
 MAX_ACTIVE_RUNS = _int_env("MDE_ALERT_IPS_MAX_ACTIVE_RUNS", 4)
+# No task runs unbounded: a batch waits at most for the hourly budget (and a capped
+# throttle) per attempt, so three hours means something is stuck, not slow.
+EXECUTION_TIMEOUT = timedelta(minutes=_int_env("MDE_ALERT_IPS_EXECUTION_TIMEOUT_MINUTES", 180))
+# Staged listings of failed runs (personal data) are swept by the compaction DAG after this.
+STAGING_MAX_AGE = timedelta(days=_int_env("MDE_STAGING_MAX_AGE_DAYS", 7))
+# Freshness (airflow/freshness.py): a run not successful this long after it was queued
+# (for a scheduled run: after its hour ended) fires the DAG's deadline alert; 0 = none.
+FRESHNESS_DEADLINE = timedelta(minutes=_int_env("MDE_FRESHNESS_DEADLINE_MINUTES", 60))
 
 # Issue 11: late alerts. The hour [H, H+1h) is listed no earlier than H+1h+settle.
 SETTLE = timedelta(seconds=_int_env("MDE_ALERT_IPS_SETTLE_SECONDS", 300))

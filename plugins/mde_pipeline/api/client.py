@@ -30,6 +30,7 @@ from azure.core.rest import HttpRequest
 from mde_pipeline import __version__
 from mde_pipeline.api.config import MdeConnectionConfig
 from mde_pipeline.api.credentials import build_credential, credential_factory, transport_for
+from mde_pipeline.api.deadline import DeadlineExceededError, DeadlinePolicy
 from mde_pipeline.api.errors import (
     InvalidAlertIdError,
     MdeApiError,
@@ -39,21 +40,23 @@ from mde_pipeline.api.errors import (
     MdeTrustError,
     aadsts_code,
     error_from_response,
+    is_service_error_answer,
     redact,
     safe_url,
 )
-from mde_pipeline.api.ledgers import Ledger, open_ledger
+from mde_pipeline.api.ledger_backends import open_ledger
+from mde_pipeline.api.ledgers import Ledger
 from mde_pipeline.api.policies import (
     MdeRetryPolicy,
     RateLimitPolicy,
     RefreshingBearerPolicy,
     RequestLoggingPolicy,
     close_quietly,
-    throttle_delay,
 )
 from mde_pipeline.api.rate_limiter import Clock, RateLimiter, SystemClock
 from mde_pipeline.api.stats import ClientStats
-from mde_pipeline.api.tls import is_tls_failure, trust_sources_text
+from mde_pipeline.api.tls import is_tls_failure, trust_bundle, trust_sources_text
+from mde_pipeline.api.waits import RetryAfterReader
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,29 @@ USER_AGENT = f"mde-alert-ips-airflow/{__version__}"
 MAX_TOP = 10_000
 ALERT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _CORRELATION = re.compile(r"Correlation ID:\s*([0-9a-fA-F-]{36})")
+
+
+# Response bodies larger than these are refused (a page of 10,000 alerts is ~30 MB;
+# an alert's IPs a few KB).
+MAX_PAGE_BYTES = 64 * 1024 * 1024
+MAX_IPS_BYTES = 1024 * 1024
+
+
+def parse_json_body(body: bytes, url: str, limit: int) -> Any:
+    """The JSON of a response body, or MdeMalformedResponseError: over ``limit`` bytes,
+    not UTF-8 JSON, NaN/Infinity, or nested too deeply (never a bare RecursionError)."""
+
+    def refuse_constant(name: str) -> None:
+        raise ValueError(f"non-JSON constant {name}")
+
+    if len(body) > limit:
+        raise MdeMalformedResponseError(f"response body of {len(body)} bytes is over the {limit}-byte cap", request_url=url)
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=refuse_constant)
+    except RecursionError:
+        raise MdeMalformedResponseError(f"response JSON is nested too deeply ({len(body)} bytes)", request_url=url) from None
+    except (UnicodeDecodeError, ValueError):
+        raise MdeMalformedResponseError(f"response body is not valid JSON ({len(body)} bytes)", request_url=url) from None
 
 
 def validate_alert_id(alert_id: object) -> str:
@@ -100,7 +126,9 @@ class MdeClient:
         self.stats = ClientStats()
         self._clock = clock or SystemClock()
         # An injected ledger (tests, benchmarks) is not ours to close.
-        self._owned_ledger = open_ledger(config.rate_limit_ledger, config.rate_limit_ledger_dir) if ledger is None else None
+        self._owned_ledger = None if ledger is not None else open_ledger(
+            config.rate_limit_ledger, config.rate_limit_ledger_dir, ca_file=trust_bundle(config.ca_bundle)
+        )
         ledger = ledger or self._owned_ledger
         self.limiter = RateLimiter(
             config.rate_limits,
@@ -116,6 +144,13 @@ class MdeClient:
         self._auth_policy = RefreshingBearerPolicy(
             credential or build_credential(config), config.endpoints.scope, fresh_credential=fresh
         )
+        # One reader per client: it logs an implausible Retry-After once per client.
+        self._retry_after = RetryAfterReader(
+            self._clock.now,
+            longest_seconds=self.limiter.max_block_seconds,
+            first_backoff=config.throttle_backoff_seconds,
+            backoff_cap=config.retry_backoff_max,
+        )
         retries = config.retry_total
         policies = [
             HeadersPolicy({"User-Agent": USER_AGENT, "Accept": "application/json"}),
@@ -123,6 +158,7 @@ class MdeClient:
                 clock=self._clock,
                 stats=self.stats,
                 max_throttle_wait_seconds=config.max_throttle_wait_seconds,
+                retry_after=self._retry_after,
                 retry_total=retries,
                 retry_connect=retries,
                 retry_read=retries,
@@ -131,8 +167,9 @@ class MdeClient:
                 retry_backoff_max=config.retry_backoff_max,
             ),
             self._auth_policy,
-            RateLimitPolicy(self.limiter, self.stats),
+            RateLimitPolicy(self.limiter, self.stats, self._retry_after),
             RequestLoggingPolicy(),
+            DeadlinePolicy(config.request_deadline_seconds, max_body_bytes=MAX_PAGE_BYTES),
         ]
         self._pipeline_client = PipelineClient(
             config.api_base_url, policies=policies, transport=transport or transport_for(config)
@@ -200,12 +237,14 @@ class MdeClient:
         return self._alerts_page(self._get(url), url)
 
     def get_alert_ips(self, alert_id: str) -> list[str] | None:
-        """The raw ``id`` strings of GET /api/alerts/{id}/ips; None if the alert is gone (404)."""
+        """The raw ``id`` strings of GET /api/alerts/{id}/ips; None if the alert is gone: a
+        404 carrying the service's own error JSON. Any other 404 (HTML from a proxy, an
+        empty body, a wrong host) raises MdeUnexpectedNotFoundError after retry_total retries."""
         url = f"{self.config.api_base_url}/api/alerts/{quote(validate_alert_id(alert_id), safe='')}/ips"
         body = self._get(url, not_found_ok=True)
         if body is None:
             return None
-        document = self._json(body, url)
+        document = self._json(body, url, MAX_IPS_BYTES)
         values = self._value_list(document, url)
         ips = []
         for index, item in enumerate(values):
@@ -230,16 +269,8 @@ class MdeClient:
         return document
 
     @staticmethod
-    def _json(body: bytes, url: str) -> Any:
-        def refuse_constant(name: str) -> None:
-            raise ValueError(f"non-JSON constant {name}")
-
-        try:
-            return json.loads(body.decode("utf-8"), parse_constant=refuse_constant)
-        except (UnicodeDecodeError, ValueError):
-            raise MdeMalformedResponseError(
-                f"response body is not valid JSON ({len(body)} bytes)", request_url=url
-            ) from None
+    def _json(body: bytes, url: str, limit: int = MAX_PAGE_BYTES) -> Any:
+        return parse_json_body(body, url, limit)
 
     @staticmethod
     def _value_list(document: Any, url: str) -> list:
@@ -271,6 +302,12 @@ class MdeClient:
                 f"{message[:600]}",
                 code=aadsts_code(message),
                 target=correlation.group(1) if correlation else None,
+                request_url=url,
+            ) from None
+        except DeadlineExceededError:
+            raise MdeServerError(
+                f"MDE API gave no complete answer within request_deadline_seconds="
+                f"{self.config.request_deadline_seconds:g} (a body trickling in?) (retry_total={self.config.retry_total})",
                 request_url=url,
             ) from None
         except (ServiceRequestTimeoutError, ServiceResponseTimeoutError) as exc:
@@ -306,7 +343,8 @@ class MdeClient:
         status = response.status_code
         if 200 <= status < 300:
             return response.content
-        if status == 404 and not_found_ok:
+        if status == 404 and not_found_ok and is_service_error_answer(response):
             return None
-        retry_after = throttle_delay(response) if status == 429 else None
-        raise error_from_response(status, response.content, url, retry_after=retry_after, secrets=secrets)
+        retry_after = self._retry_after.read(response).seconds if status == 429 else None
+        raise error_from_response(status, response.content, url, retry_after=retry_after, secrets=secrets,
+                                  content_type=response.headers.get("Content-Type"))  # fmt: skip

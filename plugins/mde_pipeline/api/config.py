@@ -15,7 +15,8 @@ from typing import Any, Mapping
 
 from mde_pipeline.api.clouds import Endpoints, resolve_endpoints
 from mde_pipeline.api.errors import MdeConfigurationError
-from mde_pipeline.api.ledgers import LEDGER_BACKENDS, ledger_key
+from mde_pipeline.api.ledger_backends import check_ledger_spec, ledger_password
+from mde_pipeline.api.ledgers import ledger_key
 from mde_pipeline.api.rate_limiter import DEFAULT_MARGIN_SECONDS
 from mde_pipeline.api.windows import Window, parse_rate_limits
 
@@ -28,6 +29,7 @@ KNOWN_EXTRA_KEYS = frozenset(
         "tenant_id", "cloud", "authority_host", "scope", "rate_limits", "rate_limit_margin_seconds",
         "rate_limit_share", "rate_limit_ledger_dir", "rate_limit_ledger", "timeout", "connect_timeout",
         "read_timeout", "retry_total", "retry_backoff_factor", "retry_backoff_max", "max_throttle_wait_seconds",
+        "throttle_backoff_seconds", "request_deadline_seconds",
         "certificate_path", "certificate_data", "certificate_password", "managed_identity_client_id",
         "use_managed_identity", "use_workload_identity", "federated_token_file", "disable_instance_discovery",
         "ca_bundle",
@@ -111,7 +113,7 @@ class MdeConnectionConfig:
     rate_limits: tuple[Window, ...] = parse_rate_limits(None)
     rate_limit_margin_seconds: float = DEFAULT_MARGIN_SECONDS
     rate_limit_share: float = 1.0
-    rate_limit_ledger: str = "sqlite"
+    rate_limit_ledger: str = field(default="sqlite", repr=False)  # a Redis URL may hold a password
     rate_limit_ledger_dir: str | None = None
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
@@ -119,6 +121,12 @@ class MdeConnectionConfig:
     retry_backoff_factor: float = 0.8
     retry_backoff_max: float = 60.0
     max_throttle_wait_seconds: float = 3900.0
+    # First wait after a 429 without a usable Retry-After, and the floor of every 429
+    # wait; doubles per 429 of one call up to retry_backoff_max (api/waits.py).
+    throttle_backoff_seconds: float = 2.0
+    # One attempt, connect to the body's last byte (api/deadline.py): a read timeout is
+    # per read, so a trickling body would never time out.
+    request_deadline_seconds: float = 120.0
     ca_bundle: tuple[str, ...] = ()
     conn_id: str | None = None
 
@@ -133,7 +141,9 @@ class MdeConnectionConfig:
         return ledger_key(self.tenant_id, principal)
 
     def secrets(self) -> tuple[str, ...]:
-        return tuple(s for s in (self.client_secret, self.certificate_password, self.certificate_data) if s)
+        candidates = (self.client_secret, self.certificate_password, self.certificate_data,
+                      ledger_password(self.rate_limit_ledger))  # fmt: skip
+        return tuple(s for s in candidates if s)
 
     @classmethod
     def from_parts(
@@ -237,9 +247,7 @@ class MdeConnectionConfig:
                 rate_limits = json.loads(rate_limits)
             except ValueError:
                 raise MdeConfigurationError("extra rate_limits is not JSON") from None
-        ledger = (_text(extra, "rate_limit_ledger") or "sqlite").lower()
-        if ledger not in LEDGER_BACKENDS:
-            raise MdeConfigurationError(f"extra rate_limit_ledger must be one of {', '.join(LEDGER_BACKENDS)}")
+        ledger = check_ledger_spec(_text(extra, "rate_limit_ledger"))
         share = _number(extra, "rate_limit_share", 1.0)
         if not 0 < share <= 1:
             raise MdeConfigurationError(f"extra rate_limit_share must be in (0, 1], got {share!r}")
@@ -273,6 +281,8 @@ class MdeConnectionConfig:
             retry_backoff_factor=_number(extra, "retry_backoff_factor", 0.8),
             retry_backoff_max=_number(extra, "retry_backoff_max", 60.0),
             max_throttle_wait_seconds=_number(extra, "max_throttle_wait_seconds", 3900.0),
+            throttle_backoff_seconds=_number(extra, "throttle_backoff_seconds", 2.0, minimum=0.001),
+            request_deadline_seconds=_number(extra, "request_deadline_seconds", 120.0, minimum=0.001),
             ca_bundle=tuple(ca_bundle),
             conn_id=conn_id,
         )

@@ -129,6 +129,21 @@ class MdeServerError(MdeApiError):
     """5xx/408 after retries, connection errors, TLS failures and timeouts."""
 
 
+class MdeUnexpectedNotFoundError(MdeServerError):
+    """404 whose body is not the service's error JSON (a proxy's HTML page, an empty body,
+    a wrong host): never read as "alert gone". Retried within retry_total first."""
+
+
+class MdeMostlyNotFoundError(MdeApiError):
+    """Most alerts of a batch came back "not found": more likely a wrong host or a proxy
+    than a mass deletion, so the run stops instead of committing an hour of nothing."""
+
+
+class MdeTooManyFailedAlertsError(MdeApiError):
+    """More alerts of a batch failed for good than one poison alert explains: an outage,
+    not a bad alert, so the batch fails (and its task retries) instead of recording them."""
+
+
 class MdeBadRequestError(MdeApiError):
     """400: the service rejected the request (for example an invalid $filter)."""
 
@@ -196,6 +211,23 @@ def parse_error_body(body: bytes) -> tuple[str | None, str | None, str | None]:
     return text("code"), text("message"), text("target")
 
 
+def is_service_error(content_type: str | None, body: bytes) -> bool:
+    """True when an answer is the service's own error: a JSON (or untyped) body shaped
+    ``{"error": {"code": "<text>", ...}}``. An HTML page, an empty body or other JSON is
+    not: a proxy or another host said it, not MDE (API_NOTES "Errors")."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media and media != "application/json" and not media.endswith("+json"):
+        return False
+    code, _, _ = parse_error_body(body)
+    return bool(code and code.strip())
+
+
+def is_service_error_answer(http_response: Any) -> bool:
+    """:func:`is_service_error` of an azure-core response (pipeline or rest)."""
+    body = http_response.body() if callable(getattr(http_response, "body", None)) else http_response.content
+    return is_service_error(http_response.headers.get("Content-Type"), body or b"")
+
+
 def error_from_response(
     status: int,
     body: bytes,
@@ -203,6 +235,7 @@ def error_from_response(
     *,
     retry_after: float | None = None,
     secrets: Iterable[str | None] = (),
+    content_type: str | None = None,
 ) -> MdeApiError:
     """The typed error for a non-2xx answer from the API."""
     code, service_message, target = parse_error_body(body)
@@ -228,6 +261,12 @@ def error_from_response(
             else "the application lacks the permission for this API"
         )
         return MdePermissionError(f"MDE API forbids the call: {need}{suffix}", permission=permission, **common)
+    if status == 404 and not is_service_error(content_type, body):
+        return MdeUnexpectedNotFoundError(
+            f"{urlsplit(url).netloc} answered 404 without the MDE API's error body (a proxy, or not the "
+            "MDE API at all: check the connection's host and any proxy in between); not read as 'alert gone'",
+            **common,
+        )
     if status == 404:
         return MdeNotFoundError(f"MDE API found no such resource{suffix}", **common)
     if status == 429:

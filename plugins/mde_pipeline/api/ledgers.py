@@ -1,24 +1,29 @@
 """Where reservations and 429 blocks are kept: the budget ledger shared by every caller.
 
 One ledger entry per attempt, keyed by budget (``tenant:client``), so every task on the
-host sees every other task's calls. :class:`SqliteLedger` is the backend (one file per
-host, ``BEGIN IMMEDIATE`` serialises processes); tests supply their own
-:class:`Ledger` implementations.
+host sees every other task's calls. :class:`SqliteLedger` is the default backend (one
+file per host, ``BEGIN IMMEDIATE`` serialises processes); api/redis_ledger.py holds the
+one every host shares; api/ledger_backends.py picks one from the connection.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import tempfile
 import threading
 from typing import NamedTuple, Protocol, Sequence
 
-from mde_pipeline.api.windows import Window, seconds_until_free
+from mde_pipeline.api.private_dirs import private_temp_dir
+from mde_pipeline.api.windows import Window, max_block_seconds, seconds_until_free
 
-LEDGER_BACKENDS = ("sqlite",)  # connection extra rate_limit_ledger
+log = logging.getLogger(__name__)
+
 LEDGER_FILE_NAME = "mde_rate_ledger.sqlite3"
 LEDGER_DIR_ENV = "MDE_RATE_LIMIT_LEDGER_DIR"
+# Per-minute history for the operator's view (calls granted, 429s), kept this long.
+HISTORY_SECONDS = 24 * 3600
 
 
 class Decision(NamedTuple):
@@ -43,10 +48,30 @@ class Ledger(Protocol):
     def blocked_until(self, key: str) -> float: ...
 
 
+def clip_block(until: float, now: float, windows: Sequence[Window]) -> float:
+    """A stored block never reaches past now + the longest window + slack.
+
+    The limiter never writes a longer one (record_throttle caps it), but a block written
+    before that cap existed (``Retry-After: 999999999``) or under longer windows would
+    otherwise stop every caller on the host for good. Ledgers store the clipped value,
+    so a clipped block ends."""
+    limit = now + max_block_seconds(windows)
+    if until > limit:
+        log.warning(
+            "rate-limit ledger held a throttle block %.0fs long, longer than any window allows; "
+            "clipped to %.0fs (python -m mde_pipeline.api.ledger_admin clear removes blocks)",
+            until - now,
+            limit - now,
+        )
+        return limit
+    return until
+
+
 def decide(timestamps: Sequence[float], blocked_until: float, now: float, windows: Sequence[Window]) -> Decision:
     if blocked_until > now:
         return Decision(blocked_until - now, True)
     return Decision(seconds_until_free(timestamps, now, windows), False)
+
 
 class SqliteLedger:
     """Ledger in an SQLite file shared by every process on the host.
@@ -67,6 +92,10 @@ class SqliteLedger:
             conn.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT NOT NULL, ts REAL NOT NULL)")
             conn.execute("CREATE INDEX IF NOT EXISTS calls_key_ts ON calls (key, ts)")
             conn.execute("CREATE TABLE IF NOT EXISTS blocks (key TEXT PRIMARY KEY, until REAL NOT NULL)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS minutes (key TEXT NOT NULL, minute INTEGER NOT NULL, "
+                "calls INTEGER NOT NULL DEFAULT 0, throttled INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (key, minute))"
+            )
 
     def _connection(self) -> sqlite3.Connection:
         # A connection must not cross a fork (Airflow forks task processes).
@@ -106,9 +135,13 @@ class SqliteLedger:
             conn.execute("DELETE FROM calls WHERE key = ? AND ts <= ?", (key, now - longest))
             calls = [row[0] for row in conn.execute("SELECT ts FROM calls WHERE key = ? ORDER BY ts", (key,))]
             row = conn.execute("SELECT until FROM blocks WHERE key = ?", (key,)).fetchone()
-            decision = decide(calls, row[0] if row else 0.0, now, windows)
+            blocked = clip_block(row[0], now, windows) if row else 0.0
+            if row and blocked != row[0]:
+                conn.execute("UPDATE blocks SET until = ? WHERE key = ?", (blocked, key))
+            decision = decide(calls, blocked, now, windows)
             if decision.wait_seconds <= 0:
                 cursor = conn.execute("INSERT INTO calls (key, ts) VALUES (?, ?)", (key, now))
+                _count_minute(conn, key, now, "calls")
                 return decision._replace(entry=cursor.lastrowid)
             return decision
 
@@ -124,6 +157,11 @@ class SqliteLedger:
                 (key, until),
             )
 
+    def count_throttle(self, key: str, at: float) -> None:
+        """One 429 received at ``at`` (the per-minute history of the operator's view)."""
+        with self._transaction() as conn:
+            _count_minute(conn, key, at, "throttled")
+
     def blocked_until(self, key: str) -> float:
         with self._transaction() as conn:
             row = conn.execute("SELECT until FROM blocks WHERE key = ?", (key,)).fetchone()
@@ -133,6 +171,18 @@ class SqliteLedger:
         with self._transaction() as conn:
             return [row[0] for row in conn.execute("SELECT ts FROM calls WHERE key = ? ORDER BY ts", (key,))]
 
+    def blocks(self) -> dict[str, float]:
+        """Every stored block, key -> until (expired ones included: nothing deletes them)."""
+        with self._transaction() as conn:
+            return dict(conn.execute("SELECT key, until FROM blocks ORDER BY key"))
+
+    def clear_blocks(self, key: str | None = None) -> int:
+        """Remove the block of ``key`` (every block when None); returns how many went."""
+        with self._transaction() as conn:
+            if key is None:
+                return conn.execute("DELETE FROM blocks").rowcount
+            return conn.execute("DELETE FROM blocks WHERE key = ?", (key,)).rowcount
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None and self._pid == os.getpid():
@@ -140,25 +190,37 @@ class SqliteLedger:
             self._conn = None
 
 
+def _count_minute(conn: sqlite3.Connection, key: str, at: float, column: str) -> None:
+    """Add one to ``column`` of ``at``'s minute; drop minutes past the history (bounded)."""
+    minute = int(at // 60)
+    conn.execute(
+        f"INSERT INTO minutes (key, minute, {column}) VALUES (?, ?, 1) "
+        f"ON CONFLICT (key, minute) DO UPDATE SET {column} = {column} + 1",
+        (key, minute),
+    )
+    conn.execute("DELETE FROM minutes WHERE key = ? AND minute < ?", (key, minute - HISTORY_SECONDS // 60))
+
+
 def default_ledger_dir(configured: str | None = None) -> str:
     """Connection extra ``rate_limit_ledger_dir``, else $MDE_RATE_LIMIT_LEDGER_DIR,
-    else $AIRFLOW_HOME/mde_rate_ledger, else <tempdir>/mde_rate_ledger."""
+    else $AIRFLOW_HOME/mde_rate_ledger, else the per-user ``<tempdir>/mde_rate_ledger_<uid>``
+    (0700, owner checked: never a world-writable directory another user could rewrite;
+    unsafe -> PermissionError naming $MDE_RATE_LIMIT_LEDGER_DIR)."""
     if configured:
         return configured
     if os.environ.get(LEDGER_DIR_ENV):
         return os.environ[LEDGER_DIR_ENV]
     if os.environ.get("AIRFLOW_HOME"):
         return os.path.join(os.environ["AIRFLOW_HOME"], "mde_rate_ledger")
-    return os.path.join(tempfile.gettempdir(), "mde_rate_ledger")
+    directory = private_temp_dir("mde_rate_ledger")
+    if directory is None:
+        raise PermissionError(
+            f"the ledger's fallback directory under {tempfile.gettempdir()} is not private to this user "
+            f"(owner or mode); set ${LEDGER_DIR_ENV} or AIRFLOW_HOME"
+        )
+    return directory
 
 
 def ledger_key(tenant_id: str, client_id: str) -> str:
     """The service's budget is per application + tenant."""
     return f"{tenant_id.strip().lower()}:{client_id.strip().lower()}"
-
-
-def open_ledger(backend: str, directory: str | None = None) -> Ledger:
-    """The ledger a connection's ``rate_limit_ledger`` / ``rate_limit_ledger_dir`` name."""
-    if backend == "sqlite":
-        return SqliteLedger(os.path.join(default_ledger_dir(directory), LEDGER_FILE_NAME))
-    raise ValueError(f"unknown rate_limit_ledger {backend!r}; expected one of {', '.join(LEDGER_BACKENDS)}")

@@ -62,6 +62,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from mde_pipeline.api.errors import MdeMalformedResponseError
+from mde_pipeline.common.log_text import for_log
 from mde_pipeline.common.timestamps import format_timestamp, parse_timestamp, to_ticks
 
 log = logging.getLogger(__name__)
@@ -276,10 +277,10 @@ def _page_items(page: Any, start: int, end: int) -> list[_Item]:
         try:
             ticks = parse_timestamp(alert.get("lastUpdateTime"))
         except ValueError as exc:
-            raise MdeMalformedResponseError(f"alert {alert_id}: bad lastUpdateTime: {exc}") from None
+            raise MdeMalformedResponseError(f"alert {for_log(alert_id)}: bad lastUpdateTime: {for_log(str(exc))}") from None
         if not start <= ticks < end:
             raise MdeMalformedResponseError(
-                f"alert {alert_id}: lastUpdateTime {alert['lastUpdateTime']} is outside the requested "
+                f"alert {for_log(alert_id)}: lastUpdateTime {for_log(alert['lastUpdateTime'])} is outside the requested "
                 f"[{format_timestamp(start)}, {format_timestamp(end)})"
             )
         items.append(_Item(alert, alert_id, ticks))
@@ -293,6 +294,6 @@ def _check_order(items: list[_Item], cursor: int) -> None:
         if item.ticks < previous:
             raise MdeMalformedResponseError(
                 f"alert listing is not ordered by lastUpdateTime ascending at or after the cursor "
-                f"{format_timestamp(cursor)} (alert {item.id})"
+                f"{format_timestamp(cursor)} (alert {for_log(item.id)})"
             )
         previous = item.ticks

@@ -3,28 +3,31 @@
 Pipeline, outermost first (a request runs down the list, the response back up)::
 
     HeadersPolicy            User-Agent, Accept (azure-core's own)
-    MdeRetryPolicy           408/5xx, connection errors, read timeouts: retry_total
-                             retries with exponential backoff; 429: retried for as long
-                             as the Retry-After waits add up to max_throttle_wait_seconds;
-                             TLS trust failures: never retried
+    MdeRetryPolicy           408/5xx, connection errors, read timeouts, a 404 that is not
+                             the service's own: retry_total retries with exponential
+                             backoff (a Retry-After honoured up to retry_backoff_max);
+                             429: at most MAX_THROTTLE_RETRIES retries while the waits add
+                             up to max_throttle_wait_seconds; TLS failures: never retried
     RefreshingBearerPolicy   token from azure-identity (cached, refreshed before expiry);
                              a 401 gets one re-send with a freshly fetched token
     RateLimitPolicy          reserves a ledger slot for EVERY attempt (retries and
                              re-sends included), settles it when the attempt ends;
-                             records a 429's Retry-After in the ledger
+                             records a 429's wait in the ledger
     RequestLoggingPolicy     method, URL without secrets, status, attempt: never headers
     RequestsTransport        TLS verified against certifi + extra CAs (api/tls.py)
 
 What azure-core's RetryPolicy does on its own (read in azure-core 1.41 source): it
 honours Retry-After without a cap (``retry_backoff_max`` caps only the exponential
-backoff), retries any status >= 400 that carries Retry-After, counts a 429 against
-``retry_status`` (3 by default) and sleeps with ``time.sleep``; its ``timeout`` is an
-absolute deadline across all attempts and sleeps (7 days by default). We subclass it
-so that (a) a 429 does not use up the few status retries but a time budget
-(max_throttle_wait_seconds, default 3,900 s: more than the hourly window), (b) the
-Retry-After wait happens in the rate limiter -- in the shared ledger, so every caller
-on the host waits, not only the one that was throttled -- and (c) 4xx other than
-408/429 are never retried even with a Retry-After header.
+backoff), raises a bare ValueError on a garbage HTTP-date, retries any status >= 400
+that carries Retry-After, counts a 429 against ``retry_status`` (3 by default) and
+sleeps with ``time.sleep``; its ``timeout`` is an absolute deadline across all attempts
+and sleeps (7 days by default). We subclass it so that (a) a 429 does not use up the
+few status retries but its own small count and a time budget (max_throttle_wait_seconds,
+default 3,900 s: more than the hourly window), (b) the 429's wait happens in the rate
+limiter -- in the shared ledger, so every caller on the host waits, not only the one
+that was throttled -- (c) every Retry-After is read by api/waits.py (never raises; an
+implausible one is ignored) and a 5xx's is capped, and (d) 4xx other than 408/429 (and
+a foreign 404) are never retried even with a Retry-After header.
 """
 
 from __future__ import annotations
@@ -38,36 +41,35 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import BearerTokenCredentialPolicy, HTTPPolicy, RequestHistory, RetryPolicy
-from azure.core.pipeline.policies._utils import get_retry_after
 from azure.core.pipeline.transport import HttpTransport
 
-from mde_pipeline.api.errors import safe_url
+from mde_pipeline.api.errors import is_service_error_answer, safe_url
 from mde_pipeline.api.rate_limiter import Clock, RateLimiter
 from mde_pipeline.api.stats import ClientStats
 from mde_pipeline.api.tls import is_tls_failure
+from mde_pipeline.api.waits import RetryAfterReader, capped_server_wait
 
 log = logging.getLogger(__name__)
 
-# A 429 without Retry-After (never seen from MDE, but possible from a proxy).
-DEFAULT_THROTTLE_WAIT_SECONDS = 60.0
-# A service answering 429 with "Retry-After: 0" forever must not loop forever.
-MAX_THROTTLE_RETRIES = 100
-
-
-def throttle_delay(http_response) -> float:
-    """Seconds a 429 asks us to wait (Retry-After, or a default when absent)."""
-    fake = PipelineResponse(None, http_response, None)  # get_retry_after only reads headers
-    delay = get_retry_after(fake)
-    return DEFAULT_THROTTLE_WAIT_SECONDS if delay is None else delay
+# A service (or proxy) answering 429 forever, with "Retry-After: 0" or none at all,
+# costs at most 1 + MAX_THROTTLE_RETRIES calls per API call, backing off 2, 4, 8, ...
+# seconds (api/waits.py), not 100 calls a second apart.
+MAX_THROTTLE_RETRIES = 6
+# Where RateLimitPolicy leaves a 429's wait and count for MdeRetryPolicy (one request).
+THROTTLE_WAIT = "mde_throttle_wait"
+THROTTLES = "mde_throttles"
 
 
 class MdeRetryPolicy(RetryPolicy):
-    """azure-core's RetryPolicy with a time budget for 429s and a sleep through the clock seam."""
+    """azure-core's RetryPolicy with a count and time budget for 429s, capped and safely
+    read Retry-After waits, and a sleep through the clock seam."""
 
-    def __init__(self, *, clock: Clock, stats: ClientStats, max_throttle_wait_seconds: float, **kwargs: Any) -> None:
+    def __init__(self, *, clock: Clock, stats: ClientStats, max_throttle_wait_seconds: float,
+                 retry_after: RetryAfterReader, **kwargs: Any) -> None:  # fmt: skip
         super().__init__(**kwargs)
         self._clock = clock
         self._stats = stats
+        self._retry_after = retry_after
         self.max_throttle_wait_seconds = max_throttle_wait_seconds
 
     def configure_retries(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -79,11 +81,15 @@ class MdeRetryPolicy(RetryPolicy):
     def is_retry(self, settings: dict[str, Any], response: PipelineResponse) -> bool:
         status = response.http_response.status_code
         if status == 429:
-            delay = throttle_delay(response.http_response)
+            delay = self._throttle_wait(settings, response)
             return (
                 settings["throttle_wait"] + delay <= self.max_throttle_wait_seconds
                 and settings["throttle_retries"] < MAX_THROTTLE_RETRIES
             )
+        if status == 404 and not is_service_error_answer(response.http_response):
+            # Not the service's "no such alert" (a proxy's HTML page, an empty body): maybe a
+            # hiccup, so retried like a 5xx within retry_total, then an error (never "gone").
+            return settings["total"] > 0
         if status < 500 and status != 408:
             return False  # azure-core would retry any 4xx carrying Retry-After
         return super().is_retry(settings, response)
@@ -93,19 +99,28 @@ class MdeRetryPolicy(RetryPolicy):
             return False  # an untrusted certificate stays untrusted: a configuration error
         if error is None and isinstance(response, PipelineResponse) and response.http_response.status_code == 429:
             # Throttling spends the time budget, not the retry count.
-            settings["throttle_wait"] += throttle_delay(response.http_response)
+            settings["throttle_wait"] += self._throttle_wait(settings, response)
             settings["throttle_retries"] += 1
             settings["history"].append(RequestHistory(response.http_request, http_response=response.http_response))
             return True
         return super().increment(settings, response=response, error=error)
 
+    def _throttle_wait(self, settings: dict[str, Any], response: PipelineResponse) -> float:
+        # RateLimitPolicy already judged this 429 (and wrote its wait to the ledger).
+        wait = response.context.get(THROTTLE_WAIT)
+        if wait is None:
+            wait = self._retry_after.throttle_wait(response.http_response, settings["throttle_retries"] + 1)
+        return wait
+
     def sleep(self, settings: dict[str, Any], transport: HttpTransport, response: PipelineResponse | None = None) -> None:
         if response is not None and response.http_response.status_code == 429:
-            return  # RateLimitPolicy put Retry-After in the ledger; the next reservation waits it out
-        delay = self.get_retry_after(response) if response is not None else None
-        if delay is None:
-            delay = self.get_backoff_time(settings)
-        delay = min(delay, self.max_throttle_wait_seconds)
+            return  # RateLimitPolicy put the wait in the ledger; the next reservation waits it out
+        delay = self.get_backoff_time(settings)
+        if response is not None:
+            # A 503 asking for an hour would hold a pool slot an hour per retry: its
+            # Retry-After is honoured only up to retry_backoff_max.
+            retry_after = self._retry_after.read(response.http_response)
+            delay = capped_server_wait(retry_after, delay, cap=self.backoff_max)
         if delay > 0:
             self._clock.sleep(delay)
             self._stats.add(wait_seconds=delay)
@@ -146,10 +161,11 @@ class RefreshingBearerPolicy(BearerTokenCredentialPolicy):
 class RateLimitPolicy(HTTPPolicy):
     """Every attempt reserves a slot first; a 429 blocks the shared budget."""
 
-    def __init__(self, limiter: RateLimiter, stats: ClientStats) -> None:
+    def __init__(self, limiter: RateLimiter, stats: ClientStats, retry_after: RetryAfterReader) -> None:
         super().__init__()
         self._limiter = limiter
         self._stats = stats
+        self._retry_after = retry_after
 
     def send(self, request: PipelineRequest) -> PipelineResponse:
         slot = self._limiter.acquire()
@@ -161,12 +177,15 @@ class RateLimitPolicy(HTTPPolicy):
         finally:
             self._limiter.settle(slot)  # the request arrived before now, whatever happened
         if response.http_response.status_code == 429:
-            delay = throttle_delay(response.http_response)
+            throttles = request.context[THROTTLES] = request.context.get(THROTTLES, 0) + 1
+            # Usable Retry-After, at least the backoff; an implausible one is never written.
+            delay = request.context[THROTTLE_WAIT] = self._retry_after.throttle_wait(response.http_response, throttles)
             self._limiter.record_throttle(delay)
             self._stats.add(throttled=1)
             log.warning(
-                "MDE API throttled %s (429); every caller of this budget waits %.1fs (Retry-After)",
+                "MDE API throttled %s (429, %d for this call); every caller of this budget waits %.1fs",
                 safe_url(request.http_request.url),
+                throttles,
                 delay,
             )
         return response

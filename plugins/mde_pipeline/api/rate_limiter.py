@@ -51,9 +51,11 @@ The SQLite ledger lives on the host, survives task boundaries, and is locked wit
 Several hosts: each host has its own ledger, so set ``rate_limit_share = 1/hosts``;
 each host then stays within ``L/hosts`` and the sum within ``L``.
 
-Throttling: a 429's ``Retry-After`` is written to the ledger as ``blocked_until``
-(receipt time + Retry-After + margin) and every caller on the host waits it out before
-its next reservation, so nobody prolongs the throttle. A wait longer than the caller's
+Throttling: a 429's wait (api/waits.py: its usable Retry-After, at least the backoff) is
+written to the ledger as ``blocked_until`` (receipt time + wait + margin) and every
+caller on the host waits it out before its next reservation, so nobody prolongs the
+throttle. No block reaches past the longest window + slack (``max_block_seconds``):
+``record_throttle`` caps what it writes and the ledger clips what it reads. A wait longer than the caller's
 ``max_blocked_wait`` raises :class:`~mde_pipeline.errors.MdeThrottledError`.
 
 Time: one seam, :class:`Clock` (``now()``, ``sleep()``). The system clock is wall time
@@ -69,7 +71,7 @@ from typing import Protocol, Sequence
 
 from mde_pipeline.api.errors import MdeThrottledError
 from mde_pipeline.api.ledgers import Ledger
-from mde_pipeline.api.windows import Window, effective_windows
+from mde_pipeline.api.windows import Window, effective_windows, max_block_seconds
 
 DEFAULT_MARGIN_SECONDS = 1.0
 
@@ -122,6 +124,8 @@ class RateLimiter:
         self.clock = clock or SystemClock()
         self.margin_seconds = margin_seconds
         self.max_blocked_wait = max_blocked_wait
+        # No throttle outlasts the longest window: a longer Retry-After is implausible.
+        self.max_block_seconds = max_block_seconds(self.configured_windows)
 
     def acquire(self) -> Slot:
         waited = 0.0
@@ -146,7 +150,15 @@ class RateLimiter:
             self.ledger.settle(self.key, slot.entry, self.clock.now())
 
     def record_throttle(self, retry_after: float) -> float:
-        """Block the budget until receipt + Retry-After + margin; returns that time."""
-        until = self.clock.now() + max(0.0, retry_after) + self.margin_seconds
+        """Block the budget until receipt + Retry-After + margin; returns that time.
+
+        The wait is capped at ``max_block_seconds`` (and NaN counts as 0): one absurd
+        value must not stop every caller on the host for longer than a window."""
+        wait = min(retry_after, self.max_block_seconds) if retry_after > 0 else 0.0
+        now = self.clock.now()
+        until = now + wait + self.margin_seconds
         self.ledger.block_until(self.key, until)
+        count_throttle = getattr(self.ledger, "count_throttle", None)  # optional in the Ledger protocol
+        if count_throttle is not None:
+            count_throttle(self.key, now)
         return until

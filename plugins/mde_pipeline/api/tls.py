@@ -20,6 +20,7 @@ import requests
 from azure.core.pipeline.transport import RequestsTransport
 
 from mde_pipeline.api.errors import MdeConfigurationError
+from mde_pipeline.api.private_dirs import private_temp_dir
 
 CA_ENV_VARS = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
 
@@ -90,12 +91,7 @@ def trust_bundle(configured: Iterable[str] = ()) -> str:
 
 def _private_dir() -> str:
     """A temp directory only this user can write (a trust store must not be planted)."""
-    directory = os.path.join(tempfile.gettempdir(), f"mde_ca_bundles_{os.getuid()}")
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    info = os.lstat(directory)
-    if not os.path.isdir(directory) or os.path.islink(directory) or info.st_uid != os.getuid() or info.st_mode & 0o022:
-        directory = tempfile.mkdtemp(prefix="mde_ca_bundles_")
-    return directory
+    return private_temp_dir("mde_ca_bundles") or tempfile.mkdtemp(prefix="mde_ca_bundles_")
 
 
 def _holds(path: str, content: bytes) -> bool:

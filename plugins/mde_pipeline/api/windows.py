@@ -14,6 +14,9 @@ DEFAULT_RATE_LIMITS: tuple[tuple[int, float], ...] = ((100, 60.0), (1500, 3600.0
 # Float slack when comparing "has this reservation left the window": a reservation
 # exactly W' old has left it; rounding must not turn that into a 1e-13 s extra wait.
 _EPSILON = 1e-6
+# The longest throttle we believe is the longest window plus this slack: no Retry-After
+# beyond it is honoured and no block in the ledger reaches further (max_block_seconds).
+BLOCK_SLACK_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,11 @@ def effective_windows(windows: Iterable[Window], *, share: float, margin: float)
     if margin < 0:
         raise ValueError(f"rate_limit_margin_seconds must be >= 0, got {margin!r}")
     return tuple(Window(max(1, math.floor(w.limit * share + 1e-9)), w.seconds + margin) for w in windows)
+
+
+def max_block_seconds(windows: Sequence[Window]) -> float:
+    """The longest wait a 429 may impose: the longest window plus BLOCK_SLACK_SECONDS."""
+    return max(w.seconds for w in windows) + BLOCK_SLACK_SECONDS
 
 
 def seconds_until_free(timestamps: Sequence[float], now: float, windows: Sequence[Window]) -> float:

@@ -26,10 +26,10 @@ from datetime import datetime
 
 import pyarrow as pa
 
-from mde_pipeline.lake.days import invalidate_index, publish_interval_into_compacted_day, read_compacted_interval
+from mde_pipeline.lake.days import invalidate_index, publish_interval_into_compacted_day, read_compacted_interval, recover_day
 from mde_pipeline.lake.layout import INTERVAL, interval_file, interval_key, interval_start_of, list_day, partition_date
 from mde_pipeline.lake.location import LakeLocation
-from mde_pipeline.lake.locks import day_lock
+from mde_pipeline.lake.locks import check_day_held, day_lock
 from mde_pipeline.lake.parquet import parquet_bytes, read_parquet
 from mde_pipeline.lake.records import check_interval
 from mde_pipeline.lake.schema import ALERTS, SCHEMAS, LakeSchemaError, conform
@@ -77,6 +77,8 @@ def commit_interval(
         raise LakeSchemaError(f"unknown lake tables {sorted(extra)}")
     if keep_versions or only_if_committed:
         with day_lock(location, partition_date(start)):
+            for name in SCHEMAS:
+                recover_day(location, name, partition_date(start))  # read the day as it really is
             existing = {name: read_interval(location, name, start) for name in SCHEMAS}
             if only_if_committed and existing[ALERTS] is None:
                 return None
@@ -107,6 +109,8 @@ def _commit_files(
     day = partition_date(start)
     written: dict[str, str] = {}
     with day_lock(location, day) if lock else nullcontext():
+        for name in tables:
+            recover_day(location, name, day)  # a swap that died must not finish over this commit
         plain = dict(files)
         for name, data in tables.items():
             relative = interval_file(name, start)
@@ -117,7 +121,7 @@ def _commit_files(
             for name in tables:
                 if interval_file(name, start) in plain:
                     invalidate_index(location, name, day)
-            written.update(write_files_atomic(location, plain))
+            written.update(write_files_atomic(location, plain, lambda: check_day_held(location, day)))
     return {relative: written[relative] for relative in files}
 
 

@@ -32,12 +32,14 @@ from mde_pipeline.lake.days import (
     check_day,
     read_day,
     recover_day,
+    recover_interrupted_swaps,
     replace_day,
 )
 from mde_pipeline.lake.layout import check_table, day_of, days_with_interval_files, list_day
 from mde_pipeline.lake.location import LakeLocation
 from mde_pipeline.lake.locks import day_lock
 from mde_pipeline.lake.schema import SCHEMAS
+from mde_pipeline.lake.staging import STAGING_MAX_AGE, sweep_staging
 
 # A day is compacted once it ended this long ago (late reruns of its last hours are
 # likely within it) and no hourly file of it changed for QUIET_PERIOD (a backfill that
@@ -79,7 +81,7 @@ def compact_day(location: LakeLocation, table: str, day: date | datetime | str, 
     rows, intervals = read_day(location, current)
     check_day(table, day, rows)
     built = build_compacted_day(table, day, rows, intervals)
-    replace_day(location, built, current)
+    replace_day(location, built)
     result = CompactionResult(
         table, day, "compacted", rows=built.rows, intervals=len(intervals),
         source_files=len(current.interval_files) + len(current.compacted_files), seconds=time.perf_counter() - started,
@@ -123,7 +125,11 @@ def compact_closed_days(
     quiet_period: timedelta = DEFAULT_QUIET_PERIOD,
     now: datetime | None = None,
 ) -> list[CompactionResult]:
-    """Compact both tables of every day that ended ``grace`` before ``closed_before``."""
+    """Compact both tables of every day that ended ``grace`` before ``closed_before``.
+
+    First finishes or discards every interrupted swap, of any day (days.recover_interrupted_swaps).
+    """
+    recover_interrupted_swaps(location)
     results = []
     for day in closed_days(location, closed_before=closed_before - grace, quiet_period=quiet_period, now=now):
         with day_lock(location, day):
@@ -138,15 +144,20 @@ def compaction_step(
     closed_before: datetime,
     grace: timedelta = DEFAULT_GRACE,
     quiet_period: timedelta = DEFAULT_QUIET_PERIOD,
+    staging_max_age: timedelta = STAGING_MAX_AGE,
 ) -> dict[str, Any]:
-    """The compaction DAG's first task: compact the closed days; a summary for XCom and the log."""
+    """The compaction DAG's first task: compact the closed days (after recovering any
+    interrupted swap), sweep staging of failed runs older than ``staging_max_age``; a
+    summary for XCom and the log."""
     moment = datetime.fromtimestamp(closed_before.timestamp(), timezone.utc)
     results = compact_closed_days(location, closed_before=moment, grace=grace, quiet_period=quiet_period)
+    swept = sweep_staging(location, staging_max_age)
     log.info(
         "lake %s: %d table-days compacted (closed before %s)",
         location.url, sum(r.action == "compacted" for r in results), (moment - grace).isoformat(),
     )
     return {
+        "staging_swept": len(swept),
         "days": [
             {"day": r.day, "table": r.table, "action": r.action, "rows": r.rows, "intervals": r.intervals,
              "source_files": r.source_files, "seconds": round(r.seconds, 3)}

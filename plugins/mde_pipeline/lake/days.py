@@ -19,12 +19,17 @@ files or the compacted file of a day, never both and never neither:
   (storage.swap_local_directory). A reader that listed the old files just before the
   swap and opens them after gets "file not found" (a loud failure, never wrong rows);
   a retry reads the new day.
-* abfs (ADLS Gen2 through adlfs, which speaks the Blob API: no directory rename): the
-  new files are first staged complete under ``_staging/compaction/``, then the day's
-  old files are deleted and the new ones uploaded. Readers never see duplicated rows,
-  but for the second or so between the first delete and the last upload a reader can
-  miss part of that day (docs/ANALYSTS.md). A crash in between is finished by the next
-  change of the day from the staged copy (:func:`recover_day`).
+* abfs (ADLS Gen2 through adlfs, which speaks the Blob API: no directory rename): new
+  before old. The new files are staged complete under ``_staging/compaction/`` with
+  their manifest committed last (the commit point), copied into the day (manifest
+  last), and only then the day's old files deleted (storage.finish_blob_swap). A reader
+  never misses a row; for the second or so between the first copy and the last delete
+  it can see part of that day twice (docs/ANALYSTS.md). A crash before the commit
+  point leaves the day as it was; after it, the swap is finished from the staged copy
+  by the next run (:func:`recover_day`): every compaction run first recovers every
+  day with leftovers (:func:`recover_interrupted_swaps`), and every commit or
+  republish of a day recovers that day first. A holder whose lease was lost stops
+  before its next copy or delete (locks.check_held raises LakeLockLost).
 
 Every change to a day of the indexed table first drops the IP index covering it
 (ip_index.invalidate_covering). Callers hold the day's lock (locks.day_lock).
@@ -36,12 +41,14 @@ import json
 import logging
 import uuid
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mde_pipeline.lake import storage
 from mde_pipeline.lake.ip_index import INDEXED_TABLE, invalidate_covering
 from mde_pipeline.lake.layout import (
     MANIFEST_NAME,
@@ -55,15 +62,16 @@ from mde_pipeline.lake.layout import (
     interval_start_of,
     list_day,
     partition_date,
+    staged_compaction_days,
 )
 from mde_pipeline.lake.location import LakeLocation
-from mde_pipeline.lake.locks import day_lock
+from mde_pipeline.lake.locks import check_day_held, day_lock
 from mde_pipeline.lake.parquet import ROW_GROUP_ROWS, SORT_KEYS, parquet_bytes, read_parquet, sort_for_queries
 from mde_pipeline.lake.schema import ROW_KEYS, SCHEMAS, conform
 from mde_pipeline.lake.storage import (
+    discard_blob_staging,
     finish_blob_swap,
     recover_local_directory,
-    swap_checkpoint,
     swap_local_directory,
     write_files_atomic,
 )
@@ -181,28 +189,30 @@ def invalidate_index(location: LakeLocation, table: str, day: str) -> None:
         invalidate_covering(location, day)
 
 
-def replace_day(location: LakeLocation, built: CompactedDay, current: DayFiles) -> None:
-    """Swap ``built`` in for the day's ``current`` files (under the day's lock)."""
+def replace_day(location: LakeLocation, built: CompactedDay) -> None:
+    """Swap ``built`` in for the day's current files (under the day's lock)."""
     invalidate_index(location, built.table, built.day)
     live = location.path(day_directory(built.table, built.day))
     if location.is_local:
         swap_local_directory(live, built.files, _staging(location, built.table, built.day))
         return
     token = uuid.uuid4().hex[:12]
-    # Stage every file, the manifest last: a complete staged manifest is the marker
-    # recover_day trusts to finish an interrupted swap.
+    # Stage every file, the manifest last: a complete staged manifest is the commit
+    # point recover_day trusts to finish an interrupted swap.
     staged = compaction_staging_directory(built.table, built.day)
+    check_day_held(location, built.day)
     write_files_atomic(location, {f"{staged}/{token}/{n}": c for n, c in built.files.items()})
-    swap_checkpoint("staged")
-    finish_blob_swap(location, live, _staging(location, built.table, built.day, token), current.live_files, MANIFEST_NAME)
+    storage.swap_checkpoint("staged")
+    finish_blob_swap(location, live, _staging(location, built.table, built.day, token), MANIFEST_NAME, lambda: check_day_held(location, built.day))
 
 
-def recover_day(location: LakeLocation, table: str, day: str) -> None:
+def recover_day(location: LakeLocation, table: str, day: str) -> bool:
     """Finish or discard an interrupted swap of one day (call under the day's lock).
 
     Local: the live directory is always complete (the swap is one exchange); leftovers
     are removed, and a day left absent by the two-rename fallback is put back. abfs: a
-    staged day with its manifest is finished; an incomplete one is discarded.
+    staged day with its manifest is finished (copied in, then the old files deleted);
+    an incomplete one is discarded. Returns whether there was anything to recover.
     """
     day = day_of(day)
     fs = location.fs
@@ -211,21 +221,45 @@ def recover_day(location: LakeLocation, table: str, day: str) -> None:
     try:
         entries = sorted(fs.ls(root, detail=False))
     except FileNotFoundError:
-        return
+        return False
     # The day may change below; an index built from its half-swapped state must go.
     invalidate_index(location, table, day)
     live = location.path(day_directory(table, day))
     if location.is_local:
         recover_local_directory(live, root, MANIFEST_NAME)
-        return
+        return True
+    check_held = lambda: check_day_held(location, day)  # noqa: E731
     for staged in entries:
+        check_held()
         names = [base_name(p) for p in fs.ls(staged, detail=False)]
         if MANIFEST_NAME in names:
             log.warning("finishing the interrupted compaction of %s from %s", live, staged)
-            finish_blob_swap(location, live, staged, list_day(location, table, day).live_files, MANIFEST_NAME)
+            finish_blob_swap(location, live, staged, MANIFEST_NAME, check_held)
         else:
-            fs.rm(staged, recursive=True)
+            log.warning("discarding the incomplete staged compaction %s", staged)
+            discard_blob_staging(location, staged, MANIFEST_NAME)
+    with suppress(FileNotFoundError):
+        fs.rm(root, recursive=True)
     fs.invalidate_cache()
+    return True
+
+
+def recover_interrupted_swaps(location: LakeLocation) -> list[tuple[str, str]]:
+    """Recover every day of either table with leftovers of a swap, each under its lock.
+
+    Run first by every compaction run, so a day whose swap died is restored even when
+    nothing else would touch it again. Returns the (table, day) pairs recovered.
+    """
+    location.fs.invalidate_cache()
+    recovered = []
+    for table in SCHEMAS:
+        for day in staged_compaction_days(location, table):
+            with day_lock(location, day):
+                if recover_day(location, table, day):
+                    recovered.append((table, day))
+    if recovered:
+        log.warning("recovered %d interrupted day swaps: %s", len(recovered), recovered)
+    return recovered
 
 
 def check_day(table: str, day: str, rows: pa.Table) -> None:
@@ -269,8 +303,7 @@ def publish_interval_into_compacted_day(
     intervals[key] = data.num_rows
     check_day(table, day, rows)
     built = build_compacted_day(table, day, rows, intervals)
-    current_with_stray = list_day(location, table, day)
-    replace_day(location, built, current_with_stray)
+    replace_day(location, built)
     log.info("republished interval %s into compacted %s %s (%d rows)", key, table, day, data.num_rows)
     first = next(iter(built.files))
     return location.uri(day_directory(table, day), first)

@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
-from mde_pipeline.common.fetch_result import IPS_STATUSES, FetchResult
+from mde_pipeline.common.fetch_result import IPS_EMPTY, IPS_NOT_FOUND, IPS_OK, FetchResult
 from mde_pipeline.common.timestamps import parse_timestamp, ticks_to_datetime
 from mde_pipeline.lake.layout import fetch_cache_path, list_names, parse_interval_key
 from mde_pipeline.lake.location import LakeLocation
@@ -36,6 +36,7 @@ from mde_pipeline.lake.storage import write_files_atomic
 log = logging.getLogger(__name__)
 
 PART_SUFFIX = ".jsonl"
+CACHED_STATUSES = (IPS_OK, IPS_EMPTY, IPS_NOT_FOUND)  # answers; never 'error' (tried again)
 VersionKey = tuple[str, int]  # (alert_id, lastUpdateTime ticks)
 
 
@@ -88,7 +89,7 @@ class FetchCache:
                 except ValueError:
                     log.warning("fetch cache %s: unreadable line skipped", path)
                     continue
-                if isinstance(result, dict) and result.get("status") in IPS_STATUSES:
+                if isinstance(result, dict) and result.get("status") in CACHED_STATUSES:
                     yield result
 
     def recorder(self, label: str, flush_every: int = 1) -> "CacheRecorder":
@@ -109,7 +110,7 @@ class CacheRecorder:
         self.written = 0
 
     def add(self, result: FetchResult) -> None:
-        if result.get("status") not in IPS_STATUSES:
+        if result.get("status") not in CACHED_STATUSES:
             return  # not a final answer: a later run tries again
         self.by_hour.setdefault(version_hour(result["last_update_time"]), []).append(result)
         self.unflushed += 1

@@ -161,6 +161,24 @@ def is_lake_parquet(name: str) -> bool:
     return name.endswith(PARQUET_SUFFIX) and not name.startswith((".", "_"))
 
 
+def is_day_data_file(name: str) -> bool:
+    """An hourly or compacted file of a day (what a compaction replaces)."""
+    return name.endswith(PARQUET_SUFFIX) and (bool(_INTERVAL_FILE.fullmatch(name)) or name.startswith(COMPACTED_PREFIX))
+
+
+def staged_compaction_days(location: LakeLocation, table: str) -> list[str]:
+    """Days of ``table`` with something under ``_staging/compaction/`` (a swap that may
+    have been interrupted), sorted."""
+    days = []
+    for name in list_names(location, f"{COMPACTION_STAGING_DIR}/{check_table(table)}") or ():
+        if name.startswith(DATE_PREFIX):
+            try:
+                days.append(day_of(name.removeprefix(DATE_PREFIX)))
+            except LakeSchemaError:
+                continue
+    return days
+
+
 def base_name(path: str) -> str:
     """The last component of a path or uri."""
     return path.rstrip("/").rsplit("/", 1)[-1]
@@ -298,7 +316,8 @@ class DayFiles:
         return files
 
 
-def _mtime(info: dict[str, Any]) -> float | None:
+def file_mtime(info: dict[str, Any]) -> float | None:
+    """Modification time (epoch seconds) of an ``fs.ls(detail=True)`` entry, local or blob."""
     value = info.get("mtime", info.get("last_modified"))
     if isinstance(value, datetime):
         return value.timestamp()
@@ -321,7 +340,7 @@ def list_day(location: LakeLocation, table: str, day: date | datetime | str) -> 
         if info.get("type") == "directory":
             continue
         path, name = info["name"], base_name(info["name"])
-        mtime = _mtime(info)
+        mtime = file_mtime(info)
         if name == MANIFEST_NAME:
             result.manifest = {**json.loads(fs.cat_file(path)), "_path": path}
         elif name.startswith(COMPACTED_PREFIX) and name.endswith(PARQUET_SUFFIX):

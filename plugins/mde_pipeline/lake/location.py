@@ -15,6 +15,7 @@ A local lake needs neither a metadata DB nor Airflow at all.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 BlobFilesystemFactory = Callable[[str, str, "str | None"], "AbstractFileSystem"]
 
 BLOB_PROTOCOLS = ("abfs", "abfss")
+EMULATOR_ACCOUNT = "devstoreaccount1"  # Azurite's fixed account; its key is published
 _CONTAINER = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
 _ACCOUNT_HOST = re.compile(r"(?P<account>[a-z0-9]{3,24})\.(?:dfs|blob)\.(?P<suffix>.+)", re.IGNORECASE)
 
@@ -174,6 +176,7 @@ def _blob_location(text: str, conn_id: str | None, blob_filesystem: BlobFilesyst
             f"cannot open lake root {text!r} with connection {conn_id!r}: {type(exc).__name__}: {redact(str(exc))}"
         ) from exc
     check_account(text, account, fs, conn_id)
+    check_endpoint(text, fs, conn_id)
     return LakeLocation(
         url=text, protocol="abfs", root=root, fs=fs, conn_id=conn_id, account_name=account or _filesystem_account(fs)
     )
@@ -187,6 +190,48 @@ def check_account(text: str, account: str | None, fs: Any, conn_id: str | None) 
             f"lake root {text!r} names storage account {account!r} but connection {conn_id!r} "
             f"points at {connected_account!r}"
         )
+
+
+def _filesystem_endpoints(fs: Any) -> list[str]:
+    """The blob endpoint URLs a filesystem talks to (adlfs: its service client, its
+    account URL, the ``BlobEndpoint=`` of its connection string)."""
+    endpoints = []
+    for getter in (lambda: fs.service_client.url, lambda: fs.account_url):
+        try:
+            value = getter()
+        except Exception:  # noqa: BLE001 - not every fsspec filesystem has these
+            continue
+        if isinstance(value, str) and value:
+            endpoints.append(value)
+    connection_string = getattr(fs, "connection_string", None) or ""
+    endpoints += re.findall(r"(?:^|;)\s*BlobEndpoint=([^;]+)", connection_string, re.IGNORECASE)
+    return endpoints
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_endpoint(text: str, fs: Any, conn_id: str | None) -> None:
+    """Refuse a plain-http blob endpoint (keys and SAS tokens would travel in clear),
+    except on loopback, or for the storage emulator's development account (Azurite's
+    ``devstoreaccount1``, whose key is public: the docker-compose sandbox)."""
+    if _filesystem_account(fs) == EMULATOR_ACCOUNT:
+        return
+    for endpoint in _filesystem_endpoints(fs):
+        parts = urlsplit(endpoint.strip())
+        if parts.scheme.lower() == "http" and not _is_loopback(parts.hostname):
+            raise LakeLocationError(
+                f"lake root {text!r}: connection {conn_id!r} uses the plain-http endpoint "
+                f"{parts.scheme}://{parts.netloc}; use https (http is allowed on loopback only, e.g. Azurite)"
+            )
 
 
 def _filesystem_account(fs: Any) -> str | None:

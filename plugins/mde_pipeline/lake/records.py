@@ -15,7 +15,6 @@ refuses anything that would put a half or inconsistent interval in the lake;
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,7 +22,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mde_pipeline.common.fetch_result import IPS_OK, IPS_STATUSES
+from mde_pipeline.common import timestamps
+from mde_pipeline.common.fetch_result import IPS_ERROR, IPS_OK, IPS_STATUSES
+from mde_pipeline.common.timestamps import format_timestamp
+from mde_pipeline.lake import alert_fields
+from mde_pipeline.lake.alert_fields import AlertFields
 from mde_pipeline.lake.schema import (
     ALERT_IPS,
     ALERTS,
@@ -62,51 +65,6 @@ _ALERT_TIME_FIELDS = {
 }
 
 
-def _string(value: Any, field: str) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    raise LakeSchemaError(f"{field}: expected a string, got {type(value).__name__}")
-
-
-def _integer(value: Any, field: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise LakeSchemaError(f"{field}: expected an integer, got a boolean")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and re.fullmatch(r"-?\d{1,19}", value.strip()):
-        return int(value)
-    raise LakeSchemaError(f"{field}: expected an integer, got {value!r:.80}")
-
-
-def _string_list(value: Any, field: str) -> list[str] | None:
-    if value is None:
-        return None
-    if not isinstance(value, (list, tuple)):
-        raise LakeSchemaError(f"{field}: expected a list, got {type(value).__name__}")
-    return [_string(item, f"{field}[]") for item in value]
-
-
-def _comments(value: Any) -> list[dict[str, Any]] | None:
-    if value is None:
-        return None
-    if not isinstance(value, (list, tuple)):
-        raise LakeSchemaError(f"comments: expected a list, got {type(value).__name__}")
-    comments = []
-    for item in value:
-        if not isinstance(item, Mapping):
-            raise LakeSchemaError(f"comments[]: expected an object, got {type(item).__name__}")
-        comments.append(
-            {
-                "comment": _string(item.get("comment"), "comments[].comment"),
-                "created_by": _string(item.get("createdBy"), "comments[].createdBy"),
-                "created_time": parse_timestamp(item.get("createdTime"), field="comments[].createdTime"),
-            }
-        )
-    return comments
-
-
 def canonical_ip_version(ip: Any) -> int:
     """The version of an IP already in canonical form (``ipaddress`` compressed text).
 
@@ -137,8 +95,14 @@ def alert_record(
     ip_count: int,
     invalid_ip_values: Sequence[str] | None = None,
     fetched_at: datetime | str | None = None,
+    ips_error: str | None = None,
 ) -> dict[str, Any]:
-    """One ``alerts`` row (snake_case, parsed) from one listed alert's JSON."""
+    """One ``alerts`` row (snake_case, parsed) from one listed alert's JSON.
+
+    A field that does not fit its column is null and named in ``field_problems``; the
+    alert itself is kept whole in ``raw``. Only the row's identity must parse: the id and
+    lastUpdateTime (the listing checked both already).
+    """
     if not isinstance(alert, Mapping):
         raise LakeSchemaError(f"alert: expected an object, got {type(alert).__name__}")
     alert_id = alert.get("id")
@@ -146,56 +110,58 @@ def alert_record(
         raise LakeSchemaError(f"alert without a string id: {alert_id!r:.80}")
     if ips_status not in IPS_STATUSES:
         raise LakeSchemaError(f"alert {alert_id}: ips_status {ips_status!r} is not one of {IPS_STATUSES}")
-    related_user = alert.get("relatedUser")
-    if related_user is not None and not isinstance(related_user, Mapping):
-        raise LakeSchemaError(f"alert {alert_id}: relatedUser: expected an object")
-    related_user = related_user or {}
+    fields = AlertFields(alert)
+    related_user = fields.related_user()
     record: dict[str, Any] = {"tenant_id": tenant_id, "alert_id": alert_id}
     for source, column in _ALERT_INT_FIELDS.items():
-        record[column] = _integer(alert.get(source), f"alert {alert_id}: {source}")
+        record[column] = fields.read(alert_fields.integer, source)
     for source, column in _ALERT_STRING_FIELDS.items():
-        record[column] = _string(alert.get(source), f"alert {alert_id}: {source}")
+        record[column] = fields.read(alert_fields.string, source)
     for source, column in _ALERT_TIME_FIELDS.items():
-        record[column] = parse_timestamp(alert.get(source), field=f"alert {alert_id}: {source}")
+        record[column] = fields.read(alert_fields.timestamp, source)
     record.update(
-        mitre_techniques=_string_list(alert.get("mitreTechniques"), f"alert {alert_id}: mitreTechniques"),
+        mitre_techniques=fields.read(alert_fields.string_list, "mitreTechniques"),
         last_update_time=parse_timestamp(alert.get("lastUpdateTime"), field=f"alert {alert_id}: lastUpdateTime"),
-        related_user_name=_string(related_user.get("userName"), f"alert {alert_id}: relatedUser.userName"),
-        related_user_domain=_string(related_user.get("domainName"), f"alert {alert_id}: relatedUser.domainName"),
-        comments=_comments(alert.get("comments")),
+        related_user_name=fields.read(alert_fields.string, "relatedUser.userName", related_user.get("userName"), given=True),
+        related_user_domain=fields.read(
+            alert_fields.string, "relatedUser.domainName", related_user.get("domainName"), given=True
+        ),
+        comments=fields.read(alert_fields.comments, "comments"),
         ips_status=ips_status,
         ip_count=ip_count,
-        invalid_ip_values=_string_list(invalid_ip_values, f"alert {alert_id}: invalid_ip_values"),
+        invalid_ip_values=alert_fields.string_list(invalid_ip_values, f"alert {alert_id}: invalid_ip_values"),
         interval_start=parse_timestamp(interval_start, field="interval_start"),
         listed_at=parse_timestamp(listed_at, field="listed_at"),
         fetched_at=parse_timestamp(fetched_at, field="fetched_at"),
+        ips_error=ips_error,
+        field_problems=fields.problems or None,
+        raw=alert_fields.raw_json(alert),
     )
     return record
 
 
 def alert_ip_records(
-    alert: Mapping[str, Any],
+    alert_row: Mapping[str, Any],
     ips: Iterable[str | Sequence[Any]],
     *,
-    tenant_id: str,
-    interval_start: datetime | str,
     fetched_at: datetime | str,
 ) -> list[dict[str, Any]]:
-    """``alert_ips`` rows of one alert version: one per distinct canonical IP.
+    """``alert_ips`` rows of one alert version (its ``alerts`` row): one per distinct canonical IP.
 
-    ``ips`` holds canonical IP strings or ``[ip, version]`` pairs (the fetch result's
-    form); a pair whose version does not match its address is refused.
+    The alert's columns come from its row, so both tables agree (a field that did not fit
+    is null in both). ``ips`` holds canonical IP strings or ``[ip, version]`` pairs (the
+    fetch result's form); a pair whose version does not match its address is refused.
     """
-    alert_id = alert.get("id")
+    alert_id = alert_row["alert_id"]
     common = {
-        "tenant_id": tenant_id,
+        "tenant_id": alert_row["tenant_id"],
         "alert_id": alert_id,
-        "alert_last_update_time": parse_timestamp(alert.get("lastUpdateTime"), field=f"alert {alert_id}: lastUpdateTime"),
-        "alert_creation_time": parse_timestamp(alert.get("alertCreationTime"), field=f"alert {alert_id}: alertCreationTime"),
-        "severity": _string(alert.get("severity"), f"alert {alert_id}: severity"),
-        "incident_id": _integer(alert.get("incidentId"), f"alert {alert_id}: incidentId"),
-        "machine_id": _string(alert.get("machineId"), f"alert {alert_id}: machineId"),
-        "interval_start": parse_timestamp(interval_start, field="interval_start"),
+        "alert_last_update_time": alert_row["last_update_time"],
+        "alert_creation_time": alert_row.get("alert_creation_time"),
+        "severity": alert_row.get("severity"),
+        "incident_id": alert_row.get("incident_id"),
+        "machine_id": alert_row.get("machine_id"),
+        "interval_start": alert_row["interval_start"],
         "fetched_at": parse_timestamp(fetched_at, field="fetched_at"),
     }
     records: dict[str, dict[str, Any]] = {}
@@ -237,6 +203,14 @@ def to_table(table: str, records: Iterable[Mapping[str, Any]]) -> pa.Table:
 # --------------------------------------------------------------------------- intervals
 
 
+def version_ticks(value: Any, field: str) -> int:
+    """An alert version's lastUpdateTime as exact ticks (the join key of listing and results)."""
+    try:
+        return timestamps.parse_timestamp(value, assume_utc=True)
+    except ValueError as exc:
+        raise LakeSchemaError(f"{field}: {exc}") from None
+
+
 def interval_tables(
     alerts: Iterable[Mapping[str, Any]],
     ip_results: Iterable[Mapping[str, Any]],
@@ -253,39 +227,40 @@ def interval_tables(
     """
     if not isinstance(tenant_id, str) or not tenant_id:
         raise LakeSchemaError("tenant_id is required")
-    results: dict[tuple[str, datetime | None], Mapping[str, Any]] = {}
+    # The join key is the version exactly as listed: (id, lastUpdateTime in 100 ns ticks).
+    results: dict[tuple[str, int], Mapping[str, Any]] = {}
     for result in ip_results:
-        key = (result.get("alert_id"), parse_timestamp(result.get("last_update_time"), field="ip result last_update_time"))
+        key = (result.get("alert_id"), version_ticks(result.get("last_update_time"), "ip result last_update_time"))
         if key in results:
-            raise LakeSchemaError(f"two IP results for alert {key[0]} at {key[1]}")
+            raise LakeSchemaError(f"two IP results for alert {key[0]} at {format_timestamp(key[1])}")
         results[key] = result
     alert_rows, ip_rows = [], []
     for alert in alerts:
-        key = (alert.get("id"), parse_timestamp(alert.get("lastUpdateTime"), field="lastUpdateTime"))
+        key = (alert.get("id"), version_ticks(alert.get("lastUpdateTime"), "lastUpdateTime"))
         result = results.pop(key, None)
         if result is None:
-            raise LakeSchemaError(f"no IP result for listed alert {key[0]} at {key[1]}")
+            raise LakeSchemaError(f"no IP result for listed alert {key[0]} at {format_timestamp(key[1])}")
         status = result.get("status")
-        ips = alert_ip_records(
-            alert, result.get("ips") or [], tenant_id=tenant_id, interval_start=interval_start, fetched_at=result.get("fetched_at")
+        pairs = result.get("ips") or []
+        if status != IPS_OK and pairs:
+            raise LakeSchemaError(f"alert {key[0]}: status {status!r} with {len(pairs)} IPs")
+        row = alert_record(
+            alert,
+            tenant_id=tenant_id,
+            interval_start=interval_start,
+            listed_at=listed_at,
+            ips_status=status,
+            ip_count=0,
+            invalid_ip_values=result.get("invalid_ip_values") or [],
+            fetched_at=result.get("fetched_at"),
+            ips_error=result.get("error") if status == IPS_ERROR else None,
         )
-        if status != IPS_OK and ips:
-            raise LakeSchemaError(f"alert {key[0]}: status {status!r} with {len(ips)} IPs")
-        alert_rows.append(
-            alert_record(
-                alert,
-                tenant_id=tenant_id,
-                interval_start=interval_start,
-                listed_at=listed_at,
-                ips_status=status,
-                ip_count=len(ips),
-                invalid_ip_values=result.get("invalid_ip_values") or [],
-                fetched_at=result.get("fetched_at"),
-            )
-        )
+        ips = alert_ip_records(row, pairs, fetched_at=result.get("fetched_at"))
+        row["ip_count"] = len(ips)
+        alert_rows.append(row)
         ip_rows.extend(ips)
     if results:
-        orphans = ", ".join(f"{alert_id} at {time}" for alert_id, time in list(results)[:5])
+        orphans = ", ".join(f"{alert_id} at {format_timestamp(ticks)}" for alert_id, ticks in list(results)[:5])
         raise LakeSchemaError(f"{len(results)} IP results without a listed alert: {orphans}")
     return {ALERTS: to_table(ALERTS, alert_rows), ALERT_IPS: to_table(ALERT_IPS, ip_rows)}
 
@@ -338,3 +313,11 @@ def check_interval(tables: Mapping[str, pa.Table], interval_start: datetime, int
     unknown = [s for s in statuses if s not in IPS_STATUSES]
     if unknown:
         raise LakeSchemaError(f"alerts.ips_status values {unknown} are not in {IPS_STATUSES}")
+
+
+def recorded_problems(alerts: pa.Table) -> dict[str, int]:
+    """How many alerts of a table landed with ``ips_status`` 'error' or with field problems."""
+    return {
+        "ips_errors": pc.sum(pc.equal(alerts.column("ips_status"), IPS_ERROR)).as_py() or 0,
+        "alerts_with_field_problems": alerts.num_rows - alerts.column("field_problems").null_count,
+    }

@@ -91,10 +91,18 @@ ALERTS_SCHEMA = pa.schema(
         _required("interval_start", TIMESTAMP),
         _required("listed_at", TIMESTAMP),
         _optional("fetched_at", TIMESTAMP),
+        # Added later (files written before read them as null; see ADDED_COLUMNS):
+        _optional("ips_error", pa.string()),  # why ips_status is 'error'
+        _optional("field_problems", pa.list_(pa.string())),  # fields that did not fit: null in their column
+        _optional("raw", pa.string()),  # the alert as listed, JSON: every field, also new ones
     ]
 )
 
 SCHEMAS: dict[str, pa.Schema] = {ALERTS: ALERTS_SCHEMA, ALERT_IPS: ALERT_IPS_SCHEMA}
+
+# Optional columns appended after files were already written: a file without them is
+# read with nulls there (compaction and the IP index rewrite such files in full schema).
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {ALERTS: ("ips_error", "field_problems", "raw"), ALERT_IPS: ()}
 
 # Low-cardinality string columns: dictionary encoding makes them small and fast to filter.
 DICTIONARY_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -155,10 +163,15 @@ def empty_table(table: str) -> pa.Table:
 def conform(table: str, data: pa.Table) -> pa.Table:
     """``data`` checked against the lake schema of ``table`` (names, order, types, nulls).
 
+    A file written before a column of :data:`ADDED_COLUMNS` existed gets it, as nulls.
+
     Returns it with the schema's exact field flags and no metadata (no pandas metadata
     sneaks into the files).
     """
     schema = table_schema(table)
+    for name in ADDED_COLUMNS[table]:
+        if name not in data.schema.names and data.schema.names == schema.names[: data.num_columns]:
+            data = data.append_column(schema.field(name), pa.nulls(data.num_rows, schema.field(name).type))
     if data.schema.names != schema.names:
         missing = [n for n in schema.names if n not in data.schema.names]
         extra = [n for n in data.schema.names if n not in schema.names]

@@ -6,20 +6,31 @@ The leading underscore keeps it out of every reader (table globs start at
 interval has its own folder, so a backfill and a scheduled run of the same hour never
 read each other's documents; files are written atomically like lake files, so a retried
 task replaces its own output whole.
+
+A successful publish removes its run's folder. A run that failed for good leaves its
+staged listing (user names, hosts, comments): :func:`sweep_staging`, run by every
+compaction run, removes run folders whose newest file is older than
+``STAGING_MAX_AGE`` (7 days; ``MDE_STAGING_MAX_AGE_DAYS``), so a failed run can still be
+cleared and rerun within a week, and nothing personal lingers beyond it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
-from datetime import datetime
+import time
+from datetime import datetime, timedelta
 from typing import Any
 
-from mde_pipeline.lake.layout import JSON_SUFFIX, staging_path
+from mde_pipeline.lake.layout import JSON_SUFFIX, STAGING_DIR, base_name, file_mtime, parse_interval_key, staging_path
 from mde_pipeline.lake.location import LakeLocation
 from mde_pipeline.lake.storage import write_files_atomic
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+STAGING_MAX_AGE = timedelta(days=7)
+
+log = logging.getLogger(__name__)
 
 
 class StagingNotFoundError(FileNotFoundError):
@@ -68,3 +79,43 @@ def clear_staging(location: LakeLocation, interval_start: datetime | str, run_id
         except (FileNotFoundError, OSError):
             pass
     fs.invalidate_cache()
+
+
+def sweep_staging(location: LakeLocation, older_than: timedelta = STAGING_MAX_AGE, now: float | None = None) -> list[str]:
+    """Remove every run folder ``_staging/<interval>/<run>/`` whose newest file is older
+    than ``older_than`` (left by failed runs); returns their uris. ``_staging/compaction``
+    is not a run's: days.recover_interrupted_swaps owns it."""
+    fs = location.fs
+    fs.invalidate_cache()
+    cutoff = (time.time() if now is None else now) - older_than.total_seconds()
+    removed = []
+    for interval in _listing(fs, location.path(STAGING_DIR)):
+        try:
+            parse_interval_key(base_name(interval["name"]))
+        except ValueError:
+            continue  # compaction/ and anything else that is not an interval folder
+        for run in _listing(fs, interval["name"]):
+            times = [file_mtime(info) for info in fs.find(run["name"], detail=True).values()]
+            newest = max((t for t in times if t is not None), default=None)
+            if newest is None or newest < cutoff:
+                try:
+                    fs.rm(run["name"], recursive=True)
+                except FileNotFoundError:
+                    continue
+                removed.append(location.uri(STAGING_DIR, base_name(interval["name"]), base_name(run["name"])))
+        if location.is_local and not _listing(fs, interval["name"]):
+            try:
+                fs.rmdir(interval["name"])
+            except OSError:
+                pass
+    fs.invalidate_cache()
+    if removed:
+        log.info("swept %d staging folders of failed runs older than %s", len(removed), older_than)
+    return removed
+
+
+def _listing(fs: Any, path: str) -> list[dict[str, Any]]:
+    try:
+        return [info for info in fs.ls(path, detail=True) if info.get("type") == "directory"]
+    except FileNotFoundError:
+        return []

@@ -21,8 +21,9 @@ replaces a whole day. Local: the new directory is built complete next to the liv
 and exchanged with it in one ``renameat2(RENAME_EXCHANGE)`` (Linux >= 3.15; ext4, xfs,
 btrfs, tmpfs), falling back to two renames (a window of microseconds in which the day is
 absent, logged) where the kernel or filesystem refuses. Blob (no directory rename):
-the new files are staged complete, then the old ones deleted and the new ones copied in,
-the marker file last.
+the new files are staged complete (their manifest last: the commit point), then copied
+in (manifest last) and only then the old ones deleted; a crash is finished from the
+staged copy by the next run.
 """
 
 from __future__ import annotations
@@ -35,12 +36,12 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from datetime import timedelta
 from typing import IO, Any
 
-from mde_pipeline.lake.layout import TEMP_SUFFIX, base_name
+from mde_pipeline.lake.layout import TEMP_SUFFIX, base_name, is_day_data_file
 from mde_pipeline.lake.location import LakeLocation
 
 # A temp file this old belongs to a writer that died; younger ones may be in use.
@@ -60,15 +61,18 @@ class LakeWriteError(RuntimeError):
 # --------------------------------------------------------------------------- files
 
 
-def write_files_atomic(location: LakeLocation, files: Mapping[str, bytes]) -> dict[str, str]:
+def write_files_atomic(
+    location: LakeLocation, files: Mapping[str, bytes], check_held: Callable[[], None] = lambda: None
+) -> dict[str, str]:
     """Write each ``relative path -> bytes`` so that readers see the old file or the new one.
 
-    All files are prepared first (local) and committed back to back. Returns
-    ``relative path -> uri``.
+    All files are prepared first (local) or uploaded (blob) and committed back to back;
+    ``check_held`` runs just before the first commit (it raises when the caller's lock
+    was lost). Returns ``relative path -> uri``.
     """
     if location.is_local:
-        return _write_local(location, files)
-    return _write_blob(location, files)
+        return _write_local(location, files, check_held)
+    return _write_blob(location, files, check_held)
 
 
 def _open_new_file(path: str) -> IO[bytes]:
@@ -76,7 +80,7 @@ def _open_new_file(path: str) -> IO[bytes]:
     return open(path, "xb")
 
 
-def _write_local(location: LakeLocation, files: Mapping[str, bytes]) -> dict[str, str]:
+def _write_local(location: LakeLocation, files: Mapping[str, bytes], check_held: Callable[[], None]) -> dict[str, str]:
     prepared: list[tuple[str, str]] = []  # (temp path, final path)
     try:
         for relative, data in files.items():
@@ -91,6 +95,7 @@ def _write_local(location: LakeLocation, files: Mapping[str, bytes]) -> dict[str
                     handle.write(view[offset : offset + _WRITE_CHUNK])
                 handle.flush()
                 os.fsync(handle.fileno())
+        check_held()
         for temp, final in prepared:
             os.replace(temp, final)
     except BaseException:
@@ -130,19 +135,19 @@ def remove_stale_temp_files(directory: str, older_than: timedelta = STALE_TEMP_A
     return removed
 
 
-def _write_blob(location: LakeLocation, files: Mapping[str, bytes]) -> dict[str, str]:
+def _write_blob(location: LakeLocation, files: Mapping[str, bytes], check_held: Callable[[], None]) -> dict[str, str]:
     from fsspec.asyn import sync
 
     fs: Any = location.fs
     items = [(location.uri(relative), location.path(relative), data) for relative, data in files.items()]
     try:
-        sync(fs.loop, _stage_then_commit_blobs, fs, items)
+        sync(fs.loop, _stage_then_commit_blobs, fs, items, check_held)
     finally:
         fs.invalidate_cache()
     return {relative: location.uri(relative) for relative in files}
 
 
-async def _stage_then_commit_blobs(fs: Any, items: list[tuple[str, str, bytes]]) -> None:
+async def _stage_then_commit_blobs(fs: Any, items: list[tuple[str, str, bytes]], check_held: Callable[[], None]) -> None:
     """Put Block for every block of every file, then one Put Block List per file.
 
     Staged blocks are invisible to readers; each Put Block List swaps its blob whole.
@@ -166,6 +171,7 @@ async def _stage_then_commit_blobs(fs: Any, items: list[tuple[str, str, bytes]])
         except Exception as exc:
             raise LakeWriteError(f"upload of {uri} failed ({type(exc).__name__}); nothing was committed") from exc
         staged.append((uri, client, block_ids))
+    check_held()
     for uri, client, block_ids in staged:
         try:
             # metadata as adlfs' own writes set it, so adlfs lists these as files.
@@ -267,23 +273,48 @@ def recover_local_directory(live: str, staging: str, complete_marker: str) -> No
         os.rmdir(staging)
 
 
-def finish_blob_swap(location: LakeLocation, directory: str, staged: str, remove: list[str], last: str) -> None:
-    """Replace the blob ``directory`` by the complete copy at ``staged`` (both fs paths).
+def finish_blob_swap(
+    location: LakeLocation, directory: str, staged: str, last: str, check_held: Callable[[], None] = lambda: None
+) -> None:
+    """Make the blob ``directory`` hold exactly the complete copy at ``staged`` (fs paths).
 
-    ``remove`` (the directory's live files) go first, except those the new copy
-    overwrites, so no reader sees old and new rows together; ``last`` (the marker) is
-    copied last, so the directory never looks complete without its data. Rerunnable:
-    a crash part-way is finished by calling it again with the same ``staged``.
+    ``staged`` is complete when it holds ``last`` (the manifest, committed after every
+    other staged file): that is the commit point. New before old: every staged file is
+    copied in (``last`` last), then each live file the copy does not name is deleted,
+    then the staged marker, then the rest of the staging. Until the deletes finish a
+    reader can see part of the day twice (never a row missing). Rerunnable: a crash
+    anywhere is finished by calling it again with the same ``staged`` (``staged`` loses
+    ``last`` first, so it is never mistaken for complete while half removed).
+    ``check_held`` runs before every destructive step (the caller's lock still held).
     """
     fs = location.fs
-    staged_names = [base_name(p) for p in fs.ls(staged, detail=False)]
-    for path in remove:
-        if base_name(path) not in staged_names:
+    fs.invalidate_cache()
+    staged_names = sorted((base_name(p) for p in fs.ls(staged, detail=False)), key=lambda n: (n == last, n))
+    if last not in staged_names:
+        raise LakeWriteError(f"{staged} is not a complete staged copy (no {last})")
+    for name in staged_names:
+        check_held()
+        fs.pipe_file(f"{directory}/{name}", fs.cat_file(f"{staged}/{name}"), overwrite=True)
+        swap_checkpoint("copying")
+    swap_checkpoint("copied")
+    fs.invalidate_cache()
+    for path in fs.ls(directory, detail=False):
+        if base_name(path) not in staged_names and is_day_data_file(base_name(path)):
+            check_held()
             with suppress(FileNotFoundError):
                 fs.rm_file(path)
-        swap_checkpoint("deleting")
-    for name in sorted(staged_names, key=lambda n: n == last):
-        fs.pipe_file(f"{directory}/{name}", fs.cat_file(f"{staged}/{name}"), overwrite=True)
+            swap_checkpoint("deleting")
     swap_checkpoint("swapped")
-    fs.rm(staged, recursive=True)
+    check_held()
+    discard_blob_staging(location, staged, last)
+
+
+def discard_blob_staging(location: LakeLocation, staged: str, last: str) -> None:
+    """Remove a staged copy, its marker ``last`` first."""
+    fs = location.fs
+    with suppress(FileNotFoundError):
+        fs.rm_file(f"{staged}/{last}")
+    swap_checkpoint("unmarked")
+    with suppress(FileNotFoundError):
+        fs.rm(staged, recursive=True)
     fs.invalidate_cache()

@@ -5,8 +5,9 @@ microseconds, so versions are compared at that precision (with the tenant). An h
 *committed* when its ``alerts`` file exists (or its key is in its compacted day's
 manifest), empty or not; an hour never committed belongs to backfills.
 
-* :func:`committed_versions` reads only the key columns of the ``alerts`` hour files and
-  compacted day files of a window.
+* :func:`committed_versions` reads only the key columns (and ``ips_status``) of the
+  ``alerts`` hour files and compacted day files of a window; a version held with
+  ``ips_status = 'error'`` is not counted (a later look-back tries it again).
 * :func:`missing_versions` picks the listed alerts whose version a committed hour lacks.
 * :func:`merge_versions` is what ``commit.commit_interval(keep_versions=True)`` writes: the
   new rows, plus every row the lake held for versions the new rows do not carry. A
@@ -24,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from mde_pipeline.common.fetch_result import IPS_ERROR
 from mde_pipeline.common.timestamps import parse_timestamp, ticks_to_datetime, TICKS_PER_MICROSECOND
 from mde_pipeline.lake.layout import interval_key, list_day, parse_interval_key
 from mde_pipeline.lake.location import LakeLocation
@@ -31,7 +33,7 @@ from mde_pipeline.lake.schema import ALERT_IPS, ALERTS, SCHEMAS
 
 Version = tuple[str, int]  # (alert_id, lastUpdateTime in microseconds since the epoch)
 VERSION_COLUMNS = {ALERTS: "last_update_time", ALERT_IPS: "alert_last_update_time"}
-_KEY_COLUMNS = ["alert_id", "last_update_time", "interval_start"]
+_KEY_COLUMNS = ["alert_id", "last_update_time", "interval_start", "ips_status"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -75,9 +77,12 @@ def committed_versions(location: LakeLocation, start: datetime, end: datetime) -
             ids = part.column("alert_id").to_pylist()
             times = pc.cast(part.column("last_update_time"), pa.int64()).to_pylist()
             hours = pc.cast(part.column("interval_start"), pa.int64()).to_pylist()
-            for alert_id, micros, hour_micros in zip(ids, times, hours):
+            statuses = part.column("ips_status").to_pylist()
+            for alert_id, micros, hour_micros, status in zip(ids, times, hours, statuses):
                 bucket = result.get(_hour_of_micros(hour_micros))
-                if bucket is not None:
+                # A version whose IPs failed for good ('error') counts as missing: the
+                # look-back fetches it again and its new row replaces the old one.
+                if bucket is not None and status != IPS_ERROR:
                     bucket.add((alert_id, micros))
     return result
 

@@ -1,0 +1,115 @@
+"""What the budget ledger says right now, for the operator's view (read-only).
+
+Opens the ledger's SQLite file read-only (never creates it, never takes its write
+lock), so the status page and ``make status`` cannot slow the callers down. Figures:
+
+* per configured window: reservations in ``(now - W', now]`` against the effective
+  limit ``L'`` (rate_limiter.py: share and margin applied), i.e. what the limiter sees;
+* the per-minute history (calls granted, 429s received) of the last 24 hours, from the
+  ``minutes`` table the ledger keeps (ledgers.py; a ledger written before that table
+  existed has no history);
+* a block (a 429's Retry-After) still in force;
+* the sustained rate the windows allow, for ETAs.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from typing import Any, Sequence
+
+from mde_pipeline.api.ledgers import HISTORY_SECONDS
+from mde_pipeline.api.windows import Window
+
+
+def sustained_calls_per_hour(windows: Sequence[Window]) -> float:
+    """Calls per hour the tightest window allows over a long run (1,500/h by default)."""
+    return min(w.limit * 3600.0 / w.seconds for w in windows)
+
+
+def _connect(path: str | os.PathLike[str]) -> sqlite3.Connection | None:
+    if not os.path.exists(path):
+        return None
+    return sqlite3.connect(f"file:{os.fspath(path)}?mode=ro", uri=True, timeout=5)
+
+
+def _rows(conn: sqlite3.Connection, sql: str, params: tuple) -> list[tuple]:
+    try:
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as exc:  # a table an older ledger does not have
+        if "no such table" in str(exc):
+            return []
+        raise
+
+
+def ledger_keys(path: str | os.PathLike[str]) -> list[str]:
+    """Every budget key the ledger knows (calls, history or blocks), sorted."""
+    conn = _connect(path)
+    if conn is None:
+        return []
+    try:
+        keys: set[str] = set()
+        for table in ("calls", "minutes", "blocks"):
+            keys.update(row[0] for row in _rows(conn, f"SELECT DISTINCT key FROM {table}", ()))
+        return sorted(keys)
+    finally:
+        conn.close()
+
+
+def budget_status(
+    path: str | os.PathLike[str],
+    key: str,
+    configured: Sequence[Window],
+    effective: Sequence[Window],
+    now: float,
+) -> dict[str, Any]:
+    """The budget section of the status JSON for one ledger key (docs/OPERATORS.md)."""
+    windows = []
+    history: list[list[int]] = []
+    blocked_until = 0.0
+    conn = _connect(path)
+    try:
+        for conf, eff in zip(configured, effective):
+            used = 0
+            if conn is not None:
+                rows = _rows(conn, "SELECT count(*) FROM calls WHERE key = ? AND ts > ?", (key, now - eff.seconds))
+                used = int(rows[0][0]) if rows else 0
+            windows.append(
+                {
+                    "seconds": conf.seconds,
+                    "limit": conf.limit,
+                    "effective_limit": eff.limit,
+                    "calls": used,
+                    "used_share": round(used / eff.limit, 4),
+                }
+            )
+        if conn is not None:
+            first = int(now // 60) - HISTORY_SECONDS // 60 + 1
+            history = [
+                [int(m) * 60, int(c), int(t)]
+                for m, c, t in _rows(
+                    conn,
+                    "SELECT minute, calls, throttled FROM minutes WHERE key = ? AND minute >= ? ORDER BY minute",
+                    (key, first),
+                )
+            ]
+            rows = _rows(conn, "SELECT until FROM blocks WHERE key = ?", (key,))
+            blocked_until = float(rows[0][0]) if rows else 0.0
+    finally:
+        if conn is not None:
+            conn.close()
+    return {
+        "ledger_key": key,
+        "ledger_path": os.fspath(path),
+        "ledger_exists": conn is not None,
+        "windows": windows,
+        "sustained_calls_per_hour": round(sustained_calls_per_hour(effective), 3),
+        "blocked_until": blocked_until if blocked_until > now else None,
+        "blocked_seconds_left": round(blocked_until - now, 1) if blocked_until > now else 0.0,
+        "per_minute": {
+            "columns": ["minute_start_epoch", "calls", "throttled"],
+            "rows": history,
+            "calls_24h": sum(r[1] for r in history),
+            "throttled_24h": sum(r[2] for r in history),
+        },
+    }

@@ -1,0 +1,157 @@
+"""The budget ledger in Redis: one budget per (client id, tenant) shared by every host.
+
+With workers on several hosts, a SQLite file per host can only split the budget
+statically (``rate_limit_share = 1/hosts``), wasting an idle host's share and keeping a
+429's Retry-After on the host that saw it. A Redis ledger (connection extra
+``rate_limit_ledger = "redis://..."`` or ``"rediss://..."``: the Redis the
+CeleryExecutor already runs, or another) holds the same state for everybody:
+
+    mde-ledger:{<tenant>:<client>}:calls   sorted set: reservation id -> time (s)
+    mde-ledger:{<tenant>:<client>}:block   the time until which nobody may call
+    mde-ledger:{<tenant>:<client>}:ids     counter of reservation ids
+
+Each reservation is one Lua script, so the read-decide-insert is atomic across every
+process on every host, exactly as ``BEGIN IMMEDIATE`` makes it on one host. The
+arithmetic is the one of :func:`mde_pipeline.api.windows.seconds_until_free` (same
+epsilon, same "excess oldest must leave" rule). The ``{...}`` hash tag keeps a budget's
+keys in one Redis Cluster slot.
+
+Times are the callers' clocks (``time.time()``), like the SQLite ledger's: hosts must
+keep NTP time; their skew adds to the latency that ``rate_limit_margin_seconds`` covers.
+Keys expire on their own once idle for longer than the longest window.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any, Sequence
+
+from mde_pipeline.api.ledgers import Decision
+from mde_pipeline.api.windows import Window, max_block_seconds
+
+log = logging.getLogger(__name__)
+
+REDIS_SCHEMES = ("redis", "rediss")
+KEY_PREFIX = "mde-ledger:"
+_EPSILON = 1e-6  # as in windows.seconds_until_free
+
+# KEYS: calls, block, ids. ARGV: now, longest window, block ceiling (absolute), epsilon,
+# then limit/seconds pairs. Returns {wait as text, blocked 0/1, entry id or 0}: Redis
+# truncates Lua numbers to integers, so the wait travels as text.
+_RESERVE = """
+local now = tonumber(ARGV[1])
+local longest = tonumber(ARGV[2])
+local ceiling = tonumber(ARGV[3])
+local eps = tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - longest)
+local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
+if blocked > ceiling then
+  blocked = ceiling
+  redis.call('SET', KEYS[2], string.format('%.9f', blocked))
+end
+if blocked > now then
+  return {string.format('%.9f', blocked - now), 1, 0}
+end
+local wait = 0
+for i = 5, #ARGV, 2 do
+  local limit = tonumber(ARGV[i])
+  local seconds = tonumber(ARGV[i + 1])
+  local horizon = string.format('(%.9f', now - seconds + eps)
+  local excess = redis.call('ZCOUNT', KEYS[1], horizon, '+inf') - limit + 1
+  if excess > 0 then
+    local oldest = redis.call('ZRANGEBYSCORE', KEYS[1], horizon, '+inf', 'WITHSCORES', 'LIMIT', excess - 1, 1)
+    local w = tonumber(oldest[2]) + seconds - now
+    if w > wait then wait = w end
+  end
+end
+if wait > 0 then
+  return {string.format('%.9f', wait), 0, 0}
+end
+local id = redis.call('INCR', KEYS[3])
+redis.call('ZADD', KEYS[1], string.format('%.9f', now), id)
+local ttl = math.ceil((longest + 60) * 1000)
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[3], ttl)
+return {'0', 0, id}
+"""
+
+# KEYS: block. ARGV: until, time to live in seconds (0: none). Keeps the later block.
+_BLOCK = """
+local till = tonumber(ARGV[1])
+local held = tonumber(redis.call('GET', KEYS[1]) or '0')
+if till > held then
+  redis.call('SET', KEYS[1], string.format('%.9f', till))
+  local ttl = tonumber(ARGV[2])
+  if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
+end
+return 0
+"""
+
+
+def is_redis_url(value: str) -> bool:
+    return value.split("://", 1)[0].lower() in REDIS_SCHEMES and "://" in value
+
+
+class RedisLedger:
+    """:class:`~mde_pipeline.api.ledgers.Ledger` on a Redis server shared by every host."""
+
+    def __init__(self, url: str, *, ca_file: str | None = None, client: Any = None) -> None:
+        import redis
+
+        options: dict[str, Any] = {"socket_timeout": 30, "socket_connect_timeout": 10, "health_check_interval": 30}
+        if url.lower().startswith("rediss://") and ca_file:
+            options["ssl_ca_certs"] = ca_file  # TLS stays verified: certifi + REQUESTS_CA_BUNDLE
+        self._redis = client if client is not None else redis.Redis.from_url(url, **options)
+        self._reserve = self._redis.register_script(_RESERVE)
+        self._block = self._redis.register_script(_BLOCK)
+
+    @staticmethod
+    def _keys(key: str) -> tuple[str, str, str]:
+        base = f"{KEY_PREFIX}{{{key}}}"
+        return f"{base}:calls", f"{base}:block", f"{base}:ids"
+
+    def reserve(self, key: str, now: float, windows: Sequence[Window]) -> Decision:
+        longest = max(w.seconds for w in windows)
+        pairs = [value for w in windows for value in (w.limit, repr(float(w.seconds)))]
+        wait, blocked, entry = self._reserve(
+            keys=self._keys(key), args=[repr(now), repr(longest), repr(now + max_block_seconds(windows)), _EPSILON, *pairs]
+        )
+        wait = float(wait)
+        return Decision(wait, bool(int(blocked)), int(entry) if wait <= 0 else None)
+
+    def settle(self, key: str, entry: int, at: float) -> None:
+        # XX: only an entry still kept; GT: never earlier than it was.
+        self._redis.zadd(self._keys(key)[0], {str(entry): at}, xx=True, gt=True)
+
+    def block_until(self, key: str, until: float) -> None:
+        # The block key outlives the block by a minute, then Redis drops it. (A caller
+        # clock far from wall time, as in tests, gets no expiry; reserve clips anyway.)
+        ttl = math.ceil(until - time.time()) + 60
+        self._block(keys=[self._keys(key)[1]], args=[repr(until), ttl if 60 < ttl < 10 * 365 * 86400 else 0])
+
+    def blocked_until(self, key: str) -> float:
+        value = self._redis.get(self._keys(key)[1])
+        return float(value) if value is not None else 0.0
+
+    def reservations(self, key: str) -> list[float]:
+        return [score for _, score in self._redis.zrange(self._keys(key)[0], 0, -1, withscores=True)]
+
+    def blocks(self) -> dict[str, float]:
+        """Every stored block, key -> until (Redis drops a block a minute after it ends)."""
+        found = {}
+        for name in self._redis.scan_iter(match=f"{KEY_PREFIX}{{*}}:block", count=500):
+            text = name.decode() if isinstance(name, bytes) else name
+            value = self._redis.get(name)
+            if value is not None:
+                found[text[len(KEY_PREFIX) + 1 : -len("}:block")]] = float(value)
+        return dict(sorted(found.items()))
+
+    def clear_blocks(self, key: str | None = None) -> int:
+        """Remove the block of ``key`` (every block when None); returns how many went."""
+        keys = [self._keys(k)[1] for k in ([key] if key is not None else self.blocks())]
+        return int(self._redis.delete(*keys)) if keys else 0
+
+    def close(self) -> None:
+        self._redis.close()

@@ -1,0 +1,146 @@
+"""The status document over a prepared lake and ledger: every figure equals the data."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from mde_pipeline.airflow.status.page import render_page
+from mde_pipeline.airflow.status.report import SCHEMA_VERSION, build_status
+from mde_pipeline.api.ledgers import LEDGER_FILE_NAME, SqliteLedger
+from mde_pipeline.api.rate_limiter import RateLimiter
+from mde_pipeline.api.windows import Window
+from mde_pipeline.lake.lake_status import LakeStatusCache
+from mde_pipeline.lake.location import resolve_lake_location
+from status_data import TENANT, connection, prepare
+
+NOW = datetime(2026, 3, 10, 14, 25, 30, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def prepared(tmp_path, monkeypatch):
+    expected = prepare(tmp_path, NOW)
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    monkeypatch.setenv("AIRFLOW_CONN_MDE_DEFAULT", connection(expected))
+    return expected
+
+
+def backfill(hours_left: list[datetime]):
+    def active(dag_id):
+        assert dag_id == "mde_alert_ips"
+        return [{"id": 7, "from_date": "2026-03-01T00:00:00+00:00", "to_date": "2026-03-02T00:00:00+00:00",
+                 "is_paused": False, "created_at": "2026-03-09T00:00:00+00:00", "hours_total": 24,
+                 "hours_done": 20, "hours_failed": 1, "hours_left": len(hours_left), "hours_running": 1,
+                 "hours_skipped": 0, "intervals_left": [h.isoformat() for h in hours_left]}]
+    return active
+
+
+def status_of(expected, **kwargs):
+    kwargs.setdefault("backfills", backfill([]))
+    return build_status(now=NOW, location=resolve_lake_location(expected.lake_root), cache=LakeStatusCache(), **kwargs)
+
+
+def test_budget_figures_equal_the_ledger(prepared):
+    status = status_of(prepared)
+    assert status["schema_version"] == SCHEMA_VERSION and status["errors"] == []
+    [tenant] = status["tenants"]
+    budget = tenant["budget"]
+    assert tenant["tenant_id"] == TENANT and budget["ledger_key"] == prepared.key
+    minute, hour = budget["windows"]
+    assert (minute["seconds"], minute["limit"], minute["effective_limit"], minute["calls"]) == (60, 100, 100, prepared.calls_minute)
+    assert (hour["seconds"], hour["limit"], hour["calls"]) == (3600, 1500, prepared.calls_hour)
+    assert budget["per_minute"]["calls_24h"] == prepared.calls_24h
+    assert budget["per_minute"]["throttled_24h"] == prepared.throttled_24h
+    assert budget["blocked_until"] == pytest.approx(prepared.blocked_until)
+    assert budget["sustained_calls_per_hour"] == pytest.approx(1500 * 3600 / 3601, abs=1e-3)
+
+
+def test_lake_figures_equal_what_was_committed(prepared):
+    lake = status_of(prepared)["tenants"][0]["lake"]
+    assert lake["latest_committed_hour"] == prepared.latest_hour.isoformat()
+    assert lake["hours_committed"] == prepared.hours_committed
+    assert lake["hours_missing"] == prepared.hours_missing
+    assert {d["date"]: {k: d[k] for k in ("hours", "alerts", "alert_ips")} for d in lake["rows_per_day"]} == prepared.rows_per_day
+    assert lake["alerts_per_hour_recent"] == prepared.alerts_per_hour_recent
+    hour = NOW.replace(minute=0, second=0, microsecond=0)
+    gaps = [r for r in lake["missing_ranges"] if r[0] > (hour - timedelta(hours=49)).isoformat()]
+    assert gaps == [[(hour - timedelta(hours=h)).isoformat(), (hour - timedelta(hours=h - 1)).isoformat()] for h in (17, 5)]
+
+
+def test_backfill_calls_left_use_staged_listings_and_estimate_the_rest(prepared):
+    from mde_pipeline.lake.staging import write_staging_json
+
+    location = resolve_lake_location(prepared.lake_root)
+    listed = datetime(2026, 3, 1, 22, tzinfo=timezone.utc)
+    write_staging_json(location, listed, "backfill__x", "listing", {"alerts": [{"id": str(i)} for i in range(40)]})
+    left = [listed, listed + timedelta(hours=1)]
+    [run] = status_of(prepared, backfills=backfill(left))["tenants"][0]["backfills"]
+    estimate = round(prepared.alerts_per_hour_recent)
+    assert (run["ip_calls_left_exact"], run["ip_calls_left_estimated"]) == (40, estimate)
+    assert run["is_estimate"] and run["listing_calls_left"] == 1
+    rate = 1500 * 3600 / 3601 - prepared.alerts_per_hour_recent - 1
+    assert run["eta_seconds"] == round((40 + estimate + 1) / rate * 3600)
+    assert run["progress"] == pytest.approx(21 / 24, abs=1e-4)
+    assert "intervals_left" not in run
+
+
+def test_a_source_that_fails_is_an_error_line_not_a_failure(prepared):
+    def broken(dag_id):
+        raise RuntimeError("no metadata DB")
+
+    status = status_of(prepared, backfills=broken)
+    assert status["errors"] == ["Airflow metadata (backfills): RuntimeError: no metadata DB"]
+    assert status["tenants"][0]["backfills"] == [] and status["tenants"][0]["lake"] is not None
+
+
+def test_day_figures_are_cached_until_the_day_changes(prepared, monkeypatch):
+    from mde_pipeline.lake import lake_status
+
+    cache, location = LakeStatusCache(), resolve_lake_location(prepared.lake_root)
+    calls = []
+    real = lake_status._day_figures
+    monkeypatch.setattr(lake_status, "_day_figures", lambda *a: calls.append(a[2]) or real(*a))
+    cache.table_figures(location, "alerts")
+    first = len(calls)
+    cache.table_figures(location, "alerts")
+    assert first >= 2 and len(calls) == first  # nothing changed: no footer read
+    from lake_data import sample_interval
+    from mde_pipeline.lake.commit import commit_interval
+
+    hour = NOW.replace(minute=0, second=0, microsecond=0) - timedelta(hours=5)
+    commit_interval(location, hour, sample_interval(hour, alerts=2, tenant=TENANT))
+    cache.table_figures(location, "alerts")
+    assert calls[first:] == [hour.strftime("%Y-%m-%d")]
+
+
+def test_the_page_shows_the_figures(prepared):
+    status = status_of(prepared, backfills=backfill([datetime(2026, 3, 1, 5, tzinfo=timezone.utc)]))
+    html = render_page(status, "/mde")
+    assert f'data-testid="t0-window-60-calls">{prepared.calls_minute}<' in html
+    assert f'data-testid="t0-hours-missing">{prepared.hours_missing}<' in html
+    assert 'src="/mde/static/plotly.min.js"' in html and 'data-testid="t0-backfill-7-left">1<' in html
+
+
+def test_the_limiter_keeps_a_bounded_per_minute_history(tmp_path):
+    ledger = SqliteLedger(tmp_path / LEDGER_FILE_NAME)
+
+    class Clock:
+        t = 1_000_000.0
+
+        def now(self):
+            return self.t
+
+        def sleep(self, seconds):
+            self.t += seconds
+
+    clock = Clock()
+    limiter = RateLimiter([Window(1000, 60)], key="k", ledger=ledger, clock=clock, margin_seconds=0)
+    for _ in range(3):
+        limiter.acquire()
+    limiter.record_throttle(5)
+    clock.t += 25 * 3600  # a day later: the old minutes go with the next write
+    limiter.acquire()
+    rows = sqlite3.connect(tmp_path / LEDGER_FILE_NAME).execute("SELECT minute, calls, throttled FROM minutes").fetchall()
+    assert rows == [(int(clock.t // 60), 1, 0)]
