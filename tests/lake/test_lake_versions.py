@@ -100,3 +100,16 @@ def test_on_adls_late_versions_merge_and_the_fetch_cache_round_trips(abfs_locati
         recorder.add(result)
     entries = [{"alert_id": r["alert_id"], "last_update_time": r["last_update_time"]} for r in results]
     assert len(FetchCache(abfs_location, "tenant-a").lookup(entries)) == 6
+
+
+def test_a_version_held_with_ips_error_is_missing_and_a_look_back_replaces_it(local_location):
+    listed, results = sample_listing(H0, alerts=3, seed=5)
+    failed = {**results[0], "status": "error", "ips": [], "invalid_ip_values": [], "error": "MdeServerError: 500"}
+    commit_interval(local_location, H0, tables_of(H0, listed, [failed, *results[1:]]))
+    committed = committed_versions(local_location, H0, H1)
+    assert committed[H0] == {listed_version(a)[1] for a in listed[1:]}
+    missing = missing_versions(listed, committed)
+    assert [a["id"] for a in missing[H0]] == [listed[0]["id"]]
+    commit_interval(local_location, H0, tables_of(H0, listed[:1], results[:1]), keep_versions=True, only_if_committed=True)
+    alerts = read_interval(local_location, ALERTS, H0)
+    assert alerts.num_rows == 3 and "error" not in alerts.column("ips_status").to_pylist()
