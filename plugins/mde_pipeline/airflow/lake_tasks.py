@@ -7,7 +7,10 @@ the lake. Only the batches of alert ids travel through XCom to the mapped fetch 
 ``publish_interval`` joins the staged listing with every batch's fetch results
 (:func:`mde_pipeline.lake.records.interval_tables` refuses a missing or extra result),
 commits both tables' files of the interval atomically, then drops the staging folder.
-A rerun of the interval replaces exactly those files.
+A rerun of the interval replaces exactly those files: the rows of the versions it lists
+are replaced, the versions the lake held that it no longer lists stay (param
+``refetch``: the hour replaced whole). The results of look-back batches go to their own
+hours (:func:`mde_pipeline.airflow.lookback.publish_lookback`); the fetch cache is swept.
 """
 
 from __future__ import annotations
