@@ -15,7 +15,7 @@ from mde_pipeline.airflow.lake_tasks import LISTING
 from mde_pipeline.airflow.operators import MdeFetchAlertIpsOperator, MdeListAlertsOperator
 from mde_pipeline.api.client import MdeClient
 from mde_pipeline.api.config import MdeConnectionConfig
-from mde_pipeline.api.errors import MdeServerError
+from mde_pipeline.api.errors import MdeServerError, MdeTooManyFailedAlertsError
 from mde_pipeline.api.fetch import fetch_batch_ips
 from mde_pipeline.api.ip_addresses import canonical_ip
 from mde_pipeline.api.listing import list_interval
@@ -99,7 +99,7 @@ def test_batches_fetch_exactly_the_ground_truth(simulator, tmp_path, caplog):
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     warnings = [w for w in warnings if "not an IP" in w]
     assert len(warnings) == sum(len(r["invalid_ip_values"]) for r in results)
-    assert all(any(f"alert {r['alert_id']}: " in w for w in warnings) for r in results if r["invalid_ip_values"])
+    assert all(any(f"alert {r['alert_id']!r}: " in w for w in warnings) for r in results if r["invalid_ip_values"])
 
     # One call per alert, plus the listing; none throttled, every window respected.
     stats = simulator.stats()
@@ -172,8 +172,14 @@ def test_configuration_errors_fail_the_task_and_service_errors_raise_for_retries
         MdeListAlertsOperator(task_id="list", data_interval_start=START, data_interval_end=END).execute({})
     assert "wrong-secret-value-123" not in str(caught.value)
 
-    # The service failing (every /ips call answers 5xx): raised as is, so the task's retries apply.
+    # The service failing (every /ips call answers 5xx): one alert is recorded as 'error'
+    # (a poison alert); more than max(2, 10 %) of a batch is an outage, raised so the
+    # task's retries apply.
     simulator.configure(fault_5xx=1.0, fault_endpoints=["ips"])
     monkeypatch.setenv("AIRFLOW_CONN_MDE_DEFAULT", connection(simulator, tmp_path, retry_total=0))
-    with pytest.raises(MdeServerError):
-        MdeFetchAlertIpsOperator(task_id="fetch", batch=batch).execute({})
+    (result,) = MdeFetchAlertIpsOperator(task_id="fetch", batch=batch).execute({})
+    assert result["status"] == "error" and "MdeServerError" in result["error"]
+    alerts = [{"id": a, "lastUpdateTime": "2026-01-05T00:00:00Z"} for a in list(simulator.ground_truth()["alerts"])[:4]]
+    with pytest.raises(MdeTooManyFailedAlertsError) as caught:
+        MdeFetchAlertIpsOperator(task_id="fetch", batch=make_batches(alerts)[0]).execute({})
+    assert isinstance(caught.value.__cause__, MdeServerError)

@@ -49,12 +49,12 @@ class Expected:
     alerts_per_hour_recent: float = 0.0
 
 
-def connection(expected: Expected) -> str:
+def connection(expected: Expected, **extra) -> str:
     """AIRFLOW_CONN_MDE_DEFAULT for the prepared ledger (rate limits 100/60, 1500/3600)."""
     return json.dumps({
         "conn_type": "http", "host": "https://127.0.0.1:9", "login": CLIENT, "password": "not-used",
         "extra": {"tenant_id": TENANT, "rate_limit_ledger_dir": str(expected.ledger_dir),
-                  "rate_limit_margin_seconds": 1.0},
+                  "rate_limit_margin_seconds": 1.0, **extra},
     })
 
 
@@ -98,10 +98,10 @@ def prepare(root: Path, now: datetime, *, ledger_now: datetime | bool | None = N
     return expected
 
 
-def fill_ledger(expected: Expected, now: datetime) -> Expected:
-    """Calls, 429s and a block as of ``now``; sets the budget figures of ``expected``."""
-    ledger_dir = expected.ledger_dir
-    ledger = SqliteLedger(ledger_dir / LEDGER_FILE_NAME)
+def fill_ledger(expected: Expected, now: datetime, ledger=None) -> Expected:
+    """Calls, 429s and a block as of ``now`` (in the SQLite ledger, or ``ledger``); sets
+    the budget figures of ``expected``."""
+    ledger = ledger or SqliteLedger(expected.ledger_dir / LEDGER_FILE_NAME)
     key = expected.key
     t = now.timestamp()
     in_minute = [t - 0.5 * i for i in range(4)]  # inside the sliding minute for ~58 s

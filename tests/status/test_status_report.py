@@ -57,6 +57,27 @@ def test_budget_figures_equal_the_ledger(prepared):
     assert budget["sustained_calls_per_hour"] == pytest.approx(1500 * 3600 / 3601, abs=1e-3)
 
 
+def test_budget_figures_come_from_a_shared_redis_ledger_too(tmp_path, monkeypatch):
+    from local_redis import PASSWORD, RedisServer
+    from mde_pipeline.api.redis_ledger import RedisLedger
+    from status_data import fill_ledger
+
+    expected = prepare(tmp_path, NOW, ledger_now=False)
+    with RedisServer(tmp_path / "redis") as server:
+        ledger = RedisLedger(server.url)
+        fill_ledger(expected, NOW, ledger)
+        monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+        monkeypatch.setenv("AIRFLOW_CONN_MDE_DEFAULT", connection(expected, rate_limit_ledger=server.url))
+        status = status_of(expected)
+        ledger.close()
+    assert status["errors"] == []
+    budget = status["tenants"][0]["budget"]
+    assert [w["calls"] for w in budget["windows"]] == [expected.calls_minute, expected.calls_hour]
+    assert (budget["per_minute"]["calls_24h"], budget["per_minute"]["throttled_24h"]) == (expected.calls_24h, 3)
+    assert budget["blocked_until"] == pytest.approx(expected.blocked_until)
+    assert PASSWORD not in budget["ledger_path"] and budget["ledger_path"].startswith("redis://")
+
+
 def test_lake_figures_equal_what_was_committed(prepared):
     lake = status_of(prepared)["tenants"][0]["lake"]
     assert lake["latest_committed_hour"] == prepared.latest_hour.isoformat()

@@ -1,7 +1,8 @@
 """What the budget ledger says right now, for the operator's view (read-only).
 
-Opens the ledger's SQLite file read-only (never creates it, never takes its write
-lock), so the status page and ``make status`` cannot slow the callers down. Figures:
+A SQLite ledger is opened read-only (never creates it, never takes its write
+lock), so the status page and ``make status`` cannot slow the callers down; a Redis ledger is
+read with plain reads (its Lua scripts are the only writers). Figures:
 
 * per configured window: reservations in ``(now - W', now]`` against the effective
   limit ``L'`` (rate_limiter.py: share and margin applied), i.e. what the limiter sees;
@@ -19,6 +20,7 @@ import sqlite3
 from typing import Any, Sequence
 
 from mde_pipeline.api.ledgers import HISTORY_SECONDS
+from mde_pipeline.api.redis_ledger import RedisLedger
 from mde_pipeline.api.windows import Window
 
 
@@ -63,53 +65,75 @@ def budget_status(
     effective: Sequence[Window],
     now: float,
 ) -> dict[str, Any]:
-    """The budget section of the status JSON for one ledger key (docs/OPERATORS.md)."""
-    windows = []
-    history: list[list[int]] = []
+    """The budget section of the status JSON for one key of a SQLite ledger (docs/OPERATORS.md)."""
+    used: list[int] = [0] * len(effective)
+    history: list[tuple[int, int, int]] = []
     blocked_until = 0.0
     conn = _connect(path)
     try:
-        for conf, eff in zip(configured, effective):
-            used = 0
-            if conn is not None:
-                rows = _rows(conn, "SELECT count(*) FROM calls WHERE key = ? AND ts > ?", (key, now - eff.seconds))
-                used = int(rows[0][0]) if rows else 0
-            windows.append(
-                {
-                    "seconds": conf.seconds,
-                    "limit": conf.limit,
-                    "effective_limit": eff.limit,
-                    "calls": used,
-                    "used_share": round(used / eff.limit, 4),
-                }
-            )
         if conn is not None:
-            first = int(now // 60) - HISTORY_SECONDS // 60 + 1
-            history = [
-                [int(m) * 60, int(c), int(t)]
-                for m, c, t in _rows(
-                    conn,
-                    "SELECT minute, calls, throttled FROM minutes WHERE key = ? AND minute >= ? ORDER BY minute",
-                    (key, first),
-                )
-            ]
+            for index, window in enumerate(effective):
+                rows = _rows(conn, "SELECT count(*) FROM calls WHERE key = ? AND ts > ?", (key, now - window.seconds))
+                used[index] = int(rows[0][0]) if rows else 0
+            history = _rows(
+                conn,
+                "SELECT minute, calls, throttled FROM minutes WHERE key = ? AND minute >= ? ORDER BY minute",
+                (key, _first_minute(now)),
+            )
             rows = _rows(conn, "SELECT until FROM blocks WHERE key = ?", (key,))
             blocked_until = float(rows[0][0]) if rows else 0.0
     finally:
         if conn is not None:
             conn.close()
+    return _section(key, os.fspath(path), conn is not None, configured, effective, used, history, blocked_until, now)
+
+
+def redis_budget_status(
+    ledger: RedisLedger, where: str, key: str, configured: Sequence[Window], effective: Sequence[Window], now: float
+) -> dict[str, Any]:
+    """The same section from the Redis ledger every host shares (``where``: its URL, no password)."""
+    used = [ledger.calls_since(key, now - window.seconds) for window in effective]
+    history = ledger.history(key, _first_minute(now))
+    return _section(key, where, True, configured, effective, used, history, ledger.blocked_until(key), now)
+
+
+def _first_minute(now: float) -> int:
+    return int(now // 60) - HISTORY_SECONDS // 60 + 1
+
+
+def _section(
+    key: str,
+    where: str,
+    exists: bool,
+    configured: Sequence[Window],
+    effective: Sequence[Window],
+    used: Sequence[int],
+    history: Sequence[Sequence[int]],
+    blocked_until: float,
+    now: float,
+) -> dict[str, Any]:
+    rows = [[int(minute) * 60, int(calls), int(throttled)] for minute, calls, throttled in history]
     return {
         "ledger_key": key,
-        "ledger_path": os.fspath(path),
-        "ledger_exists": conn is not None,
-        "windows": windows,
+        "ledger_path": where,
+        "ledger_exists": exists,
+        "windows": [
+            {
+                "seconds": conf.seconds,
+                "limit": conf.limit,
+                "effective_limit": eff.limit,
+                "calls": count,
+                "used_share": round(count / eff.limit, 4),
+            }
+            for conf, eff, count in zip(configured, effective, used)
+        ],
         "sustained_calls_per_hour": round(sustained_calls_per_hour(effective), 3),
         "blocked_until": blocked_until if blocked_until > now else None,
         "blocked_seconds_left": round(blocked_until - now, 1) if blocked_until > now else 0.0,
         "per_minute": {
             "columns": ["minute_start_epoch", "calls", "throttled"],
-            "rows": history,
-            "calls_24h": sum(r[1] for r in history),
-            "throttled_24h": sum(r[2] for r in history),
+            "rows": rows,
+            "calls_24h": sum(r[1] for r in rows),
+            "throttled_24h": sum(r[2] for r in rows),
         },
     }

@@ -9,6 +9,7 @@ CeleryExecutor already runs, or another) holds the same state for everybody:
     mde-ledger:{<tenant>:<client>}:calls   sorted set: reservation id -> time (s)
     mde-ledger:{<tenant>:<client>}:block   the time until which nobody may call
     mde-ledger:{<tenant>:<client>}:ids     counter of reservation ids
+    mde-ledger:{<tenant>:<client>}:minutes calls granted / 429s per minute, 24 h (status page)
 
 Each reservation is one Lua script, so the read-decide-insert is atomic across every
 process on every host, exactly as ``BEGIN IMMEDIATE`` makes it on one host. The
@@ -28,7 +29,7 @@ import math
 import time
 from typing import Any, Sequence
 
-from mde_pipeline.api.ledgers import Decision
+from mde_pipeline.api.ledgers import HISTORY_SECONDS, Decision
 from mde_pipeline.api.windows import Window, max_block_seconds
 
 log = logging.getLogger(__name__)
@@ -36,9 +37,10 @@ log = logging.getLogger(__name__)
 REDIS_SCHEMES = ("redis", "rediss")
 KEY_PREFIX = "mde-ledger:"
 _EPSILON = 1e-6  # as in windows.seconds_until_free
+HISTORY_MINUTES = HISTORY_SECONDS // 60
 
-# KEYS: calls, block, ids. ARGV: now, longest window, block ceiling (absolute), epsilon,
-# then limit/seconds pairs. Returns {wait as text, blocked 0/1, entry id or 0}: Redis
+# KEYS: calls, block, ids, minutes. ARGV: now, longest window, block ceiling (absolute),
+# epsilon, history length in minutes, then limit/seconds pairs. Returns {wait as text, blocked 0/1, entry id or 0}: Redis
 # truncates Lua numbers to integers, so the wait travels as text.
 _RESERVE = """
 local now = tonumber(ARGV[1])
@@ -55,7 +57,7 @@ if blocked > now then
   return {string.format('%.9f', blocked - now), 1, 0}
 end
 local wait = 0
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   local limit = tonumber(ARGV[i])
   local seconds = tonumber(ARGV[i + 1])
   local horizon = string.format('(%.9f', now - seconds + eps)
@@ -74,6 +76,10 @@ redis.call('ZADD', KEYS[1], string.format('%.9f', now), id)
 local ttl = math.ceil((longest + 60) * 1000)
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[3], ttl)
+local minute = math.floor(now / 60)
+redis.call('HINCRBY', KEYS[4], 'c:' .. minute, 1)
+redis.call('HDEL', KEYS[4], 'c:' .. (minute - tonumber(ARGV[5])), 't:' .. (minute - tonumber(ARGV[5])))
+redis.call('EXPIRE', KEYS[4], tonumber(ARGV[5]) * 60 + 3600)
 return {'0', 0, id}
 """
 
@@ -108,15 +114,16 @@ class RedisLedger:
         self._block = self._redis.register_script(_BLOCK)
 
     @staticmethod
-    def _keys(key: str) -> tuple[str, str, str]:
+    def _keys(key: str) -> tuple[str, str, str, str]:
         base = f"{KEY_PREFIX}{{{key}}}"
-        return f"{base}:calls", f"{base}:block", f"{base}:ids"
+        return f"{base}:calls", f"{base}:block", f"{base}:ids", f"{base}:minutes"
 
     def reserve(self, key: str, now: float, windows: Sequence[Window]) -> Decision:
         longest = max(w.seconds for w in windows)
         pairs = [value for w in windows for value in (w.limit, repr(float(w.seconds)))]
         wait, blocked, entry = self._reserve(
-            keys=self._keys(key), args=[repr(now), repr(longest), repr(now + max_block_seconds(windows)), _EPSILON, *pairs]
+            keys=self._keys(key),
+            args=[repr(now), repr(longest), repr(now + max_block_seconds(windows)), _EPSILON, HISTORY_MINUTES, *pairs],
         )
         wait = float(wait)
         return Decision(wait, bool(int(blocked)), int(entry) if wait <= 0 else None)
@@ -130,6 +137,28 @@ class RedisLedger:
         # clock far from wall time, as in tests, gets no expiry; reserve clips anyway.)
         ttl = math.ceil(until - time.time()) + 60
         self._block(keys=[self._keys(key)[1]], args=[repr(until), ttl if 60 < ttl < 10 * 365 * 86400 else 0])
+
+    def count_throttle(self, key: str, at: float) -> None:
+        """One 429 received at ``at`` (the per-minute history of the operator's view)."""
+        self._redis.hincrby(self._keys(key)[3], f"t:{int(at // 60)}", 1)
+
+    def history(self, key: str, since_minute: int) -> list[tuple[int, int, int]]:
+        """(minute, calls granted, 429s) from ``since_minute`` on, ascending."""
+        counts: dict[int, list[int]] = {}
+        for field, value in self._redis.hgetall(self._keys(key)[3]).items():
+            kind, minute = (field.decode() if isinstance(field, bytes) else field).split(":")
+            if int(minute) >= since_minute:
+                counts.setdefault(int(minute), [0, 0])[kind == "t"] = int(value)
+        return [(minute, calls, throttled) for minute, (calls, throttled) in sorted(counts.items())]
+
+    def calls_since(self, key: str, since: float) -> int:
+        """Reservations after ``since`` (what the limiter sees in a window)."""
+        return int(self._redis.zcount(self._keys(key)[0], f"({since!r}", "+inf"))
+
+    def keys(self) -> list[str]:
+        """Every budget key the ledger holds."""
+        names = (n.decode() if isinstance(n, bytes) else n for n in self._redis.scan_iter(match=f"{KEY_PREFIX}{{*}}:*"))
+        return sorted({name[len(KEY_PREFIX) + 1 : name.rindex("}")] for name in names})
 
     def blocked_until(self, key: str) -> float:
         value = self._redis.get(self._keys(key)[1])

@@ -19,7 +19,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from mde_pipeline.airflow import settings
-from mde_pipeline.api.budget_status import budget_status, ledger_keys, sustained_calls_per_hour
+from mde_pipeline.api.budget_status import budget_status, ledger_keys, redis_budget_status, sustained_calls_per_hour
+from mde_pipeline.api.ledger_backends import safe_ledger_display
+from mde_pipeline.api.redis_ledger import RedisLedger, is_redis_url
 from mde_pipeline.api.ledgers import LEDGER_FILE_NAME, default_ledger_dir
 from mde_pipeline.api.windows import effective_windows, parse_rate_limits
 from mde_pipeline.common.redaction import redact
@@ -46,9 +48,19 @@ def _budgets(conn_id: str, now: float, errors: list[str], ledger_path: str | Non
         config = MdeHook(conn_id).get_config()
     except Exception as exc:  # no connection in this process: show what the ledger has
         _error(errors, f"connection {conn_id}", exc)
-    if config is not None and config.rate_limit_ledger != "sqlite":
-        errors.append("budget: the operator's view reads the SQLite ledger only; this connection uses Redis")
-        return [{"tenant_id": config.tenant_id, "budget": None}]
+    if config is not None and is_redis_url(config.rate_limit_ledger):
+        windows = config.rate_limits
+        eff = effective_windows(windows, share=config.rate_limit_share, margin=config.rate_limit_margin_seconds)
+        ledger = RedisLedger(config.rate_limit_ledger)
+        try:
+            where = safe_ledger_display(config.rate_limit_ledger)
+            budget = redis_budget_status(ledger, where, config.budget_key, windows, eff, now)
+        except Exception as exc:  # Redis down: the section is empty, the error says why
+            _error(errors, "budget ledger (Redis)", exc)
+            budget = None
+        finally:
+            ledger.close()
+        return [{"tenant_id": config.tenant_id, "budget": budget}]
     if config is not None:
         path = ledger_path or os.path.join(default_ledger_dir(config.rate_limit_ledger_dir), LEDGER_FILE_NAME)
         windows = config.rate_limits
