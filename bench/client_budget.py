@@ -18,9 +18,9 @@ For every (margin, callers) configuration, on a fresh simulator and a fresh ledg
    slots on one host would.
 2. When they are ready, this process lists the interval with its own client (as the
    DAG's list task does, on the same ledger: the listing call spends budget too) via
-   ``alert_listing.list_interval``, splits it with ``batching.make_batches`` and deals
+   ``api.listing.list_interval``, splits it with ``airflow.batching.make_batches`` and deals
    the batches round-robin to the workers.
-3. Each worker runs ``operators.fetch_batch_ips`` over its batches.
+3. Each worker runs ``api.fetch.fetch_batch_ips`` over its batches.
 
 Figures per configuration: calls (client count and the simulator's), 429s, retries;
 for each window the most calls admitted in any window ``(t - W, t]`` as a share of

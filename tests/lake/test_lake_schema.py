@@ -65,7 +65,7 @@ MINIMAL_ALERT = {"id": "636688558380765161_2136280442", "lastUpdateTime": "2024-
 
 
 def fetch_result(alert, status="ok", ips=(), invalid=(), fetched_at="2024-05-06T08:05:00.123456+00:00"):
-    """The shape mde_pipeline.operators.fetch_batch_ips returns."""
+    """The shape mde_pipeline.api.fetch.fetch_batch_ips returns (common.fetch_result.FetchResult)."""
     return {
         "alert_id": alert["id"],
         "last_update_time": alert["lastUpdateTime"],

@@ -48,8 +48,9 @@ last minutes, an in-memory limiter would spend it again (2x the limit in one win
 The SQLite ledger lives on the host, survives task boundaries, and is locked with
 ``BEGIN IMMEDIATE`` so concurrent processes serialise their reservations.
 
-Several hosts: each host has its own ledger, so set ``rate_limit_share = 1/hosts``;
-each host then stays within ``L/hosts`` and the sum within ``L``.
+Several hosts: share one Redis ledger (api/redis_ledger.py), the same arithmetic for
+every caller on every host. With a ledger per host instead, set
+``rate_limit_share = 1/hosts``: each host then stays within ``L/hosts`` and the sum within ``L``.
 
 Throttling: a 429's wait (api/waits.py: its usable Retry-After, at least the backoff) is
 written to the ledger as ``blocked_until`` (receipt time + wait + margin) and every
