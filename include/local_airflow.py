@@ -32,7 +32,7 @@ def base_env(home: Path) -> dict[str, str]:
         AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
         AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__SENSITIVE_VAR_CONN_NAMES="certificate_data,certificate_password",  # as docker-compose.yaml
+        AIRFLOW__CORE__SENSITIVE_VAR_CONN_NAMES="certificate_data,certificate_password,rate_limit_ledger",  # as docker-compose.yaml
         PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     )
     # Tests and local runs list an hour as soon as it closes (extra_env may set another).

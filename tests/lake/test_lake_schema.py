@@ -201,6 +201,7 @@ def test_an_alert_without_its_identity_is_an_error(change):
         ({"incidentId": 12.5}, ["incident_id"], "incidentId: expected an integer, got 12.5"),
         ({"alertCreationTime": "2024-05-06"}, ["alert_creation_time"], "alertCreationTime: not an ISO 8601"),
         ({"firstEventTime": 1714980000}, ["first_event_time"], "firstEventTime: expected an ISO 8601"),
+        ({"resolvedTime": "9999-12-31T23:59:59-05:00"}, ["resolved_time"], "resolvedTime: timestamp out of range"),
     ],
 )
 def test_a_field_that_does_not_fit_is_null_recorded_and_kept_in_raw(change, columns, message):

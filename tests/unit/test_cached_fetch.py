@@ -79,3 +79,43 @@ def test_a_lookback_batch_returns_what_it_got_and_leaves_the_rest(tmp_path):
     retry = FlakyClient()
     assert [r["alert_id"] for r in fetch_batch_cached(retry, batch, lake, "t")] == ["a", "poison", "c"]
     assert retry.asked == ["poison", "c"]
+
+
+def test_a_cache_that_cannot_be_written_costs_a_refetch_later_never_the_batch(tmp_path, monkeypatch, caplog):
+    from mde_pipeline.lake import fetch_cache
+
+    def broken_flush(self):
+        raise OSError("lake blip")
+
+    monkeypatch.setattr(fetch_cache.CacheRecorder, "flush", broken_flush)
+    lake = resolve_lake_location(str(tmp_path))
+    results = fetch_batch_cached(FlakyClient(), batch_of("a", "b"), lake, "tenant-a")
+    assert [r["status"] for r in results] == ["ok", "ok"]
+    assert "could not keep" in caplog.text
+    with pytest.raises(Crash):  # the error in flight is the one raised, not the flush's
+        fetch_batch_cached(FlakyClient(crash_on={"b"}), batch_of("a", "b"), lake, "tenant-a")
+
+
+def test_a_late_hour_that_cannot_be_committed_never_fails_the_runs_own_hour(tmp_path, monkeypatch, caplog):
+    from datetime import datetime, timezone
+
+    from mde_pipeline.airflow import lookback
+    from mde_pipeline.lake.locks import LakeLockTimeout
+    from mde_pipeline.lake.staging import write_staging_json
+
+    lake = resolve_lake_location(str(tmp_path))
+    start = datetime(2024, 3, 10, 14, tzinfo=timezone.utc)
+    late = {"id": "a", "lastUpdateTime": "2024-03-10T13:00:00.1234567Z"}
+    document = {"tenant_id": "tenant-a", "listed_at": "2024-03-10T15:05:00+00:00", "batches": [],
+                "hours": {"2024-03-10T13:00:00+00:00": [late]}}
+    write_staging_json(lake, start, "scheduled__x", lookback.LOOKBACK, document)
+
+    def held(*args, **kwargs):
+        raise LakeLockTimeout("lock date=2024-03-10 stayed held by another writer")
+
+    monkeypatch.setattr(lookback, "commit_interval", held)
+    result = {"alert_id": "a", "last_update_time": late["lastUpdateTime"], "status": "ok", "ips": [["10.0.0.1", 4]],
+              "invalid_ip_values": [], "fetched_at": "2024-03-10T15:06:00+00:00"}
+    added = lookback.publish_lookback({"data_interval_start": start, "run_id": "scheduled__x"}, [result], lake)
+    assert added == {}
+    assert "the next look-back retries" in caplog.text and "LakeLockTimeout" in caplog.text

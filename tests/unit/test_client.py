@@ -451,3 +451,12 @@ def test_stats_are_a_plain_dataclass_for_logs_and_xcom(mde_scripted):
     api.client.get_alert_ips(ALERT_ID)
     stats = dataclasses.asdict(api.client.stats)
     assert stats == {"calls": 3, "throttled": 1, "retries": 1, "wait_seconds": pytest.approx(5.05)}
+
+
+def test_half_a_surrogate_pair_becomes_a_replacement_character_not_an_error(mde_scripted):
+    # Valid JSON ("\ud800"), but text no UTF-8 writer stores: one odd value never blocks an hour.
+    api = mde_scripted()
+    api.script((200, {"Content-Type": "application/json"}, b'{"value": [{"id": "10.0.0.1"}, {"id": "x\\ud800y"}]}'))
+    values = api.client.get_alert_ips(ALERT_ID)
+    assert values[0] == "10.0.0.1" and values[1].startswith("x\ufffd") and values[1].endswith("y")
+    "".join(values).encode("utf-8")

@@ -117,3 +117,13 @@ def test_certificate_data_and_password_are_masked_when_the_connection_is_read(mo
     assert key_line not in logged
     assert PEM.splitlines()[2] not in logged
     assert "***" in logged
+
+
+def test_a_redis_ledger_password_is_masked_when_the_connection_is_read(monkeypatch):
+    from airflow.sdk.log import mask_logs
+
+    url = "redis://:Redis-Passw0rd-for-the-test@10.20.0.5:6379/1"
+    set_connection(monkeypatch, extra={"tenant_id": "t", "cloud": "eu", "rate_limit_ledger": url})
+    MdeHook().get_config()
+    logged = repr(mask_logs(None, "info", {"event": f"extra rate_limit_ledger={url}"}))
+    assert "Redis-Passw0rd-for-the-test" not in logged and "10.20.0.5:6379" in logged

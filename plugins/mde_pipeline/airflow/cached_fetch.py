@@ -62,7 +62,10 @@ def fetch_batch_cached(
 
     def keep(result: FetchResult) -> None:
         answered.append(result)
-        recorder.add(result)
+        try:
+            recorder.add(result)  # flushes every flush_every results
+        except Exception as exc:  # a lake blip costs a refetch later, never the batch
+            log.warning("could not keep a fetch result in the cache (%r); later runs fetch it again", exc)
 
     fetched: list[FetchResult] = []
     try:
@@ -82,7 +85,13 @@ def fetch_batch_cached(
             exc,
         )
     finally:
-        recorder.flush()
+        # Keep what was fetched; a flush that fails (a lake blip) costs only a refetch
+        # later, so it never replaces the error in flight nor fails a good batch.
+        try:
+            recorder.flush()
+        except Exception as exc:
+            log.warning("could not keep %d fetch results in the cache (%r); later runs fetch them again",
+                        len(answered), exc)  # fmt: skip
     by_key = {**cached, **{version_key(r["alert_id"], r["last_update_time"]): r for r in fetched}}
     keys = [version_key(e["alert_id"], e["last_update_time"]) for e in entries]
     return [by_key[key] for key in keys if key in by_key]

@@ -19,6 +19,7 @@ from airflow.sdk.log import mask_secret
 
 from mde_pipeline.api.client import MdeClient
 from mde_pipeline.api.config import MdeConnectionConfig
+from mde_pipeline.api.ledger_backends import ledger_password
 from mde_pipeline.api.errors import MdeConfigurationError
 from mde_pipeline.airflow.settings import MDE_CONN_ID
 
@@ -36,6 +37,9 @@ def mask_connection_secrets(extra: Any) -> None:
     material, since a traceback or a wrapped log line may show it line by line."""
     if not isinstance(extra, dict):
         return
+    password = ledger_password(str(extra.get("rate_limit_ledger") or ""))
+    if password:  # a Redis ledger URL's password: the URL as a whole stays readable
+        mask_secret(password)
     for key in SECRET_EXTRA_KEYS:
         value = extra.get(key)
         if not isinstance(value, str) or not value:

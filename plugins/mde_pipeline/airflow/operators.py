@@ -7,8 +7,11 @@ and the lake steps of :mod:`mde_pipeline.airflow.lake_tasks`.
 Failure policy: errors that a retry cannot cure (a connection that does not parse, a CA
 bundle that is missing or does not verify the server, a token request refused by Entra
 ID or a 401 that a fresh token did not cure, a missing permission (403), a request the
-service rejects (400), an alert id that is not an MDE id) fail the task at once through
-``AirflowFailException``, keeping the typed error as its cause. Everything else (5xx,
+service rejects (400) on the listing) fail the task at once through
+``AirflowFailException``, keeping the typed error as its cause. On ``/ips`` a failure of
+one alert (5xx or timeout after the client's retries, an unparseable answer, a 400, an id
+that is not an MDE id) is that alert's ``error`` result, up to a threshold past which
+the batch raises ``MdeTooManyFailedAlertsError`` (api/fetch.py). Everything else (5xx,
 timeouts, dropped connections, an authority that cannot be reached, throttling beyond
 the wait budget, a malformed answer, a cursor that does not advance) is raised as is,
 so the task's ``retries`` apply. An access token that expires mid-run is not such a

@@ -82,11 +82,25 @@ def parse_json_body(body: bytes, url: str, limit: int) -> Any:
     if len(body) > limit:
         raise MdeMalformedResponseError(f"response body of {len(body)} bytes is over the {limit}-byte cap", request_url=url)
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=refuse_constant)
+        document = json.loads(body.decode("utf-8"), parse_constant=refuse_constant)
+        # JSON may escape half a surrogate pair ("\ud800"): valid JSON, but text no UTF-8
+        # writer (staging, Parquet, the fetch cache) can store. It becomes U+FFFD, as a
+        # UTF-8 decoder would make of it, so one odd field never blocks a listing.
+        return _without_lone_surrogates(document) if b"\\ud" in body.lower() else document
     except RecursionError:
         raise MdeMalformedResponseError(f"response JSON is nested too deeply ({len(body)} bytes)", request_url=url) from None
     except (UnicodeDecodeError, ValueError):
         raise MdeMalformedResponseError(f"response body is not valid JSON ({len(body)} bytes)", request_url=url) from None
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    if isinstance(value, list):
+        return [_without_lone_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in value.items()}
+    return value
 
 
 def validate_alert_id(alert_id: object) -> str:

@@ -25,6 +25,7 @@ from typing import Sequence, TextIO
 from mde_pipeline.api.ledger_backends import safe_ledger_display
 from mde_pipeline.api.ledgers import LEDGER_FILE_NAME, SqliteLedger, default_ledger_dir
 from mde_pipeline.api.redis_ledger import RedisLedger, is_redis_url
+from mde_pipeline.api.tls import trust_bundle
 
 
 def _when(until: float) -> str:
@@ -60,7 +61,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     parser.add_argument("--key", default=None, help="one budget, tenant_id:client_id in lower case (default: all)")
     args = parser.parse_args(argv)
     if args.ledger and is_redis_url(args.ledger):
-        ledger, where = RedisLedger(args.ledger), safe_ledger_display(args.ledger)
+        # rediss:// is verified against the CAs the API calls trust (REQUESTS_CA_BUNDLE too).
+        ledger, where = RedisLedger(args.ledger, ca_file=trust_bundle()), safe_ledger_display(args.ledger)
     else:
         where = os.path.join(default_ledger_dir(args.ledger_dir), LEDGER_FILE_NAME)
         if not os.path.exists(where):

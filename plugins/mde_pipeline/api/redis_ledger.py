@@ -51,7 +51,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - longest)
 local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
 if blocked > ceiling then
   blocked = ceiling
-  redis.call('SET', KEYS[2], string.format('%.9f', blocked))
+  redis.call('SET', KEYS[2], string.format('%.9f', blocked), 'KEEPTTL')
 end
 if blocked > now then
   return {string.format('%.9f', blocked - now), 1, 0}
@@ -140,15 +140,22 @@ class RedisLedger:
 
     def count_throttle(self, key: str, at: float) -> None:
         """One 429 received at ``at`` (the per-minute history of the operator's view)."""
-        self._redis.hincrby(self._keys(key)[3], f"t:{int(at // 60)}", 1)
+        name = self._keys(key)[3]
+        self._redis.hincrby(name, f"t:{int(at // 60)}", 1)
+        self._redis.expire(name, HISTORY_MINUTES * 60 + 3600)
 
     def history(self, key: str, since_minute: int) -> list[tuple[int, int, int]]:
         """(minute, calls granted, 429s) from ``since_minute`` on, ascending."""
         counts: dict[int, list[int]] = {}
+        stale = []
         for field, value in self._redis.hgetall(self._keys(key)[3]).items():
             kind, minute = (field.decode() if isinstance(field, bytes) else field).split(":")
             if int(minute) >= since_minute:
                 counts.setdefault(int(minute), [0, 0])[kind == "t"] = int(value)
+            elif int(minute) < since_minute - 60:  # past the history: a reader keeps it bounded
+                stale.append(field)
+        if stale:
+            self._redis.hdel(self._keys(key)[3], *stale)
         return [(minute, calls, throttled) for minute, (calls, throttled) in sorted(counts.items())]
 
     def calls_since(self, key: str, since: float) -> int:

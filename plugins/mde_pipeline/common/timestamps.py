@@ -69,8 +69,13 @@ def format_timestamp(ticks: int) -> str:
 
 
 def ticks_to_datetime(ticks: int) -> datetime:
-    """A plain aware UTC datetime, the 7th digit truncated (the lake stores microseconds)."""
-    return _EPOCH + timedelta(microseconds=ticks // TICKS_PER_MICROSECOND)
+    """A plain aware UTC datetime, the 7th digit truncated (the lake stores microseconds).
+
+    A moment outside datetime's range (year 9999 with a negative offset) is a ValueError."""
+    try:
+        return _EPOCH + timedelta(microseconds=ticks // TICKS_PER_MICROSECOND)
+    except OverflowError:
+        raise ValueError(f"timestamp out of range: {ticks} ticks") from None
 
 
 def to_utc_datetime(value: datetime | str) -> datetime:

@@ -22,6 +22,7 @@ from mde_pipeline.airflow import settings
 from mde_pipeline.api.budget_status import budget_status, ledger_keys, redis_budget_status, sustained_calls_per_hour
 from mde_pipeline.api.ledger_backends import safe_ledger_display
 from mde_pipeline.api.redis_ledger import RedisLedger, is_redis_url
+from mde_pipeline.api.tls import trust_bundle
 from mde_pipeline.api.ledgers import LEDGER_FILE_NAME, default_ledger_dir
 from mde_pipeline.api.windows import effective_windows, parse_rate_limits
 from mde_pipeline.common.redaction import redact
@@ -51,7 +52,7 @@ def _budgets(conn_id: str, now: float, errors: list[str], ledger_path: str | Non
     if config is not None and is_redis_url(config.rate_limit_ledger):
         windows = config.rate_limits
         eff = effective_windows(windows, share=config.rate_limit_share, margin=config.rate_limit_margin_seconds)
-        ledger = RedisLedger(config.rate_limit_ledger)
+        ledger = RedisLedger(config.rate_limit_ledger, ca_file=trust_bundle(config.ca_bundle))
         try:
             where = safe_ledger_display(config.rate_limit_ledger)
             budget = redis_budget_status(ledger, where, config.budget_key, windows, eff, now)
