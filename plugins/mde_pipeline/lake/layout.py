@@ -1,17 +1,21 @@
 """Every path and name rule of the lake, once, and the listings that read them back.
 
-Layout under the root (docs/DESIGN.md, "Lake")::
+Layout under the root (docs/DESIGN.md, "Lake"), ``T`` = ``tenant_id=<tenant id>``::
 
-    <table>/date=YYYY-MM-DD/interval=YYYYMMDDTHH.parquet    hourly files (commit.py)
-    <table>/date=YYYY-MM-DD/compacted-<token>-NNN.parquet   a compacted day (compaction.py)
-    <table>/date=YYYY-MM-DD/_compaction.json                its manifest (readers skip "_")
-    _ip_index/month=YYYY-MM/alert_ips-<token>.parquet       the IP index (ip_index.py)
-    _ip_index/month=YYYY-MM/_index.json                     its manifest
-    _staging/<YYYYMMDDTHH>/<run id>/<name>.json             a run's hand-over (staging.py)
-    _staging/compaction/<table>/date=YYYY-MM-DD/...         days being swapped in
-    _staging/fetch_cache/<tenant>/<YYYYMMDDTHH>/<part>.jsonl fetch results per version (fetch_cache.py)
-    _locks/<name>.lock                                      lake locks (locks.py)
+    <table>/T/date=YYYY-MM-DD/interval=YYYYMMDDTHH.parquet    hourly files (commit.py)
+    <table>/T/date=YYYY-MM-DD/compacted-<token>-NNN.parquet   a compacted day (compaction.py)
+    <table>/T/date=YYYY-MM-DD/_compaction.json                its manifest (readers skip "_")
+    _ip_index/T/month=YYYY-MM/alert_ips-<token>.parquet       the IP index (ip_index.py)
+    _ip_index/T/month=YYYY-MM/_index.json                     its manifest
+    _staging/T/<YYYYMMDDTHH>/<run id>/<name>.json             a run's hand-over (staging.py)
+    _staging/T/compaction/<table>/date=YYYY-MM-DD/...         days being swapped in
+    _staging/T/fetch_cache/<tenant>/<YYYYMMDDTHH>/<part>.jsonl fetch results per version (fetch_cache.py)
+    _locks/T/<name>.lock                                      lake locks (locks.py)
 
+The paths below are written without ``T``: a tenant's location
+(``LakeLocation.for_tenant``) inserts it, so writers, locks, compaction and the index
+work on one tenant's files and two tenants never share one. Readers take the root and
+see every tenant (``tenant_id`` is a partition column, and a column of the files too).
 Names are computed from the interval alone (UTC), so a rerun of an hour names the same
 files. Folders starting with ``_`` are outside every table glob.
 """

@@ -20,7 +20,7 @@ import logging
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -36,6 +36,8 @@ BlobFilesystemFactory = Callable[[str, str, "str | None"], "AbstractFileSystem"]
 BLOB_PROTOCOLS = ("abfs", "abfss")
 EMULATOR_ACCOUNT = "devstoreaccount1"  # Azurite's fixed account; its key is published
 _CONTAINER = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
+_TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+TENANT_PREFIX = "tenant_id="  # the partition level above date= (and month= in the IP index)
 _ACCOUNT_HOST = re.compile(r"(?P<account>[a-z0-9]{3,24})\.(?:dfs|blob)\.(?P<suffix>.+)", re.IGNORECASE)
 
 log = logging.getLogger(__name__)
@@ -59,17 +61,34 @@ class LakeLocation:
     fs: AbstractFileSystem = field(repr=False, compare=False)
     conn_id: str | None = None
     account_name: str | None = None
+    # Set by for_tenant(): this location sees one tenant's part of every top folder.
+    tenant_id: str | None = None
 
     @property
     def is_local(self) -> bool:
         return self.protocol == "file"
 
+    def for_tenant(self, tenant_id: str) -> LakeLocation:
+        """The same lake seen by one tenant: ``tenant_id=<id>`` right below each top folder.
+
+        ``path("alerts", "date=2025-01-01")`` is then ``<root>/alerts/tenant_id=<id>/date=2025-01-01``,
+        and the same for ``alert_ips``, ``_ip_index``, ``_staging`` and ``_locks``: every
+        writer, lock, compaction and index works on one tenant's files without knowing it,
+        and two tenants never share a file or a lock. Readers use the root location.
+        """
+        return replace(self, tenant_id=check_tenant_id(tenant_id))
+
     def path(self, *parts: str) -> str:
         """A path under the root, in the filesystem's terms (for ``self.fs``)."""
+        pieces: list[str] = []
         for part in parts:
-            if any(piece in ("", ".", "..") for piece in part.strip("/").split("/")):
+            split = part.strip("/").split("/")
+            if any(piece in ("", ".", "..") for piece in split):
                 raise LakeLocationError(f"invalid lake path component {part!r}")
-        return "/".join([self.root.rstrip("/"), *(part.strip("/") for part in parts)])
+            pieces += split
+        if self.tenant_id is not None and pieces:
+            pieces.insert(1, f"{TENANT_PREFIX}{self.tenant_id}")
+        return "/".join([self.root.rstrip("/"), *pieces])
 
     def uri(self, *parts: str) -> str:
         """A path readers can open: a local path, or ``abfs://container/prefix/...``.
@@ -80,8 +99,24 @@ class LakeLocation:
         return path if self.is_local else f"{self.protocol}://{path}"
 
     def table_glob(self, table: str) -> str:
-        """The glob of one table's committed files (``*.parquet`` never matches temp files)."""
+        """The glob of one table's committed files (``*.parquet`` never matches temp files):
+        every tenant's from the root, one tenant's from ``for_tenant()``."""
+        if self.tenant_id is None:
+            return self.uri(table, f"{TENANT_PREFIX}*", "*", "*.parquet")
         return self.uri(table, "*", "*.parquet")
+
+
+def check_tenant_id(tenant_id: str) -> str:
+    """A tenant id usable as one partition folder name (``tenant_id=<id>``), or an error.
+
+    Entra tenant ids are GUIDs; a verified domain (``contoso.onmicrosoft.com``) passes too.
+    """
+    if not isinstance(tenant_id, str) or not _TENANT_ID.fullmatch(tenant_id):
+        raise LakeLocationError(
+            f"tenant id {tenant_id!r} cannot name a lake partition: 1-128 letters, digits, '.', '-' or '_', "
+            f"starting with a letter or digit"
+        )
+    return tenant_id
 
 
 def resolve_lake_location(

@@ -1,0 +1,80 @@
+"""Tenants in the lake: which tenants a lake holds, and the guards around the
+``tenant_id=`` partition level (layout.py has the paths; ``LakeLocation.for_tenant``
+inserts the level).
+
+A lake written before tenants had ``<table>/date=...`` directly; every entry point that
+reads or writes refuses it with the migration command (tenant_migration.py) rather than
+mixing two depths, which DuckDB and Spark cannot read as one table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace as dataclass_replace
+
+from mde_pipeline.lake.layout import DATE_PREFIX, INDEX_DIR, MONTH_PREFIX, list_names
+from mde_pipeline.lake.location import TENANT_PREFIX, LakeLocation, LakeLocationError, check_tenant_id
+from mde_pipeline.lake.schema import ALERT_IPS, ALERTS, LakeSchemaError
+
+TENANT_FOLDERS = (ALERTS, ALERT_IPS, INDEX_DIR)  # where a legacy lake put date=/month= directly
+
+
+class LegacyLakeLayoutError(LakeSchemaError):
+    """The lake still has the single-tenant layout (``<table>/date=...``): migrate it first."""
+
+
+def require_tenant(location: LakeLocation) -> LakeLocation:
+    """``location`` when it is a tenant's (``for_tenant``); writers never write the root."""
+    if location.tenant_id is None:
+        raise LakeLocationError(
+            f"lake {location.url}: writing needs a tenant's location (LakeLocation.for_tenant), not the root"
+        )
+    return location
+
+
+def lake_tenants(location: LakeLocation) -> list[str]:
+    """The tenant ids with a ``tenant_id=`` folder under either table or the IP index, sorted."""
+    root = replace_tenant(location, None)
+    tenants = set()
+    for top in TENANT_FOLDERS:
+        for name in list_names(root, top) or ():
+            if name.startswith(TENANT_PREFIX):
+                try:
+                    tenants.add(check_tenant_id(name.removeprefix(TENANT_PREFIX)))
+                except LakeLocationError:
+                    continue
+    return sorted(tenants)
+
+
+def tenant_locations(location: LakeLocation) -> list[LakeLocation]:
+    """``[location]`` for a tenant's location, else one per tenant the lake holds."""
+    if location.tenant_id is not None:
+        return [location]
+    return [location.for_tenant(tenant) for tenant in lake_tenants(location)]
+
+
+def legacy_folders(location: LakeLocation) -> list[str]:
+    """``date=``/``month=`` folders sitting directly in a top folder (the layout before
+    tenants), relative to the root; empty for a migrated or new lake."""
+    root = replace_tenant(location, None)
+    found = []
+    for top in TENANT_FOLDERS:
+        for name in list_names(root, top) or ():
+            if name.startswith((DATE_PREFIX, MONTH_PREFIX)):
+                found.append(f"{top}/{name}")
+    return found
+
+
+def check_not_legacy(location: LakeLocation) -> None:
+    """Refuse a lake that still has the single-tenant layout (one listing per top folder)."""
+    found = legacy_folders(location)
+    if found:
+        raise LegacyLakeLayoutError(
+            f"lake {location.url} has {len(found)} folder(s) from before the tenant_id= partition "
+            f"(first: {found[0]}); migrate it once with "
+            f"`python -m mde_pipeline.airflow.migrate_lake --tenant-id <tenant id>` (docs/OPERATORS.md)"
+        )
+
+
+def replace_tenant(location: LakeLocation, tenant_id: str | None) -> LakeLocation:
+    """``location`` seen by ``tenant_id``, or the root for None."""
+    return location.for_tenant(tenant_id) if tenant_id is not None else dataclass_replace(location, tenant_id=None)
