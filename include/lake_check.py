@@ -42,7 +42,8 @@ def open_lake(root: str | Path | LakeLocation, conn_id: str | None = None) -> La
 
 
 def connect(root: str | Path | LakeLocation, conn_id: str | None = None) -> duckdb.DuckDBPyConnection:
-    """DuckDB with views ``alerts`` and ``alert_ips`` over the lake (Hive partitions).
+    """DuckDB with views ``alerts`` and ``alert_ips`` over the lake (Hive partitions): every
+    tenant's rows from a root, one tenant's from a ``LakeLocation.for_tenant`` location.
 
     A local root is read directly; an ``abfs://`` one through the project's own
     filesystem (see :func:`open_lake`), registered with DuckDB.
@@ -52,10 +53,11 @@ def connect(root: str | Path | LakeLocation, conn_id: str | None = None) -> duck
     if not location.is_local:
         con.register_filesystem(location.fs)
     for table in ("alerts", "alert_ips"):
+        # Every tenant's partition from the root, one tenant's from a for_tenant() location.
         pattern = location.table_glob(table)
         location.fs.invalidate_cache()
-        if not location.fs.glob(location.path(table, "*", "*.parquet")):
-            raise AssertionError(f"no {table} files under {root}")
+        if not location.fs.glob(pattern if location.is_local else pattern.split("://", 1)[1]):
+            raise AssertionError(f"no {table} files under {root}" + (f" for tenant {location.tenant_id}" if location.tenant_id else ""))
         con.execute(
             f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{pattern}', hive_partitioning = true, union_by_name = false)"
         )
@@ -173,24 +175,24 @@ def compare(
 
 
 def summary(root: str | Path) -> str:
-    """What landed, per day: what `make run` prints."""
+    """What landed, per tenant and day: what `make run` prints."""
     con = connect(root)
     rows = con.execute(
         """
-        SELECT a.date, count(*) AS alerts,
+        SELECT a.tenant_id, a.date, count(*) AS alerts,
                count(*) FILTER (WHERE ips_status = 'ok') AS with_ips,
                count(*) FILTER (WHERE ips_status = 'empty') AS empty,
                count(*) FILTER (WHERE ips_status = 'not_found') AS not_found,
                sum(len(coalesce(invalid_ip_values, []))) AS invalid_ip_strings,
                sum(ip_count) AS alert_ips
-        FROM alerts a GROUP BY a.date ORDER BY a.date
+        FROM alerts a GROUP BY a.tenant_id, a.date ORDER BY a.tenant_id, a.date
         """
     ).fetchall()
     top = con.execute(
         "SELECT ip, count(DISTINCT alert_id) AS alerts FROM alert_ips GROUP BY ip ORDER BY alerts DESC, ip LIMIT 5"
     ).fetchall()
-    lines = ["date        alerts  with_ips  empty  not_found  invalid_ip_strings  alert_ips"]
-    lines += [f"{d!s:<11} {a:>6}  {w:>8}  {e:>5}  {n:>9}  {i:>18}  {p:>9}" for d, a, w, e, n, i, p in rows]
+    lines = ["tenant_id                             date        alerts  with_ips  empty  not_found  invalid_ip_strings  alert_ips"]
+    lines += [f"{t!s:<37} {d!s:<11} {a:>6}  {w:>8}  {e:>5}  {n:>9}  {i:>18}  {p:>9}" for t, d, a, w, e, n, i, p in rows]
     lines.append("most frequent IPs: " + ", ".join(f"{ip} ({n})" for ip, n in top))
     return "\n".join(lines)
 
