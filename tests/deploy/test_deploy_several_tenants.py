@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import AIRFLOW_SERVICES, REPO, compose_model
+from conftest import AIRFLOW_SERVICES, COMPOSE_FILE, REPO, compose_model
 
 sys.path.insert(0, str(REPO / "include" / "deploy"))
 import check_connections as check  # noqa: E402  (include/deploy is not a package)
@@ -29,6 +29,26 @@ def test_compose_hands_the_tenants_variable_to_every_airflow_component(tmp_path,
         # kept in the metadata DB applies.
         assert tenant_model["services"][name]["environment"].get("AIRFLOW_VAR_MDE_TENANTS") is None, name
     assert "AIRFLOW_VAR_MDE_TENANTS:" in (REPO / "docker-compose.worker-host.yaml").read_text()
+
+
+def test_the_documented_override_hands_each_tenants_connection_to_worker_init_and_cli(
+        tmp_path, filled_tenant_env_file, connection):
+    # The override exactly as docs/DEPLOYMENT.md ("Several tenants") shows it.
+    docs = (REPO / "docs" / "DEPLOYMENT.md").read_text()
+    section = docs.split("## Several tenants", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    override = tmp_path / "docker-compose.override.yaml"
+    override.write_text("\n".join(line[3:] for line in block.splitlines()))
+    env_file = tmp_path / "env"
+    env_file.write_text(filled_tenant_env_file.read_text() + f"\nAIRFLOW_VAR_MDE_TENANTS='[\"contoso\", \"fabrikam\"]'\n"
+                        f"AIRFLOW_CONN_MDE_CONTOSO='{connection}'\nAIRFLOW_CONN_MDE_FABRIKAM='{connection}'\n")
+    services = compose_model(env_file, profiles=("debug",), files=(COMPOSE_FILE, override))["services"]
+    for name in ("airflow-worker", "airflow-init", "airflow-cli"):
+        env = services[name]["environment"]
+        assert env["AIRFLOW_CONN_MDE_CONTOSO"] == env["AIRFLOW_CONN_MDE_FABRIKAM"] == connection, name
+        assert env["AIRFLOW_CONN_MDE_DEFAULT"]  # the base file's names are kept (merged, not replaced)
+    for name in ("airflow-scheduler", "airflow-dag-processor", "airflow-apiserver"):
+        assert "AIRFLOW_CONN_MDE_CONTOSO" not in services[name]["environment"], name
 
 
 @pytest.fixture

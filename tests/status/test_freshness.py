@@ -21,7 +21,8 @@ def context(run_type: str) -> dict:
 
 
 def test_the_dag_carries_the_freshness_deadline():
-    dag = importlib.import_module("mde_alert_ips").dag
+    # The DAG file names each of its DAGs after its id (one without Variable mde_tenants).
+    dag = importlib.import_module("mde_alert_ips").mde_alert_ips
     [alert] = dag.deadline
     assert alert == freshness_deadline()
     assert isinstance(alert.reference, type(DeadlineReference.DAGRUN_QUEUED_AT))

@@ -1,0 +1,57 @@
+"""The DAG's lake steps find the tenant's part of the lake from the connection (Variable
+mde_tenants gives each tenant DAG its own connection mde_<name>)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from mde_pipeline.airflow.lake_tasks import publish_interval, stage_listing
+from mde_pipeline.lake.location import resolve_lake_location
+
+START = datetime(2026, 3, 2, 7, tzinfo=timezone.utc)
+CONTEXT = {"data_interval_start": START, "run_id": "scheduled__2026-03-02T07:00:00+00:00", "params": {}}
+
+
+@pytest.fixture
+def lake(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_VAR_MDE_LAKE_ROOT", str(tmp_path / "lake"))
+    for name, tenant in (("EAST", "tenant-east"), ("WEST", "tenant-west")):
+        monkeypatch.setenv(f"AIRFLOW_CONN_MDE_{name}", json.dumps({
+            "conn_type": "http", "host": "https://127.0.0.1:9", "login": "client", "password": "not-used",
+            "extra": {"tenant_id": tenant},
+        }))
+    return resolve_lake_location(tmp_path / "lake")
+
+
+def listing(tenant: str) -> dict:
+    return {"tenant_id": tenant, "listed_at": "2026-03-02T08:05:00+00:00", "alerts": []}
+
+
+def test_publish_commits_into_the_partition_of_its_connections_tenant(lake, tmp_path):
+    stage_listing(listing("tenant-east"), CONTEXT, lake.for_tenant("tenant-east"))
+    summary = publish_interval(CONTEXT, [], mde_conn_id="mde_east")
+    expected = {table: str(tmp_path / "lake" / table / "tenant_id=tenant-east" / "date=2026-03-02" / "interval=20260302T07.parquet")
+                for table in ("alerts", "alert_ips")}
+    assert summary["files"] == expected and summary["rows"] == {"alerts": 0, "alert_ips": 0}
+    assert not (tmp_path / "lake" / "alerts" / "tenant_id=tenant-west").exists()
+    # The run's staging (in the tenant's part) is cleared once committed.
+    assert not list((tmp_path / "lake" / "_staging").rglob("listing.json"))
+
+
+def test_publish_of_another_tenant_finds_no_listing_and_commits_nothing(lake, tmp_path):
+    from mde_pipeline.lake.staging import StagingNotFoundError
+
+    stage_listing(listing("tenant-east"), CONTEXT, lake.for_tenant("tenant-east"))
+    with pytest.raises(StagingNotFoundError):
+        publish_interval(CONTEXT, [], mde_conn_id="mde_west")
+    assert not (tmp_path / "lake" / "alerts").exists()
+
+
+def test_publish_refuses_a_listing_of_another_tenant_in_its_partition(lake, tmp_path):
+    stage_listing(listing("tenant-west"), CONTEXT, lake.for_tenant("tenant-east"))
+    with pytest.raises(ValueError, match="staged listing of tenant 'tenant-west' found in the lake part of tenant 'tenant-east'"):
+        publish_interval(CONTEXT, [], mde_conn_id="mde_east")
+    assert not (tmp_path / "lake" / "alerts").exists()
