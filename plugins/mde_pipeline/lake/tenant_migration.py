@@ -11,7 +11,7 @@ partition tree; a table with ``date=`` at two depths is not a table to them.
 Safe to rerun and to interrupt: files are moved one at a time (on blob storage a copy,
 then a delete) and a rerun moves what is left. While a move is under way the lake is
 "legacy" to every entry point (tenants.check_not_legacy), so nothing reads or writes a
-half-moved lake. Run it with the DAGs paused (docs/OPERATORS.md). Before moving
+half-moved lake. Run it with the DAGs paused (README, "The lake"). Before moving
 anything it checks that every data file holds only the given tenant id (footer
 statistics; the column itself when a file has none), so a lake is never filed under a
 tenant it does not belong to.
