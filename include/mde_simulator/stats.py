@@ -104,6 +104,14 @@ class Stats:
                 "clients": clients,
             }
 
+    def call_log(self) -> list:
+        """Every API call's arrival time (the limiter's), per (client, tenant), ascending:
+        what a benchmark needs to measure a budget's use over any span it chooses."""
+        with self._lock:
+            return [{"client_id": client_id, "tenant_id": tenant_id,
+                     "calls": [[at, endpoint, admitted] for at, endpoint, admitted in sorted(records)]}
+                    for (client_id, tenant_id), records in sorted(self.api_calls.items())]
+
     def recent_requests(self) -> list:
         with self._lock:
             return list(self.recent)
