@@ -444,6 +444,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(403, mde_error("Forbidden", str(exc)))
         scripted = sim.faults.scripted(endpoint, claims.tenant_id)
         if scripted:
+            sim.stats.record_scripted(claims.client_id, claims.tenant_id, decision.at, scripted["status"])
             return self._scripted(scripted)
         fault = sim.faults.draw(endpoint)
         if fault:

@@ -178,8 +178,11 @@ def test_a_scripted_answer_for_one_tenant_waits_for_that_tenants_call(api, simul
 
     # /_sim/calls: every call's arrival per (app, tenant), in order, admitted by the limiter
     # (scripted answers come after it), the same calls /_sim/stats counts.
-    log = {c["tenant_id"]: c["calls"] for c in simulator.calls() if c["client_id"] == app}
+    budgets = {c["tenant_id"]: c for c in simulator.calls() if c["client_id"] == app}
+    log = {tenant: budget["calls"] for tenant, budget in budgets.items()}
     assert [(endpoint, admitted) for _, endpoint, admitted in log[other]] == [("ips", True)] * 2
+    assert budgets[other]["scripted"] == [[log[other][0][0], 429]]  # which call got the answer
+    assert budgets[simulator.info["tenant_id"]]["scripted"] == [[log[simulator.info["tenant_id"]][1][0], 429]]
     assert [endpoint for _, endpoint, _ in log[simulator.info["tenant_id"]]] == ["list", "ips", "ips"]
     for calls in log.values():
         assert [at for at, _, _ in calls] == sorted(at for at, _, _ in calls)
