@@ -157,6 +157,7 @@ def interval_tables(
             "machine_id": pa.array(machines, pa.string()).take(take),
             "interval_start": interval.take(take),
             "fetched_at": fetched_at.take(take),
+            "found_by_lookback_at": pa.nulls(len(pair_alert), TIMESTAMP),
         },
         schema=SCHEMAS[ALERT_IPS],
     )

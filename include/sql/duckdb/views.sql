@@ -10,9 +10,11 @@
 -- files (.name.tmp) or the _staging/_locks folders. `date` comes from the directory
 -- name (UTC date of interval_start); filter on it to skip whole days.
 
+-- union_by_name: files from before a column was added (found_by_lookback_at, ...) read it as null.
 CREATE OR REPLACE VIEW alert_ips AS
 SELECT *
-FROM read_parquet('${LAKE_ROOT}/alert_ips/*/*.parquet', hive_partitioning = true, hive_types = {'date': DATE});
+FROM read_parquet('${LAKE_ROOT}/alert_ips/*/*.parquet', hive_partitioning = true, hive_types = {'date': DATE},
+                  union_by_name = true);
 
 CREATE OR REPLACE VIEW alerts AS
 SELECT *

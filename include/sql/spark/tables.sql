@@ -22,6 +22,7 @@ CREATE TABLE IF NOT EXISTS alert_ips (
     machine_id              STRING,
     interval_start          TIMESTAMP,
     fetched_at              TIMESTAMP,
+    found_by_lookback_at    TIMESTAMP,
     date                    DATE
 )
 USING PARQUET
@@ -68,6 +69,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     ips_error               STRING,
     field_problems          ARRAY<STRING>,
     raw                     STRING,
+    found_by_lookback_at    TIMESTAMP,
     date                    DATE
 )
 USING PARQUET

@@ -39,7 +39,8 @@ WITH (
     incident_id             bigint,
     machine_id              varchar(128) COLLATE Latin1_General_100_BIN2_UTF8,
     interval_start          datetime2(6),
-    fetched_at              datetime2(6)
+    fetched_at              datetime2(6),
+    found_by_lookback_at    datetime2(6)
 ) AS r;
 GO
 
@@ -87,7 +88,8 @@ WITH (
     fetched_at              datetime2(6),
     ips_error               varchar(1024) COLLATE Latin1_General_100_BIN2_UTF8,
     field_problems          varchar(max) COLLATE Latin1_General_100_BIN2_UTF8,
-    raw                     varchar(max) COLLATE Latin1_General_100_BIN2_UTF8
+    raw                     varchar(max) COLLATE Latin1_General_100_BIN2_UTF8,
+    found_by_lookback_at    datetime2(6)
 ) AS r;
 GO
 

@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS hive.mde.alert_ips (
     machine_id              varchar,
     interval_start          timestamp(6),
     fetched_at              timestamp(6),
+    found_by_lookback_at    timestamp(6),
     "date"                  date
 )
 WITH (
@@ -79,6 +80,7 @@ CREATE TABLE IF NOT EXISTS hive.mde.alerts (
     ips_error               varchar,
     field_problems          array(varchar),
     raw                     varchar,
+    found_by_lookback_at    timestamp(6),
     "date"                  date
 )
 WITH (

@@ -188,7 +188,7 @@ class LakeSession:
         parts = [f"SELECT *, CAST(timezone('UTC', interval_start) AS DATE) AS date FROM read_parquet([{files}])"]
         if patterns:
             globs = ", ".join(f"'{_sql_literal(p)}'" for p in patterns)
-            parts.append(f"SELECT * FROM read_parquet([{globs}], hive_partitioning = true, hive_types = {{'date': DATE}})")
+            parts.append(f"SELECT * FROM read_parquet([{globs}], hive_partitioning = true, hive_types = {{'date': DATE}}, union_by_name = true)")
         self.connection.execute(f"CREATE OR REPLACE VIEW {INDEXED_TABLE} AS\n" + "\nUNION ALL BY NAME\n".join(parts))
 
 
