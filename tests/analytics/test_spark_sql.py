@@ -55,6 +55,9 @@ def spark(tmp_path_factory):
         .config("spark.ui.enabled", "false")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", "1")
+        # The test lake's files are tiny: with the default 4 MiB "open cost" per file each
+        # scan of the two-tenant lake is split into 3 tasks, run one after another here.
+        .config("spark.sql.files.openCostInBytes", str(1 << 10))
         .config("spark.sql.warehouse.dir", str(work / "warehouse"))
         .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={work}")
         .getOrCreate()
