@@ -21,7 +21,7 @@ from mde_pipeline.lake.location import resolve_lake_location
 from mde_pipeline.lake.schema import ALERT_IPS, ALERTS, SCHEMAS
 
 from tests.analytics.conftest import (
-    DAYS, FIRST_DAY, OTHER_TENANT, TENANT, TENANT_DATA, day_name, small_tables, tenant_dir, tenant_hours,
+    DAYS, FIRST_DAY, TENANT, TENANT_DATA, day_name, small_tables, tenant_dir, tenant_hours,
 )
 
 
@@ -72,24 +72,6 @@ def test_base_views_hold_every_row_with_the_partition_date(lake, generated):
     )
 
 
-def test_each_tenant_reads_exactly_its_own_rows(lake, generated):
-    """``tenant_id`` is a partition column: a filter on it gives that tenant's rows, all of
-    them and no other, though both tenants use the same alert ids."""
-    for table in SCHEMAS:
-        assert lake.execute(f"SELECT typeof(tenant_id) FROM {table} LIMIT 1").fetchone() == ("VARCHAR",)
-        keys = "tenant_id, alert_id, " + ("ip, alert_last_update_time" if table == ALERT_IPS else "last_update_time")
-        for tenant in TENANT_DATA:
-            expected = sorted(
-                tuple(row[k.strip()] for k in keys.split(",")) for row in generated[table] if row["tenant_id"] == tenant
-            )
-            assert expected
-            assert sorted(lake.execute(f"SELECT {keys} FROM {table} WHERE tenant_id = ?", [tenant]).fetchall()) == expected
-    shared = lake.execute(
-        "SELECT count(*) FROM (SELECT alert_id FROM alerts GROUP BY alert_id HAVING count(DISTINCT tenant_id) = 2)"
-    ).fetchone()[0]
-    assert shared > 0  # the same alert ids in both tenants: the views must not mix them
-
-
 def files_read(connection, sql: str, profile) -> int:
     """How many Parquet files DuckDB opened for ``sql`` (its JSON profile). ``sql`` must
     read column data: a bare count(*) may be answered from cached footers, with no scan."""
@@ -109,8 +91,24 @@ def files_read(connection, sql: str, profile) -> int:
     return total
 
 
-def test_a_query_for_one_tenant_opens_only_that_tenants_files(lake, tmp_path):
-    """DuckDB prunes by the partition: the other tenant's day (and index) files stay shut."""
+def test_each_tenant_reads_exactly_its_own_rows_and_files(lake, generated, tmp_path):
+    """``tenant_id`` is a partition column: a filter on it gives that tenant's rows, all of
+    them and no other, though both tenants use the same alert ids; and DuckDB prunes by it:
+    the other tenant's day (and index) files stay shut."""
+    for table in SCHEMAS:
+        assert lake.execute(f"SELECT typeof(tenant_id) FROM {table} LIMIT 1").fetchone() == ("VARCHAR",)
+        keys = "tenant_id, alert_id, " + ("ip, alert_last_update_time" if table == ALERT_IPS else "last_update_time")
+        for tenant in TENANT_DATA:
+            expected = sorted(
+                tuple(row[k.strip()] for k in keys.split(",")) for row in generated[table] if row["tenant_id"] == tenant
+            )
+            assert expected
+            assert sorted(lake.execute(f"SELECT {keys} FROM {table} WHERE tenant_id = ?", [tenant]).fetchall()) == expected
+    shared = lake.execute(
+        "SELECT count(*) FROM (SELECT alert_id FROM alerts GROUP BY alert_id HAVING count(DISTINCT tenant_id) = 2)"
+    ).fetchone()[0]
+    assert shared > 0  # the same alert ids in both tenants: the views must not mix them
+
     profile = tmp_path / "profile.json"
     counts = {}
     for tenant in TENANT_DATA:
