@@ -6,9 +6,13 @@
 --
 -- Column types pin the lake schema (plugins/mde_pipeline/lake/schema.py): every file has
 -- exactly these columns. Timestamps are Parquet INT64 micros adjusted to UTC, which
--- Spark reads as TIMESTAMP. `date` is the Hive partition (the directory name); Spark
--- skips files starting with '_' or '.', so the compaction manifest and writers' temp
--- files are never read. After new days land, MSCK REPAIR TABLE registers them.
+-- Spark reads as TIMESTAMP. `tenant_id` and `date` are the Hive partitions (directories
+-- <table>/tenant_id=<T>/date=YYYY-MM-DD; the files hold the same tenant_id, the
+-- directory's value is what Spark returns), so `WHERE tenant_id = '...'` reads one
+-- tenant's folders only. Spark lists partition columns last (after fetched_at / raw),
+-- whatever their place below. Spark skips files starting with '_' or '.', so the
+-- compaction manifest and writers' temp files are never read. After new days (or a new
+-- tenant) land, MSCK REPAIR TABLE registers them.
 
 CREATE TABLE IF NOT EXISTS alert_ips (
     tenant_id               STRING,
@@ -26,7 +30,7 @@ CREATE TABLE IF NOT EXISTS alert_ips (
     date                    DATE
 )
 USING PARQUET
-PARTITIONED BY (date)
+PARTITIONED BY (tenant_id, date)
 LOCATION '${LAKE_ROOT}/alert_ips';
 
 MSCK REPAIR TABLE alert_ips;
@@ -73,7 +77,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     date                    DATE
 )
 USING PARQUET
-PARTITIONED BY (date)
+PARTITIONED BY (tenant_id, date)
 LOCATION '${LAKE_ROOT}/alerts';
 
 MSCK REPAIR TABLE alerts;
