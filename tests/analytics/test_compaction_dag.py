@@ -65,7 +65,7 @@ def test_dag_compacts_the_days_closed_before_its_interval_end(airflow_db, hourly
     before = files_of(root, "alert_ips", day_name(0))
     summary = compaction_step(location, closed_before=datetime(2025, 3, 10, 3, 30, tzinfo=timezone.utc))
     assert sorted((s["day"], s["action"]) for s in summary["days"]) == [(day_name(2), "compacted")] * len(SCHEMAS)
-    assert index_step(location) == ["2025-03"]  # the index catches up with the third day
+    assert index_step(location) == [f"{location.tenant_id}/2025-03"]  # the index catches up with the third day
     assert [i.days for i in valid_month_indexes(location)] == [tuple(day_name(d) for d in range(DAYS))]
     assert all(len(files_of(root, t, day_name(d))) == 1 for t in SCHEMAS for d in range(DAYS))
     assert files_of(root, "alert_ips", day_name(0)) == before
