@@ -174,7 +174,8 @@ def main(argv: list[str]) -> int:
                                                  rate_limits=scaled_rate_limits(args.scale), rate_limit_margin_seconds=0.05))
             config = MdeConnectionConfig.from_parts(host=conn["host"], login=conn["login"], password=conn["password"],
                                                     extra=conn["extra"], conn_id="sim")
-            location = resolve_lake_location(str(tmp_path / "lake"))
+            # The tenant's part of the lake, as the DAG's tasks use it.
+            location = resolve_lake_location(str(tmp_path / "lake")).for_tenant(config.tenant_id)
             lookback = timedelta(hours=args.lookback_hours)
             settle = timedelta(minutes=args.settle_minutes)
             rows = []

@@ -32,9 +32,10 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from bench.lake_queries import TENANT as LAKE_TENANT
 from bench.lake_queries import generate_lake, interval_tables
 
-TENANT, CLIENT = "bench-tenant", "bench-client"
+TENANT, CLIENT = LAKE_TENANT, "bench-client"
 
 
 def write_ledger(directory: Path, now: float) -> None:
@@ -82,7 +83,7 @@ def main(argv: list[str]) -> int:
         from mde_pipeline.lake.compaction import compact_day
         from mde_pipeline.lake.location import resolve_lake_location
 
-        # The lake of the connection's tenant (the lake's tenant_id= partition).
+        # The rows' tenant (bench.lake_queries) is the partition; the connection names it too.
         location = resolve_lake_location(str(lake_root)).for_tenant(TENANT)
         if not (work / "generated.json").exists():
             began = time.perf_counter()
@@ -97,7 +98,7 @@ def main(argv: list[str]) -> int:
             for back in (3, 4, 30, 31, 32):  # missing hours, hourly and inside compacted days
                 start = hour - timedelta(hours=back)
                 for table in ("alerts", "alert_ips"):
-                    path = lake_root / table / f"tenant_id={TENANT}" / f"date={start:%Y-%m-%d}" / f"interval={start:%Y%m%dT%H}.parquet"
+                    path = Path(location.path(table, f"date={start:%Y-%m-%d}", f"interval={start:%Y%m%dT%H}.parquet"))
                     path.unlink(missing_ok=True)
             (work / "generated.json").write_text(json.dumps({"first_day": first_day.isoformat()}))
             print(f"generated and compacted in {time.perf_counter() - began:.0f} s", flush=True)

@@ -175,7 +175,7 @@ def test_a_look_back_after_a_3_day_outage_finds_the_late_alerts_within_budget(te
         assert ips_calls(sim) - ips == len(missing)  # only the late versions
         assert lake_check.compare(lake, sim.ground_truth(), HOURS[:1]).exact
         # Hours never loaded (the outage) are left alone: they belong to backfills.
-        assert not list((lake / "alerts").glob(f"*/interval={HOURS[1]:%Y%m%dT%H}.parquet"))
+        assert not list((lake / "alerts").glob(f"tenant_id=*/*/interval={HOURS[1]:%Y%m%dT%H}.parquet"))
 
 
 def test_a_task_killed_mid_batch_calls_the_api_again_only_for_unfinished_alerts(tmp_path):
@@ -209,7 +209,7 @@ def test_a_task_killed_mid_batch_calls_the_api_again_only_for_unfinished_alerts(
         time.sleep(0.5)
         first_try = ips_calls(sim)
         assert 0 < first_try < total
-        cached = len(FetchCache(resolve_lake_location(str(lake)), tenant).lookup(batch["alerts"]))
+        cached = len(FetchCache(resolve_lake_location(str(lake)).for_tenant(tenant), tenant).lookup(batch["alerts"]))
         assert first_try - 1 <= cached <= first_try  # at most the call in flight was lost
 
         retry = subprocess.run(child, env=env, capture_output=True, text=True, timeout=120)

@@ -15,6 +15,9 @@ the alert versions the lake's committed hours lack (late arrivals), with their I
    stays when a rerun of the hour lists the version later: lake.versions). A version the
    lake holds is never dropped, also when the alert has moved on to a later lastUpdateTime.
 
+Everything happens in the tenant's part of the lake (the ``location`` given, a
+``LakeLocation.for_tenant``): its committed hours, its staging, its commits.
+
 Failure of the look-back (lake unreadable, listing error other than a configuration
 error) is logged and the run loads its own hour anyway: the next run looks back again.
 """
@@ -26,7 +29,6 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Mapping
 
 from mde_pipeline.airflow.batching import make_batches
-from mde_pipeline.airflow.lake_location import configured_lake_location
 from mde_pipeline.api.listing import MAX_PAGE_SIZE, AlertsApi, list_interval
 from mde_pipeline.common.fetch_result import FetchResult
 from mde_pipeline.common.log_text import for_log
@@ -95,19 +97,17 @@ def list_lookback(
     }
 
 
-def stage_lookback(document: Mapping[str, Any], context: Mapping[str, Any], location: LakeLocation | None = None) -> list[dict]:
-    """Stage the look-back's missing versions for publish; returns its batches."""
-    location = location or configured_lake_location()
+def stage_lookback(document: Mapping[str, Any], context: Mapping[str, Any], location: LakeLocation) -> list[dict]:
+    """Stage the look-back's missing versions for publish (in the tenant's ``location``);
+    returns its batches."""
     batches = list(document["batches"])
     write_staging_json(location, context["data_interval_start"], context["run_id"], LOOKBACK, {**document, "batches": []})
     return batches
 
 
-def publish_lookback(
-    context: Mapping[str, Any], results: Iterable[FetchResult], location: LakeLocation | None = None
-) -> dict[str, int]:
-    """Add the staged late versions to their committed hours; returns hour key -> rows added."""
-    location = location or configured_lake_location()
+def publish_lookback(context: Mapping[str, Any], results: Iterable[FetchResult], location: LakeLocation) -> dict[str, int]:
+    """Add the staged late versions to their committed hours (of the tenant's ``location``);
+    returns hour key -> rows added."""
     try:
         document = read_staging_json(location, context["data_interval_start"], context["run_id"], LOOKBACK)
     except StagingNotFoundError:
