@@ -84,12 +84,12 @@ def main(argv: list[str]) -> int:
         from mde_pipeline.lake.location import resolve_lake_location
 
         # The rows' tenant (bench.lake_queries) is the partition; the connection names it too.
-        location = resolve_lake_location(str(lake_root)).for_tenant(LAKE_TENANT)
+        location = resolve_lake_location(str(lake_root)).for_tenant(TENANT)
         if not (work / "generated.json").exists():
             began = time.perf_counter()
             print(f"generating {args.days} days x {args.alerts_per_day} alerts into {lake_root} ...", flush=True)
             generate_lake(location, first_day, args.days, alerts_per_day=args.alerts_per_day, ips_per_alert=args.ips_per_alert,
-                          progress=lambda d: d % 30 == 0 and print(f"  {d} days, {time.perf_counter() - began:.0f} s", flush=True))
+                          tenant_id=TENANT, progress=lambda d: d % 30 == 0 and print(f"  {d} days, {time.perf_counter() - began:.0f} s", flush=True))
             for back in range(args.hourly_days, args.days):
                 day = f"{hour - timedelta(days=back):%Y-%m-%d}"
                 if day >= f"{first_day:%Y-%m-%d}":
@@ -142,7 +142,8 @@ def main(argv: list[str]) -> int:
         new_hour = hour - timedelta(hours=3)
         from mde_pipeline.lake.commit import commit_interval
 
-        commit_interval(location, new_hour, interval_tables(new_hour, alerts_per_day=args.alerts_per_day, ips_per_alert=args.ips_per_alert))
+        commit_interval(location, new_hour, interval_tables(new_hour, alerts_per_day=args.alerts_per_day, ips_per_alert=args.ips_per_alert,
+                                                            tenant_id=TENANT))
         began = time.perf_counter()
         get("/api/status")
         after_commit = time.perf_counter() - began

@@ -81,7 +81,8 @@ def publish_interval(
         listed_at=listing["listed_at"],
     )
     # A rerun keeps the versions the lake holds that the new listing lacks (an alert that
-    # moved on to a later hour); `refetch` replaces the hour whole.
+    # moved on to a later hour) and the found_by_lookback_at of those it lists again;
+    # `refetch` replaces the hour whole (found_by_lookback_at null again).
     refetch = as_flag((context.get("params") or {}).get("refetch", False))
     committed = commit_interval(location, start, tables, keep_versions=not refetch)
     late = publish_lookback(context, [r for r in results if version_key(r["alert_id"], r["last_update_time"]) not in own], location)

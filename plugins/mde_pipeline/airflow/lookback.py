@@ -10,9 +10,10 @@ the alert versions the lake's committed hours lack (late arrivals), with their I
    ``"lookback": true`` (the fetch cache answers the versions fetched before).
 2. ``publish`` adds them to their hours (:func:`publish_lookback`):
    ``commit_interval(keep_versions=True, only_if_committed=True)`` rewrites each hour
-   under its day's lock with its rows plus the new ones; their ``listed_at`` is the
-   look-back's listing time. A version the lake holds is never dropped, also when the
-   alert has moved on to a later lastUpdateTime.
+   under its day's lock with its rows plus the new ones; their ``listed_at`` and
+   ``found_by_lookback_at`` are the look-back's listing time (``found_by_lookback_at``
+   stays when a rerun of the hour lists the version later: lake.versions). A version the
+   lake holds is never dropped, also when the alert has moved on to a later lastUpdateTime.
 
 Everything happens in the tenant's part of the lake (the ``location`` given, a
 ``LakeLocation.for_tenant``): its committed hours, its staging, its commits.
@@ -123,7 +124,7 @@ def publish_lookback(context: Mapping[str, Any], results: Iterable[FetchResult],
         try:
             tables = interval_tables(
                 alerts, hour_results, tenant_id=document["tenant_id"], interval_start=start,
-                listed_at=document["listed_at"],
+                listed_at=document["listed_at"], found_by_lookback_at=document["listed_at"],
             )
             committed = commit_interval(location, start, tables, keep_versions=True, only_if_committed=True)
         except Exception as exc:  # a lock held too long, a lost lease, a row that does not fit
