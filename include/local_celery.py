@@ -1,9 +1,10 @@
 """The real engine as the compose deployment runs it: CeleryExecutor, Redis, PostgreSQL.
 
-    with PostgresServer() as postgres, RedisServer(dir) as redis:
+    with PostgresServer() as postgres, RedisServer(tmp / "redis") as redis:
+        home = AirflowHome(tmp / "airflow", {...connections, lake...})
         with CeleryServices(home, postgres, broker_url=redis.url, hosts=("host1", "host2")) as airflow:
             airflow.wait_for_dag("mde_alert_ips")
-            airflow.create_pools({"mde_api": 2})
+            airflow.import_pools(json.loads(Path("include/pools.json").read_text()))
             airflow.unpause("mde_alert_ips")
             airflow.query("SELECT hostname, state FROM task_instance")   # PostgreSQL
 
@@ -11,7 +12,7 @@
 dag-processor, scheduler; the REST helpers, ``wait_for``) on CeleryExecutor with the
 metadata DB and Celery's result backend in PostgreSQL and the broker in Redis, plus one
 ``airflow celery worker`` per "host". Each worker has its own AIRFLOW_HOME (its own
-airflow.cfg, logs and SQLite ledger folder, which the pipeline must not use when the
+airflow.cfg, task logs and SQLite ledger folder, which the pipeline must not use when the
 connection names a Redis ledger), its own Celery node name ``worker@<host>``, its own
 log-server port, and reports ``<host>`` as the task instances' hostname through Airflow's
 ``[core] hostname_callable`` (a module in the worker home's ``config/`` folder, which
@@ -19,8 +20,8 @@ Airflow puts on ``sys.path``): what separate machines would record. The workers 
 the services only as remote hosts do: the broker, the metadata DB (result backend) and
 the api-server's Execution API URL.
 
-``start()`` makes the database and runs ``airflow db migrate`` on it (no SQLite template
-here: each test's PostgreSQL starts empty) while the workers start.
+``start()`` creates the database and runs ``airflow db migrate`` on it (no SQLite
+template here: each test's PostgreSQL starts empty) while the workers start.
 """
 
 from __future__ import annotations
@@ -166,10 +167,11 @@ class CeleryServices(AirflowServices):
         )
         return bool(rows and rows[0][0])
 
-    def create_pools(self, slots: dict[str, int], description: str = "") -> None:
-        """Create pools through the REST API (no 10-20 s CLI start-up)."""
-        for name, count in slots.items():
-            self.api("POST", "/pools", {"name": name, "slots": count, "description": description, "include_deferred": False})
+    def import_pools(self, document: dict[str, dict[str, Any]]) -> None:
+        """``airflow pools import`` of a document like include/pools.json, through the REST
+        API (no 10-20 s CLI start-up)."""
+        for name, pool in document.items():
+            self.api("POST", "/pools", {"name": name, **pool})
 
     def log_tails(self, lines: int = 40) -> str:
         parts = []
