@@ -71,7 +71,7 @@ class CeleryServices(AirflowServices):
         database: str = DATABASE,
         parallelism: int = 8,
         extra_env: dict[str, str] | None = None,
-        startup_timeout: float = 120.0,
+        startup_timeout: float = 180.0,  # five Airflow processes start at once on 2 cores
     ) -> None:
         env = {**celery_env(postgres, broker_url, database), **(extra_env or {})}
         super().__init__(home, parallelism=parallelism, extra_env=env, startup_timeout=startup_timeout)
@@ -118,10 +118,8 @@ class CeleryServices(AirflowServices):
 
     def _workers_ready(self) -> bool:
         # Celery logs "<node name> ready." once the worker consumes from the broker.
-        return all(
-            re.search(rf"worker@{re.escape(host)} ready\.", (self.log_dir / f"{self.worker_name(host)}.log").read_text(errors="replace"))
-            for host in self.hosts
-        )
+        logs = {host: (self.log_dir / f"{self.worker_name(host)}.log").read_text(errors="replace") for host in self.hosts}
+        return all(re.search(rf"worker@{re.escape(host)} ready\.", log) for host, log in logs.items())
 
     def start(self) -> "CeleryServices":
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -152,7 +150,8 @@ class CeleryServices(AirflowServices):
 
     # ------------------------------------------------------------------ the metadata DB
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
-        """Read the metadata DB (PostgreSQL); ``?`` placeholders as for the SQLite services."""
+        """Read the metadata DB (PostgreSQL); ``?`` placeholders as for the SQLite services
+        (so no literal ``?`` or ``%`` in ``sql``)."""
         import psycopg2.errors
 
         try:

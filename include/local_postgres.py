@@ -136,13 +136,14 @@ class PostgresServer:
             raise RuntimeError(f"initdb failed ({exc.returncode}):\n{exc.stdout[-2000:]}\n{exc.stderr[-2000:]}") from None
         finally:
             pwfile.unlink(missing_ok=True)
-        settings = [arg for name, value in {**SERVER_SETTINGS, "port": str(self.port)}.items() for arg in ("-c", f"{name}={value}")]
+        settings = {**SERVER_SETTINGS, "port": str(self.port)}
+        options = [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
         log = open(self.log_path, "ab")
         if run_as:
             os.chown(self.log_path, run_as["user"], run_as["group"])
         try:
             self.process = subprocess.Popen(
-                [str(bin_dir / "postgres"), "-D", str(self.data_dir), *settings],
+                [str(bin_dir / "postgres"), "-D", str(self.data_dir), *options],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.directory,
                 start_new_session=True, **run_as,
             )  # fmt: skip

@@ -109,7 +109,8 @@ def all_finished(airflow: CeleryServices) -> bool:
     states = runs(airflow)
     for tenant in TENANTS:
         mine = [run_id for dag_id, run_id in states if dag_id == tenant.dag_id]
-        if len([r for r in mine if r.startswith("backfill__")]) < BACKFILL_HOURS or not any(r.startswith("scheduled__") for r in mine):
+        backfill = [r for r in mine if r.startswith("backfill__")]
+        if len(backfill) < BACKFILL_HOURS or not any(r.startswith("scheduled__") for r in mine):
             return False
     return all(state in FINISHED for state in states.values())
 
