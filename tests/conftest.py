@@ -22,6 +22,7 @@ def simulator(request, tmp_path_factory):
 # Whole modules move, so module-scoped fixtures are still set up once.
 LONGEST_FIRST = (
     "tests/scheduler/test_backfill_priority.py",
+    "tests/scheduler/test_celery_two_hosts.py",
     "tests/integration/test_dag_end_to_end.py",
     "tests/integration/test_dag_azurite.py",
     "tests/analytics/test_compaction.py",
