@@ -93,11 +93,19 @@ def alert_id(interval_start: datetime, index: int) -> str:
 
 
 def interval_tables(
-    interval_start: datetime, *, alerts_per_day: int = 2000, ips_per_alert: int = 10, seed: int = 1, variant: int = 0
+    interval_start: datetime,
+    *,
+    alerts_per_day: int = 2000,
+    ips_per_alert: int = 10,
+    seed: int = 1,
+    variant: int = 0,
+    tenant_id: str = TENANT,
 ) -> dict[str, pa.Table]:
     """Both lake tables of one hour, consistent enough for ``commit.commit_interval``.
 
     ``variant`` changes the hour's content (a "rerun" that found different data).
+    Alert ids depend on the hour only: two tenants given the same hour share ids (as
+    ids from two tenants may), and their rows differ with ``seed``.
     """
     start = interval_start.astimezone(timezone.utc)
     hour_index = int(start.timestamp()) // 3600
@@ -146,7 +154,7 @@ def interval_tables(
     take = pa.array(pair_alert)
     alert_ips = pa.table(
         {
-            "tenant_id": pa.array([TENANT] * len(pair_alert), pa.string()),
+            "tenant_id": pa.array([tenant_id] * len(pair_alert), pa.string()),
             "alert_id": pa.array(ids, pa.string()).take(take),
             "ip": pa.array(pool.ips[pair_ip], pa.string()),
             "ip_version": pa.array(pool.versions[pair_ip], pa.int8()),
@@ -157,12 +165,13 @@ def interval_tables(
             "machine_id": pa.array(machines, pa.string()).take(take),
             "interval_start": interval.take(take),
             "fetched_at": fetched_at.take(take),
+            "found_by_lookback_at": pa.nulls(len(pair_alert), TIMESTAMP),
         },
         schema=SCHEMAS[ALERT_IPS],
     )
     columns = {name: pa.nulls(count, SCHEMAS[ALERTS].field(name).type) for name in SCHEMAS[ALERTS].names}
     columns.update(
-        tenant_id=pa.array([TENANT] * count, pa.string()),
+        tenant_id=pa.array([tenant_id] * count, pa.string()),
         alert_id=pa.array(ids, pa.string()),
         incident_id=pa.array(incident, pa.int64()),
         title=pa.array([f"Suspicious activity {int(x)}" for x in rng.integers(0, 300, count)], pa.string()),
@@ -186,16 +195,28 @@ def interval_tables(
     return {ALERTS: alerts, ALERT_IPS: alert_ips}
 
 
-def generate_lake(location, first_day: datetime, days: int, *, alerts_per_day: int, ips_per_alert: int, seed: int = 1, progress=None) -> int:
-    """Commit ``days`` x 24 hourly intervals through ``commit.commit_interval``; returns IP rows."""
+def generate_lake(
+    location,
+    first_day: datetime,
+    days: int,
+    *,
+    alerts_per_day: int,
+    ips_per_alert: int,
+    seed: int = 1,
+    tenant_id: str = TENANT,
+    progress=None,
+) -> int:
+    """Commit ``days`` x 24 hourly intervals of one tenant through ``commit.commit_interval``
+    (into ``location.for_tenant(tenant_id)``, as the DAG does); returns IP rows."""
     from mde_pipeline.lake.commit import commit_interval
 
+    tenant = location.for_tenant(tenant_id)
     rows = 0
     for day in range(days):
         for hour in range(24):
             start = first_day + timedelta(days=day, hours=hour)
-            tables = interval_tables(start, alerts_per_day=alerts_per_day, ips_per_alert=ips_per_alert, seed=seed)
-            rows += commit_interval(location, start, tables).rows[ALERT_IPS]
+            tables = interval_tables(start, alerts_per_day=alerts_per_day, ips_per_alert=ips_per_alert, seed=seed, tenant_id=tenant_id)
+            rows += commit_interval(tenant, start, tables).rows[ALERT_IPS]
         if progress:
             progress(day + 1)
     return rows
@@ -209,12 +230,13 @@ def _floor_files(hourly_root: Path, target: Path, *, per_days: int | None, first
     from mde_pipeline.lake.parquet import ROW_GROUP_ROWS, parquet_bytes, sort_for_queries
 
     for table in (ALERT_IPS, ALERTS):
+        tenant_folder = hourly_root / table / f"tenant_id={TENANT}"
         groups = [(0, days)] if per_days is None else [(d, min(days, d + per_days)) for d in range(0, days, per_days)]
         for index, (lo, hi) in enumerate(groups):
             paths = [
                 str(p)
                 for d in range(lo, hi)
-                for p in sorted((hourly_root / table / f"date={(first_day + timedelta(days=d)):%Y-%m-%d}").glob("*.parquet"))
+                for p in sorted((tenant_folder / f"date={(first_day + timedelta(days=d)):%Y-%m-%d}").glob("*.parquet"))
             ]
             data = sort_for_queries(table, pa.concat_tables([pq.read_table(p, partitioning=None) for p in paths]))
             directory = target / table / (f"part={index:03d}" if per_days else "")
@@ -321,7 +343,8 @@ def main(argv: list[str]) -> int:
         # before, as the CLI sees it between two compaction runs: the last two days
         # still hourly and outside the index.
         shutil.copytree(layouts["hourly"], layouts["compacted"], ignore=shutil.ignore_patterns("_*"))
-        compacted = resolve_lake_location(str(layouts["compacted"]))
+        # One tenant (the generator's): compaction and the index work on a tenant's location.
+        compacted = resolve_lake_location(str(layouts["compacted"])).for_tenant(TENANT)
         day_seconds = []
         for d in range(args.days):
             day = f"{first_day + timedelta(days=d):%Y-%m-%d}"
@@ -331,7 +354,7 @@ def main(argv: list[str]) -> int:
             day_seconds.append(time.perf_counter() - began)
             if d == args.days - 3:
                 shutil.copytree(layouts["compacted"], layouts["recent"], ignore=shutil.ignore_patterns("_*"))
-        recent = resolve_lake_location(str(layouts["recent"]))
+        recent = resolve_lake_location(str(layouts["recent"])).for_tenant(TENANT)
         for month in months_to_index(recent):
             build_month_index(recent, month)
         month_seconds = []

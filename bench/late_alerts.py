@@ -1,32 +1,38 @@
 """Late alerts, kept versions, each version's IPs fetched once (issue 11): a day of runs.
 
     python -m bench late_alerts [--hours 24 --alerts-per-hour 60 --late-share 0.02
-                                 --late-minutes 45 --scale 60]
+                                 --late-minutes 45 --settle-minutes 5 --scale 60]
 
 The DAG's steps in-process (no Airflow: list + look-back, batches, the fetch through the
 fetch cache, publish) against the HTTPS simulator, hour after hour on the simulator's
 clock (`now` = end of the hour + settle), with:
 
 - ``--late-share`` of the alerts listable only ``--late-minutes`` after lastUpdateTime
-  (those later than the settle delay are missed by their hour's own run);
+  (those still unlistable at their hour's run, H+1h+settle, are missed by it);
 - every 6 hours one fetch task killed mid-batch (the client dies after half the batch,
   the call in flight lost as with SIGKILL) and retried;
-- every 6 hours a rerun of the hour 3 hours back;
+- every 6 hours a rerun of the hour 3 hours back (at the current clock);
 - a final run one hour after the last, whose look-back finds the last hours' late alerts.
 
 Windows: the real ones divided by ``--scale`` (pacing only; the budget figures are
 counts). Prints: IP calls per alert version (target <= 1.02), look-back listing calls
 and their share of the hourly budget (target <= 2%), IP calls for late versions, late
-alerts missed (target 0: the lake against the ground truth), and the freshness the
-settle delay adds. Asserts nothing.
+alerts missed (target 0: the lake against the ground truth), and freshness, measured:
+for every alert version, the time from its lastUpdateTime (and, for late alerts, from
+when the simulator made it listable) to the commit of the run that landed it, on the
+simulator's clock (the run starts at H+1h+settle; its own wall time is added, unscaled:
+the API here is local, so a deployment's runs take longer), p50/p95/max, on-time and
+late alerts apart. Asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -45,7 +51,7 @@ from mde_pipeline.lake.location import resolve_lake_location  # noqa: E402
 
 DATA_START = datetime(2026, 2, 2, tzinfo=timezone.utc)
 HOURLY_BUDGET = 1500
-SETTLE = timedelta(minutes=5)
+SETTLE_MINUTES = 5.0  # the DAG's default (MDE_ALERT_IPS_SETTLE_SECONDS = 300)
 
 
 class Killed(BaseException):
@@ -71,8 +77,11 @@ def counts(sim) -> dict[str, int]:
     return {endpoint: sum(calls.get(endpoint, {}).values()) for endpoint in ("list", "ips")}
 
 
-def run_hour(sim, client, location, hour, *, lookback, batch_size, kill=False, refetch=False) -> dict:
-    sim.configure(now=(hour + timedelta(hours=1) + SETTLE).isoformat())
+def run_hour(sim, client, location, hour, *, now, lookback, batch_size, kill=False, refetch=False) -> dict:
+    """One run of ``hour`` at ``now`` on the simulator's clock; ``committed_at``: ``now``
+    plus the run's wall time up to the end of publish."""
+    started = time.monotonic()
+    sim.configure(now=now.isoformat())
     context = {"data_interval_start": hour, "data_interval_end": hour + timedelta(hours=1),
                "run_id": f"bench__{hour:%Y%m%dT%H}", "params": {"refetch": refetch}}
     before = counts(sim)
@@ -94,9 +103,51 @@ def run_hour(sim, client, location, hour, *, lookback, batch_size, kill=False, r
                 pass
         results.append(fetch_batch_cached(client, batch, location, client.tenant_id, refetch=refetch, label=f"b{index}"))
     summary = publish_interval(context, results, location)
+    committed_at = now + timedelta(seconds=time.monotonic() - started)
     after = counts(sim)
     return {"lists": after["list"] - before["list"], "own_lists": own_lists, "ips": after["ips"] - before["ips"],
-            "lookback_versions": lookback_ips, "added": sum(summary["lookback_added"].values())}
+            "lookback_versions": lookback_ips, "added": sum(summary["lookback_added"].values()),
+            "committed_at": committed_at, "seconds": (committed_at - now).total_seconds()}
+
+
+def lake_versions(location) -> set[tuple[str, datetime]]:
+    """(alert_id, last_update_time) of every alert version in the lake."""
+    connection = lake_check.connect(location)
+    try:
+        return set(connection.execute("SELECT alert_id, last_update_time FROM alerts").fetchall())
+    finally:
+        connection.close()
+
+
+def percentiles(values: list[float]) -> tuple[float, float, float] | None:
+    """(p50, p95, max), nearest rank; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = lambda p: ordered[max(math.ceil(p * len(ordered)) - 1, 0)]  # noqa: E731
+    return rank(0.50), rank(0.95), ordered[-1]
+
+
+def freshness(landed: dict[tuple[str, datetime], datetime], late_ids: set[str], late_minutes: float) -> dict[str, tuple | None]:
+    """Minutes from each version's lastUpdateTime (and, late ones, from when it became
+    listable) to the commit that landed it: p50/p95/max for on-time and late alerts."""
+    delay = timedelta(minutes=late_minutes)
+    minutes = {"on_time": [], "late": [], "late_after_listable": []}
+    for (alert_id, updated), committed in landed.items():
+        after = (committed - updated).total_seconds() / 60
+        if alert_id in late_ids:
+            minutes["late"].append(after)
+            minutes["late_after_listable"].append((committed - updated - delay).total_seconds() / 60)
+        else:
+            minutes["on_time"].append(after)
+    return {name: (len(values), percentiles(values)) for name, values in minutes.items()}
+
+
+def format_freshness(name: str, figures: tuple[int, tuple | None]) -> str:
+    count, spread = figures
+    if spread is None:
+        return f"  {name}: no versions"
+    return f"  {name} ({count} versions): p50 {spread[0]:.1f} min, p95 {spread[1]:.1f} min, max {spread[2]:.1f} min"
 
 
 def main(argv: list[str]) -> int:
@@ -109,6 +160,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--scale", type=float, default=60)
     parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument("--settle-minutes", type=float, default=SETTLE_MINUTES)
     args = parser.parse_args(argv)
 
     hours = lake_check.hours(DATA_START, DATA_START + timedelta(hours=args.hours))
@@ -122,20 +174,36 @@ def main(argv: list[str]) -> int:
                                                  rate_limits=scaled_rate_limits(args.scale), rate_limit_margin_seconds=0.05))
             config = MdeConnectionConfig.from_parts(host=conn["host"], login=conn["login"], password=conn["password"],
                                                     extra=conn["extra"], conn_id="sim")
-            location = resolve_lake_location(str(tmp_path / "lake"))
+            # The tenant's part of the lake, as the DAG's tasks use it.
+            location = resolve_lake_location(str(tmp_path / "lake")).for_tenant(config.tenant_id)
             lookback = timedelta(hours=args.lookback_hours)
+            settle = timedelta(minutes=args.settle_minutes)
             rows = []
+            landed: dict[tuple[str, datetime], datetime] = {}  # version -> commit that first held it
+
+            def note_landed(row: dict) -> None:
+                for version in lake_versions(location) - landed.keys():
+                    landed[version] = row["committed_at"]
+
             with MdeClient(config) as client:
                 for number, hour in enumerate([*hours, hours[-1] + timedelta(hours=1)]):
-                    rows.append(run_hour(sim, client, location, hour, lookback=lookback, batch_size=args.batch_size,
-                                         kill=number % 6 == 0 and number < len(hours)))
+                    now = hour + timedelta(hours=1) + settle
+                    rows.append(run_hour(sim, client, location, hour, now=now, lookback=lookback,
+                                         batch_size=args.batch_size, kill=number % 6 == 0 and number < len(hours)))
+                    note_landed(rows[-1])
                     if number % 6 == 3:
-                        rows.append(run_hour(sim, client, location, hours[number - 3], lookback=lookback,
-                                             batch_size=args.batch_size))
+                        rows.append(run_hour(sim, client, location, hours[number - 3], now=rows[-1]["committed_at"],
+                                             lookback=lookback, batch_size=args.batch_size))
+                        note_landed(rows[-1])
             truth = sim.ground_truth()
             comparison = lake_check.compare(location, truth, hours)
             lateness = Lateness(truth["seed"], args.late_share)
             late_ids = [i for i in truth["alerts"] if lateness.is_late(i)]
+            connection = lake_check.connect(location)
+            late_by = dict(connection.execute(
+                "SELECT found_by_lookback_at IS NOT NULL, count(*) FROM alerts WHERE alert_id IN (SELECT unnest($1)) GROUP BY 1",
+                [late_ids or [""]]).fetchall())
+            connection.close()
 
     versions = comparison.expected_alerts + comparison.kept_versions
     ips = sum(r["ips"] for r in rows)
@@ -150,9 +218,15 @@ def main(argv: list[str]) -> int:
           f"rows added to committed hours: {sum(r['added'] for r in rows)}")
     print(f"late alerts missed: {len([p for p in comparison.problems if p.endswith('is missing')])} (target 0); "
           f"lake vs ground truth: {'exact' if comparison.exact else comparison}")
-    print(f"freshness: the settle delay adds {SETTLE.total_seconds() / 60:g} min to every hour "
-          f"(an hour's rows land at H+1h+{SETTLE.total_seconds() / 60:g}min + the run's own time); "
-          f"alerts later than the settle land with the next run, 1 h later")
+    print(f"late versions landed by their hour's own run: {late_by.get(False, 0)}, by a look-back: {late_by.get(True, 0)} "
+          f"(found_by_lookback_at)")
+    figures = freshness(landed, set(late_ids), args.late_minutes)
+    seconds = percentiles([r["seconds"] for r in rows])
+    print(f"freshness, lastUpdateTime -> committed (runs list at H+1h+settle, settle {args.settle_minutes:g} min; "
+          f"a run's own wall time here: p50 {seconds[0]:.1f} s, max {seconds[2]:.1f} s):")
+    print(format_freshness("on-time alerts", figures["on_time"]))
+    print(format_freshness("late alerts", figures["late"]))
+    print(format_freshness(f"late alerts, from listable (lastUpdateTime + {args.late_minutes:g} min)", figures["late_after_listable"]))
     return 0
 
 

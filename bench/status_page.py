@@ -32,9 +32,10 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from bench.lake_queries import TENANT as LAKE_TENANT
 from bench.lake_queries import generate_lake, interval_tables
 
-TENANT, CLIENT = "bench-tenant", "bench-client"
+TENANT, CLIENT = LAKE_TENANT, "bench-client"
 
 
 def write_ledger(directory: Path, now: float) -> None:
@@ -82,12 +83,13 @@ def main(argv: list[str]) -> int:
         from mde_pipeline.lake.compaction import compact_day
         from mde_pipeline.lake.location import resolve_lake_location
 
-        location = resolve_lake_location(str(lake_root))
+        # The rows' tenant (bench.lake_queries) is the partition; the connection names it too.
+        location = resolve_lake_location(str(lake_root)).for_tenant(TENANT)
         if not (work / "generated.json").exists():
             began = time.perf_counter()
             print(f"generating {args.days} days x {args.alerts_per_day} alerts into {lake_root} ...", flush=True)
             generate_lake(location, first_day, args.days, alerts_per_day=args.alerts_per_day, ips_per_alert=args.ips_per_alert,
-                          progress=lambda d: d % 30 == 0 and print(f"  {d} days, {time.perf_counter() - began:.0f} s", flush=True))
+                          tenant_id=TENANT, progress=lambda d: d % 30 == 0 and print(f"  {d} days, {time.perf_counter() - began:.0f} s", flush=True))
             for back in range(args.hourly_days, args.days):
                 day = f"{hour - timedelta(days=back):%Y-%m-%d}"
                 if day >= f"{first_day:%Y-%m-%d}":
@@ -96,7 +98,7 @@ def main(argv: list[str]) -> int:
             for back in (3, 4, 30, 31, 32):  # missing hours, hourly and inside compacted days
                 start = hour - timedelta(hours=back)
                 for table in ("alerts", "alert_ips"):
-                    path = lake_root / table / f"date={start:%Y-%m-%d}" / f"interval={start:%Y%m%dT%H}.parquet"
+                    path = Path(location.path(table, f"date={start:%Y-%m-%d}", f"interval={start:%Y%m%dT%H}.parquet"))
                     path.unlink(missing_ok=True)
             (work / "generated.json").write_text(json.dumps({"first_day": first_day.isoformat()}))
             print(f"generated and compacted in {time.perf_counter() - began:.0f} s", flush=True)
@@ -140,7 +142,8 @@ def main(argv: list[str]) -> int:
         new_hour = hour - timedelta(hours=3)
         from mde_pipeline.lake.commit import commit_interval
 
-        commit_interval(location, new_hour, interval_tables(new_hour, alerts_per_day=args.alerts_per_day, ips_per_alert=args.ips_per_alert))
+        commit_interval(location, new_hour, interval_tables(new_hour, alerts_per_day=args.alerts_per_day, ips_per_alert=args.ips_per_alert,
+                                                            tenant_id=TENANT))
         began = time.perf_counter()
         get("/api/status")
         after_commit = time.perf_counter() - began

@@ -2,9 +2,14 @@
 
 Flow only; the logic lives in plugins/mde_pipeline/airflow and below (see docs/DESIGN.md).
 
+- One DAG per tenant from this one file: Variable ``mde_tenants`` (a JSON list of names,
+  read at parse time from ``AIRFLOW_VAR_MDE_TENANTS`` first; mde_pipeline.airflow.tenants)
+  gives ``mde_alert_ips_<name>`` on connection ``mde_<name>`` in pool ``mde_api_<name>``.
+  Without it: ``mde_alert_ips`` on ``mde_default`` in pool ``mde_api``. A Variable that
+  does not parse is an import error of this file naming it, never a silent change of DAGs.
 - A real one-hour data interval (``CronDataIntervalTimetable``), so run N loads alerts
   whose ``lastUpdateTime`` lies in ``[data_interval_start, data_interval_end)``.
-- Every API call runs in pool ``mde_api`` (listing too: the budget is shared).
+- Every API call runs in the tenant's pool (listing too: the budget is shared).
 - Backfill tasks yield to scheduled ones (``ScheduledBeforeBackfill``, by import path).
 - ``settle`` defers until ``data_interval_end + settle`` (MDE_ALERT_IPS_SETTLE_SECONDS).
 - ``list_alerts`` also looks back (MDE_ALERT_IPS_LOOKBACK_HOURS) for late versions of
@@ -27,52 +32,65 @@ from mde_pipeline.airflow.lake_tasks import publish_interval
 from mde_pipeline.airflow.operators import MdeFetchAlertIpsOperator, MdeListAlertsOperator
 from mde_pipeline.airflow.priority import PRIORITY_WEIGHT_RULE
 from mde_pipeline.airflow.settle import MdeSettleOperator
+from mde_pipeline.airflow.tenants import TenantDag, configured_tenant_dags
 
-with DAG(
-    dag_id="mde_alert_ips",
-    description="IP addresses of every Microsoft Defender for Endpoint alert, into the lake",
-    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
-    # Far enough back that `airflow backfill create` covers the 180-day retention window.
-    start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
-    catchup=False,
-    max_active_runs=settings.MAX_ACTIVE_RUNS,
-    default_args={
-        "retries": settings.TASK_RETRIES,
-        "retry_delay": settings.RETRY_DELAY,
-        "retry_exponential_backoff": True,
-        "execution_timeout": settings.EXECUTION_TIMEOUT,
-        "weight_rule": PRIORITY_WEIGHT_RULE,
-    },
-    tags=["mde", "security"],
-    params={
-        "batch_size": Param(settings.DEFAULT_BATCH_SIZE, type="integer", minimum=1),
-        # Fresh API calls for every alert version, even when the fetch cache holds it, and
-        # the hour replaced whole (a rerun that must replace data).
-        "refetch": Param(False, type="boolean"),
-    },
-    # An hour not committed within MDE_FRESHNESS_DEADLINE_MINUTES (60) of its end: a log line.
-    deadline=freshness_deadline(),
-) as dag:
-    # Wait (deferred: no worker slot, not in pool mde_api) until the hour has settled.
-    settle = MdeSettleOperator(task_id="settle")
 
-    batches = MdeListAlertsOperator(
-        task_id="list_alerts",
-        pool=settings.MDE_POOL,
-        batch_size="{{ params.batch_size }}",
-    )
+def hourly_dag(tenant: TenantDag) -> DAG:
+    """One tenant's hourly DAG (a function, so each DAG's tasks keep their own tenant)."""
+    with DAG(
+        dag_id=tenant.dag_id,
+        description="IP addresses of every Microsoft Defender for Endpoint alert, into the lake"
+        + (f" (tenant {tenant.name}, connection {tenant.conn_id})" if tenant.name else ""),
+        schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
+        # Far enough back that `airflow backfill create` covers the 180-day retention window.
+        start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
+        catchup=False,
+        max_active_runs=settings.MAX_ACTIVE_RUNS,
+        default_args={
+            "retries": settings.TASK_RETRIES,
+            "retry_delay": settings.RETRY_DELAY,
+            "retry_exponential_backoff": True,
+            "execution_timeout": settings.EXECUTION_TIMEOUT,
+            "weight_rule": PRIORITY_WEIGHT_RULE,
+        },
+        tags=["mde", "security", *([f"tenant:{tenant.name}"] if tenant.name else [])],
+        params={
+            "batch_size": Param(settings.DEFAULT_BATCH_SIZE, type="integer", minimum=1),
+            # Fresh API calls for every alert version, even when the fetch cache holds it, and
+            # the hour replaced whole (a rerun that must replace data).
+            "refetch": Param(False, type="boolean"),
+        },
+        # An hour not committed within MDE_FRESHNESS_DEADLINE_MINUTES (60) of its end: a log line.
+        deadline=freshness_deadline(),
+    ) as dag:
+        # Wait (deferred: no worker slot, not in the API pool) until the hour has settled.
+        settle = MdeSettleOperator(task_id="settle")
 
-    settle >> batches
+        batches = MdeListAlertsOperator(
+            task_id="list_alerts",
+            mde_conn_id=tenant.conn_id,
+            pool=tenant.pool,
+            batch_size="{{ params.batch_size }}",
+        )
 
-    fetched = MdeFetchAlertIpsOperator.partial(
-        task_id="fetch_ips", pool=settings.MDE_POOL, refetch="{{ params.refetch }}"
-    ).expand(batch=batches.output)
+        settle >> batches
 
-    @task(outlets=LAKE_ASSETS, trigger_rule="none_failed")
-    def publish(results, **context):
-        # An hour without alerts maps zero batches (skipped): it still commits empty files.
-        # Index by length: iterating a lazy XCom sequence probes past its end and logs an error.
-        batches = [results[i] for i in range(len(results))] if results is not None else []
-        return publish_interval(context, batches)
+        fetched = MdeFetchAlertIpsOperator.partial(
+            task_id="fetch_ips", mde_conn_id=tenant.conn_id, pool=tenant.pool, refetch="{{ params.refetch }}"
+        ).expand(batch=batches.output)
 
-    publish(fetched.output)
+        @task(outlets=LAKE_ASSETS, trigger_rule="none_failed")
+        def publish(results, mde_conn_id: str, **context):
+            # An hour without alerts maps zero batches (skipped): it still commits empty files.
+            # Index by length: iterating a lazy XCom sequence probes past its end and logs an error.
+            batches = [results[i] for i in range(len(results))] if results is not None else []
+            # The connection names the tenant, whose part of the lake holds the staged listing.
+            return publish_interval(context, batches, mde_conn_id=mde_conn_id)
+
+        publish(fetched.output, mde_conn_id=tenant.conn_id)
+    return dag
+
+
+for _tenant in configured_tenant_dags():
+    # A module-level name per DAG, as the DagBag and `airflow dags test` look them up.
+    globals()[_tenant.dag_id] = hourly_dag(_tenant)

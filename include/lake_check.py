@@ -9,7 +9,9 @@ status and invalid strings, and its ``alert_ips`` rows are exactly its canonical
 once each. Besides, the lake may keep earlier versions of an alert (the pipeline never
 drops a version it loaded, issue 11): each at most once, a version the simulator really
 had, with that version's IPs (or none, when /ips answered 404); they are counted in
-``kept_versions``. Nothing else is in the lake.
+``kept_versions``. Nothing else is in the lake (or, with ``tenant_id``, in that tenant's
+partition: a lake of several tenants is checked one simulator, so one tenant, at a time),
+and every file's rows carry the tenant of its ``tenant_id=`` folder.
 """
 
 from __future__ import annotations
@@ -41,25 +43,64 @@ def open_lake(root: str | Path | LakeLocation, conn_id: str | None = None) -> La
     return resolve_lake_location(str(root))
 
 
-def connect(root: str | Path | LakeLocation, conn_id: str | None = None) -> duckdb.DuckDBPyConnection:
-    """DuckDB with views ``alerts`` and ``alert_ips`` over the lake (Hive partitions).
+TABLES = ("alerts", "alert_ips")
+HIVE = "hive_partitioning = true, hive_types = {'tenant_id': VARCHAR, 'date': DATE}"
+
+
+def connect(
+    root: str | Path | LakeLocation, conn_id: str | None = None, tenant_id: str | None = None
+) -> duckdb.DuckDBPyConnection:
+    """DuckDB with views ``alerts`` and ``alert_ips`` over the lake (Hive partitions
+    ``tenant_id`` and ``date``): every tenant's rows, or ``tenant_id``'s only.
 
     A local root is read directly; an ``abfs://`` one through the project's own
-    filesystem (see :func:`open_lake`), registered with DuckDB.
+    filesystem (see :func:`open_lake`), registered with DuckDB. A lake in the layout from
+    before tenants is refused (lake.tenants.check_not_legacy).
     """
+    from mde_pipeline.lake.location import TENANT_PREFIX
+    from mde_pipeline.lake.tenants import check_not_legacy, replace_tenant
+
     location = open_lake(root, conn_id)
+    tenant_id = tenant_id or location.tenant_id  # a tenant's location: that tenant's rows
+    location = replace_tenant(location, None)
+    check_not_legacy(location)
     con = duckdb.connect()
     if not location.is_local:
         con.register_filesystem(location.fs)
-    for table in ("alerts", "alert_ips"):
-        pattern = location.table_glob(table)
+    tenant = "*" if tenant_id is None else tenant_id
+    for table in TABLES:
         location.fs.invalidate_cache()
-        if not location.fs.glob(location.path(table, "*", "*.parquet")):
-            raise AssertionError(f"no {table} files under {root}")
+        if not location.fs.glob(location.path(table, f"{TENANT_PREFIX}{tenant}", "*", "*.parquet")):
+            suffix = "" if tenant_id is None else f" for tenant {tenant_id}"
+            raise AssertionError(f"no {table} files under {root}{suffix}")
+        where = "" if tenant_id is None else " WHERE tenant_id = '" + tenant_id.replace("'", "''") + "'"
         con.execute(
-            f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{pattern}', hive_partitioning = true, union_by_name = false)"
+            f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{location.table_glob(table)}', {HIVE}, "
+            f"union_by_name = false){where}"
         )
     return con
+
+
+def misplaced_rows(root: str | Path | LakeLocation, conn_id: str | None = None) -> list[str]:
+    """Files holding rows whose ``tenant_id`` column is not their folder's tenant (the
+    views show the folder's value, so this reads the files' own column)."""
+    from mde_pipeline.lake.tenants import replace_tenant
+
+    location = replace_tenant(open_lake(root, conn_id), None)
+    con = duckdb.connect()
+    if not location.is_local:
+        con.register_filesystem(location.fs)
+    found = []
+    for table in TABLES:
+        found += [
+            f"{table}: {name} holds rows of tenant {tenant}"
+            for name, tenant in con.execute(
+                f"SELECT DISTINCT filename, tenant_id FROM read_parquet('{location.table_glob(table)}', "
+                "hive_partitioning = false, filename = true) "
+                "WHERE NOT contains(filename, '/tenant_id=' || tenant_id || '/') ORDER BY ALL"
+            ).fetchall()
+        ]
+    return found
 
 
 def parse_time(value: str) -> datetime:
@@ -102,21 +143,28 @@ def expected_rows(ground_truth: dict[str, Any], intervals: Iterable[datetime]) -
 
 
 def compare(
-    root: str | Path | LakeLocation, ground_truth: dict[str, Any], intervals: Iterable[datetime], conn_id: str | None = None
+    root: str | Path | LakeLocation,
+    ground_truth: dict[str, Any],
+    intervals: Iterable[datetime],
+    conn_id: str | None = None,
+    *,
+    tenant_id: str | None = None,
 ) -> LakeComparison:
+    """The lake (or ``tenant_id``'s partition of it) against one simulator's ground truth."""
     intervals = list(intervals)
     expected = expected_rows(ground_truth, intervals)
     result = LakeComparison(
         expected_alerts=len(expected),
         expected_ips=sum(len(t["ips"]) for t in expected.values()),
     )
-    con = connect(root, conn_id)
+    con = connect(root, conn_id, tenant_id)
     alerts = con.execute(
         "SELECT alert_id, last_update_time, ips_status, ip_count, invalid_ip_values, tenant_id, date FROM alerts"
     ).fetchall()
     ips = con.execute("SELECT alert_id, alert_last_update_time, ip, ip_version FROM alert_ips").fetchall()
     result.lake_alerts, result.lake_ips = len(alerts), len(ips)
     problems = result.problems
+    problems.extend(misplaced_rows(root, conn_id))
 
     seen: dict[str, int] = {}
     kept: dict[tuple, int] = {}
@@ -173,24 +221,24 @@ def compare(
 
 
 def summary(root: str | Path) -> str:
-    """What landed, per day: what `make run` prints."""
+    """What landed, per tenant and day: what `make run` prints."""
     con = connect(root)
     rows = con.execute(
         """
-        SELECT a.date, count(*) AS alerts,
+        SELECT a.tenant_id, a.date, count(*) AS alerts,
                count(*) FILTER (WHERE ips_status = 'ok') AS with_ips,
                count(*) FILTER (WHERE ips_status = 'empty') AS empty,
                count(*) FILTER (WHERE ips_status = 'not_found') AS not_found,
                sum(len(coalesce(invalid_ip_values, []))) AS invalid_ip_strings,
                sum(ip_count) AS alert_ips
-        FROM alerts a GROUP BY a.date ORDER BY a.date
+        FROM alerts a GROUP BY a.tenant_id, a.date ORDER BY a.tenant_id, a.date
         """
     ).fetchall()
     top = con.execute(
         "SELECT ip, count(DISTINCT alert_id) AS alerts FROM alert_ips GROUP BY ip ORDER BY alerts DESC, ip LIMIT 5"
     ).fetchall()
-    lines = ["date        alerts  with_ips  empty  not_found  invalid_ip_strings  alert_ips"]
-    lines += [f"{d!s:<11} {a:>6}  {w:>8}  {e:>5}  {n:>9}  {i:>18}  {p:>9}" for d, a, w, e, n, i, p in rows]
+    lines = [f"{'tenant_id':<36} date        alerts  with_ips  empty  not_found  invalid_ip_strings  alert_ips"]
+    lines += [f"{t:<36} {d!s:<11} {a:>6}  {w:>8}  {e:>5}  {n:>9}  {i:>18}  {p:>9}" for t, d, a, w, e, n, i, p in rows]
     lines.append("most frequent IPs: " + ", ".join(f"{ip} ({n})" for ip, n in top))
     return "\n".join(lines)
 

@@ -71,9 +71,12 @@ class AirflowHome:
             )
         return proc
 
-    def test_runs(self, dag_id: str, run_ats, conf: dict | None = None, timeout: float = 900) -> list[dict]:
-        """Run ``dag.test()`` for each logical date in one process; one result dict each."""
-        args = [str(REPO / "include" / "dag_runs.py"), dag_id, *[t.isoformat() if hasattr(t, "isoformat") else str(t) for t in run_ats]]
+    def test_runs(self, dag_id: str | list[str], run_ats, conf: dict | None = None, timeout: float = 900) -> list[dict]:
+        """Run ``dag.test()`` for each logical date in one process; one result dict each.
+        Several DAG ids: each date for every DAG in turn (one process start-up for all)."""
+        dag_ids = [dag_id] if isinstance(dag_id, str) else list(dag_id)
+        run_ats = list(run_ats)
+        args = [str(REPO / "include" / "dag_runs.py"), ",".join(dag_ids), *[t.isoformat() if hasattr(t, "isoformat") else str(t) for t in run_ats]]
         if conf is not None:
             args += ["--conf", json.dumps(conf)]
         proc = subprocess.run(
@@ -81,11 +84,20 @@ class AirflowHome:
         )
         self.last_output = proc.stdout + proc.stderr
         runs = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"run_at"')]
-        if proc.returncode != 0 or len(runs) != len(args) - 2 - (2 if conf is not None else 0):
+        if proc.returncode != 0 or len(runs) != len(run_ats) * len(dag_ids):
             raise AssertionError(f"dag_runs.py exited {proc.returncode}\n{self.last_output[-8000:]}")
         return runs
 
     def import_pools(self, pools_file: Path = REPO / "include" / "pools.json") -> None:
+        """The pools file, plus pool ``mde_api_<name>`` (same slots) for each tenant of
+        Variable mde_tenants as this home's processes see it (``AIRFLOW_VAR_MDE_TENANTS``)."""
+        from mde_pipeline.airflow.tenants import TENANTS_ENV, parse_tenants, tenant_pools
+
+        names = parse_tenants(self.env.get(TENANTS_ENV))
+        if names:
+            document = tenant_pools(json.loads(pools_file.read_text()), names)
+            pools_file = self.path / "pools.tenants.json"
+            pools_file.write_text(json.dumps(document, indent=2))
         self.cli("pools", "import", str(pools_file))
 
     def set_pool(self, name: str, slots: int) -> None:

@@ -10,6 +10,12 @@
    environment (AIRFLOW_CONN_MDE_DEFAULT, AIRFLOW_VAR_MDE_LAKE_ROOT).
 4. Prints a DuckDB summary of the lake and checks it against the simulator's ground truth.
 
+With tenants (``AIRFLOW_VAR_MDE_TENANTS='["a", "b"]' make run``, Variable mde_tenants):
+one simulator per tenant (its own tenant id and alerts, include/tenant_simulators.py),
+pool ``mde_api_<name>`` for each, DAG ``mde_alert_ips_<name>`` on connection
+``mde_<name>`` for every hour, and each tenant's lake partition checked against its own
+simulator.
+
 Options: --hours N (default 3), --alerts-per-hour N (default 30), --lake DIR (default
 <repo>/lake), --keep-lake (do not clear the lake first).
 """
@@ -17,15 +23,18 @@ Options: --hours N (default 3), --alerts-per-hour N (default 30), --lake DIR (de
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
+from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import lake_check
 from local_airflow import REPO, AirflowHome, lake_env
-from mde_simulator.process import SimulatorProcess
+from mde_pipeline.airflow.tenants import TENANTS_ENV, TenantsConfigError, parse_tenants, tenant_dags
+from tenant_simulators import simulators_env, start_simulators
 
 
 def repo_home() -> AirflowHome:
@@ -46,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lake", type=Path, default=REPO / "lake")
     parser.add_argument("--keep-lake", action="store_true")
     args = parser.parse_args(argv)
+    try:
+        names = parse_tenants(os.environ.get(TENANTS_ENV))
+    except TenantsConfigError as exc:
+        print(f"{TENANTS_ENV}: {exc}", file=sys.stderr)
+        return 2
 
     end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
     start = end - timedelta(hours=args.hours)
@@ -55,35 +69,50 @@ def main(argv: list[str] | None = None) -> int:
 
     home = repo_home()
 
-    print(f"== starting the simulator: {args.alerts_per_hour * args.hours} alerts, {start:%Y-%m-%d %H:%M} to {end:%H:%M} UTC")
-    with SimulatorProcess(
-        REPO / ".sim",
-        alerts=args.alerts_per_hour * args.hours,
-        start=start.isoformat(),
-        end=end.isoformat(),
-        invalid_ip_rate=0.05,
-        vanish_rate=0.03,
-    ) as sim:
+    print(f"== starting the simulator{'s of tenants ' + ', '.join(names) if names else ''}: "
+          f"{args.alerts_per_hour * args.hours} alerts{' each' if names else ''}, {start:%Y-%m-%d %H:%M} to {end:%H:%M} UTC")
+    with ExitStack() as stack:
+        sims = start_simulators(
+            stack,
+            REPO / ".sim",
+            names,
+            alerts=args.alerts_per_hour * args.hours,
+            start=start.isoformat(),
+            end=end.isoformat(),
+            invalid_ip_rate=0.05,
+            vanish_rate=0.03,
+        )
         # No deadline alert under `dags test` (Airflow 3.3.2 bug, see airflow/freshness.py).
-        home.extra_env = {**sim.env(), **lake_env(args.lake), "MDE_FRESHNESS_DEADLINE_MINUTES": "0"}
+        home.extra_env = {**simulators_env(sims), **lake_env(args.lake), "MDE_FRESHNESS_DEADLINE_MINUTES": "0"}
+        if names:
+            home.import_pools()  # mde_api_<name> for each tenant
         began = time.monotonic()
-        for interval in intervals:
-            # A manual run at time T loads the hour that ends at T (CronDataIntervalTimetable).
-            run_at = interval + timedelta(hours=1)
-            print(f"== airflow dags test mde_alert_ips {run_at.isoformat()}  (loads {interval:%H:%M}-{run_at:%H:%M} UTC)")
-            home.cli("dags", "test", "mde_alert_ips", run_at.isoformat())
+        for dag in tenant_dags(names):
+            for interval in intervals:
+                # A manual run at time T loads the hour that ends at T (CronDataIntervalTimetable).
+                run_at = interval + timedelta(hours=1)
+                print(f"== airflow dags test {dag.dag_id} {run_at.isoformat()}  (loads {interval:%H:%M}-{run_at:%H:%M} UTC)")
+                home.cli("dags", "test", dag.dag_id, run_at.isoformat())
         took = time.monotonic() - began
-        stats = sim.stats()
-        truth = sim.ground_truth()
+        stats = {name: sim.stats() for name, sim in sims.items()}
+        truths = {name: sim.ground_truth() for name, sim in sims.items()}
 
     print(f"\n== the lake at {args.lake} (DuckDB, hive_partitioning)")
     print(lake_check.summary(args.lake))
-    comparison = lake_check.compare(args.lake, truth, intervals)
-    calls = {endpoint: sum(codes.values()) for endpoint, codes in stats["calls"].items()}
-    print(f"\n== {len(intervals)} hourly runs in {took:.0f}s; API calls {calls}; 429s received: {stats['throttled']}")
-    print(f"== against the simulator's ground truth: {comparison}")
-    print(f"\nQuery it yourself: .venv/bin/python -c \"import duckdb; print(duckdb.sql(\\\"SELECT * FROM read_parquet('{args.lake}/alert_ips/*/*.parquet', hive_partitioning=true) LIMIT 5\\\"))\"")
-    return 0 if comparison.exact else 1
+    root = lake_check.open_lake(args.lake)
+    exact = True
+    print(f"\n== {len(intervals) * len(sims)} hourly runs in {took:.0f}s")
+    for name, truth in truths.items():
+        # Each tenant's partition against its own simulator: its rows, and nothing else.
+        comparison = lake_check.compare(root.for_tenant(truth["tenant_id"]), truth, intervals)
+        exact = exact and comparison.exact
+        calls = {endpoint: sum(codes.values()) for endpoint, codes in stats[name]["calls"].items()}
+        who = f"tenant {name} ({truth['tenant_id']})" if name else f"tenant {truth['tenant_id']}"
+        print(f"== {who}: API calls {calls}; 429s received: {stats[name]['throttled']}")
+        print(f"   against the simulator's ground truth: {comparison}")
+    glob = f"{args.lake}/alert_ips/*/*/*.parquet"
+    print(f"\nQuery it yourself: .venv/bin/python -c \"import duckdb; print(duckdb.sql(\\\"SELECT * FROM read_parquet('{glob}', hive_partitioning=true) LIMIT 5\\\"))\"")
+    return 0 if exact else 1
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@
 #   3. migrate the metadata database;
 #   4. create the admin user, or set its password from .env when it exists (a changed
 #      _AIRFLOW_WWW_USER_PASSWORD takes effect at the next `docker compose up`);
-#   5. import the pools (mde_api) from include/pools.json and show the result.
+#   5. import the pools (mde_api) from include/pools.json and, when .env sets
+#      AIRFLOW_VAR_MDE_TENANTS, create pool mde_api_<name> per tenant (same slots), then
+#      show the result.
 # DAGs are not unpaused here: they reach the metadata DB only once the dag-processor has
 # parsed them, after this script (docs/DEPLOYMENT.md says how to unpause them).
 # Any failing step stops the script with a non-zero status, so no other service starts.
@@ -72,6 +74,11 @@ fi
 
 step "Importing pools from ${POOLS_FILE}"
 "${ENTRYPOINT}" airflow pools import "${POOLS_FILE}"
+if [[ -n "${AIRFLOW_VAR_MDE_TENANTS:-}" ]]; then
+  # One pool per tenant DAG (mde_alert_ips_<name>); a Variable that does not parse stops here.
+  step "Creating a pool per tenant of Variable mde_tenants"
+  "${ENTRYPOINT}" python "${DEPLOY_DIR}/tenant_pools.py" --pools "${POOLS_FILE}"
+fi
 "${ENTRYPOINT}" airflow pools get mde_api --output json
 
 step "airflow-init done"

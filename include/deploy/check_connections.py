@@ -3,8 +3,9 @@
 docker-compose's airflow-init runs this (include/deploy/airflow_init.sh); tests run it
 on the example env files. It reads the connections exactly the way a task does:
 
-* ``mde_default``: ``MdeHook().get_config()``, the parser the operators use (tenant,
-  credential choice, cloud and endpoints, rate limits, timeouts);
+* ``mde_default`` (or with ``AIRFLOW_VAR_MDE_TENANTS`` each tenant's ``mde_<name>``):
+  ``MdeHook(conn_id).get_config()``, the parser the operators use (tenant, credential
+  choice, cloud and endpoints, rate limits, timeouts);
 * the lake: ``configured_lake_location()`` with Variables ``mde_lake_root`` and
   ``mde_lake_conn_id`` (``AIRFLOW_VAR_*``); an ``abfs://`` root opens its filesystem
   through connection ``mde_lake`` (no network call is made).
@@ -99,22 +100,33 @@ def precheck(conn_id: str, environ, *, required: bool) -> list[str]:
     return problems
 
 
-def check_mde(environ, probe: bool = False) -> tuple[list[str], str | None]:
-    problems = precheck(MDE_CONN_ID, environ, required=True)
+def mde_conn_ids(environ) -> tuple[list[str], list[str]]:
+    """(connection ids the hourly DAGs use, problems): ``mde_default``, or ``mde_<name>``
+    per tenant of ``AIRFLOW_VAR_MDE_TENANTS`` (mde_pipeline.airflow.tenants)."""
+    from mde_pipeline.airflow.tenants import TENANTS_ENV, TenantsConfigError, parse_tenants, tenant_dags
+
+    try:
+        return [dag.conn_id for dag in tenant_dags(parse_tenants(environ.get(TENANTS_ENV)))], []
+    except TenantsConfigError as exc:
+        return [], [f"{TENANTS_ENV}: {exc}"]
+
+
+def check_mde(environ, probe: bool = False, conn_id: str = MDE_CONN_ID) -> tuple[list[str], str | None]:
+    problems = precheck(conn_id, environ, required=True)
     if problems:
         return problems, None
     from mde_pipeline.airflow.hooks import MdeConfigurationError, MdeHook
 
-    hook = MdeHook(MDE_CONN_ID)
+    hook = MdeHook(conn_id)
     try:
         config = hook.get_config()
     except MdeConfigurationError as exc:
         return [str(exc)], None  # names the field to fix, never its value
     except Exception as exc:  # lookup errors: say which, not the content
-        return [f"connection {MDE_CONN_ID!r} cannot be read: {type(exc).__name__}"], None
+        return [f"connection {conn_id!r} cannot be read: {type(exc).__name__}"], None
     limits = [[w.limit, w.seconds] for w in config.rate_limits]
     summary = (
-        f"{MDE_CONN_ID}: {config.auth_method} auth, cloud {config.endpoints.cloud}, "
+        f"{conn_id}: {config.auth_method} auth, cloud {config.endpoints.cloud}, "
         f"API {config.api_base_url}, rate limits {limits} x share {config.rate_limit_share}"
     )
     if probe:
@@ -123,9 +135,20 @@ def check_mde(environ, probe: bool = False) -> tuple[list[str], str | None]:
         finally:
             hook.close()
         if not works:
-            return [f"{MDE_CONN_ID}: {message}"], None
+            return [f"{conn_id}: {message}"], None
         summary += "; listed an alert"
     return [], summary
+
+
+def check_tenants(environ, probe: bool = False) -> tuple[list[str], list[str]]:
+    """Every MDE connection the hourly DAGs use: (problems, summaries)."""
+    conn_ids, problems = mde_conn_ids(environ)
+    summaries = []
+    for conn_id in conn_ids:
+        found, summary = check_mde(environ, probe=probe, conn_id=conn_id)
+        problems += found
+        summaries += [summary] if summary else []
+    return problems, summaries
 
 
 def check_lake(environ, probe: bool = False) -> tuple[list[str], str | None]:
@@ -175,12 +198,11 @@ def main(argv: list[str] | None = None, environ=os.environ) -> int:
                         help="also call the API once and look the lake container up")
     args = parser.parse_args(argv)
     _put_plugins_on_path()
-    problems: list[str] = []
-    for check in (check_mde, check_lake):
-        found, summary = check(environ, probe=args.probe)
-        problems.extend(found)
-        if summary:
-            print(f"OK  {summary}")
+    problems, summaries = check_tenants(environ, probe=args.probe)
+    found, summary = check_lake(environ, probe=args.probe)
+    problems += found
+    for line in summaries + ([summary] if summary else []):
+        print(f"OK  {line}")
     for problem in problems:
         print(f"ERROR  {problem}", file=sys.stderr)
     if problems:

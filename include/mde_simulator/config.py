@@ -167,23 +167,30 @@ def validate_runtime(update: dict) -> dict:
 
 
 def parse_retry_after_script(value) -> list[dict]:
-    """[answer, ...]: "<Retry-After>" (a 429) or {"status": 429|503, "retry_after": str|null}.
+    """[answer, ...]: "<Retry-After>" (a 429) or {"status": 429|503, "retry_after": str|null,
+    "tenant_id": str (optional)}.
 
     The header is sent exactly as given ("999999999", "soon", "-5", "0", an HTTP-date),
-    so clients can be tested against values the real service should never send."""
+    so clients can be tested against values the real service should never send. An answer
+    with a ``tenant_id`` goes only to a call of that tenant (the service throttles per app
+    and tenant), so one tenant can be throttled while the others go on."""
     if not isinstance(value, list):
         raise ValueError("retry_after_script must be a list of answers")
     answers = []
     for item in value:
         if isinstance(item, str):
             item = {"status": 429, "retry_after": item}
-        if (not isinstance(item, dict) or set(item) - {"status", "retry_after"}
+        if (not isinstance(item, dict) or set(item) - {"status", "retry_after", "tenant_id"}
                 or item.get("status", 429) not in SCRIPTED_STATUSES
                 or not isinstance(item.get("retry_after"), (str, type(None)))
-                or any(c in (item.get("retry_after") or "") for c in "\r\n")):
+                or any(c in (item.get("retry_after") or "") for c in "\r\n")
+                or not isinstance(item.get("tenant_id", ""), str)):
             raise ValueError(f"retry_after_script answer {item!r}: a Retry-After string or "
-                             '{"status": 429|503, "retry_after": string|null}')
-        answers.append({"status": item.get("status", 429), "retry_after": item.get("retry_after")})
+                             '{"status": 429|503, "retry_after": string|null, "tenant_id": string}')
+        answer = {"status": item.get("status", 429), "retry_after": item.get("retry_after")}
+        if item.get("tenant_id"):
+            answer["tenant_id"] = item["tenant_id"].lower()
+        answers.append(answer)
     return answers
 
 

@@ -95,11 +95,18 @@ class Faults:
                 return "fail"
             return "non_string" if alert_id in self.ips_non_string else None
 
-    def scripted(self, endpoint: str) -> dict | None:
-        """The next scripted answer ({"status", "retry_after"}) for this call, or None."""
+    def scripted(self, endpoint: str, tenant_id: str | None = None) -> dict | None:
+        """The next scripted answer ({"status", "retry_after"}) for this call, or None.
+
+        An answer naming a tenant waits for a call of that tenant; calls of other
+        tenants pass it by (they get the next answer meant for anyone, or none)."""
         with self._lock:
-            if endpoint in self.endpoints and self.script:
-                return self.script.popleft()
+            if endpoint not in self.endpoints:
+                return None
+            for index, answer in enumerate(self.script):
+                if answer.get("tenant_id") in (None, (tenant_id or "").lower()):
+                    del self.script[index]
+                    return answer
             return None
 
     def proxied_404(self, alert_id: str | None) -> bool:

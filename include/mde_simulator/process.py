@@ -171,6 +171,11 @@ class SimulatorProcess:
     def stats(self) -> dict:
         return self._call("GET", "/_sim/stats")
 
+    def calls(self) -> list:
+        """Every API call since the last reset: [{"client_id", "tenant_id", "calls":
+        [[arrival, endpoint, admitted], ...]}] (GET /_sim/calls)."""
+        return self._call("GET", "/_sim/calls")["clients"]
+
     def reset_stats(self, limiter: bool = False) -> dict:
         """Forget recorded calls; limiter=True also empties the rate-limit windows."""
         return self._call("POST", "/_sim/reset_stats", {"limiter": limiter})

@@ -442,8 +442,9 @@ class Handler(BaseHTTPRequestHandler):
             sim.entra.check_roles(claims, endpoint)
         except TokenError as exc:
             return self._json(403, mde_error("Forbidden", str(exc)))
-        scripted = sim.faults.scripted(endpoint)
+        scripted = sim.faults.scripted(endpoint, claims.tenant_id)
         if scripted:
+            sim.stats.record_scripted(claims.client_id, claims.tenant_id, decision.at, scripted["status"])
             return self._scripted(scripted)
         fault = sim.faults.draw(endpoint)
         if fault:
@@ -556,6 +557,8 @@ class Handler(BaseHTTPRequestHandler):
             snapshot["rate_limits"] = [[limit, _number(s)] for limit, s in windows]
             snapshot["limit_scope"] = sim.limiter.scope
             return self._json(200, snapshot, ENTRA_JSON)
+        if method == "GET" and name == "calls":
+            return self._json(200, {"clients": sim.stats.call_log()}, ENTRA_JSON)
         if method == "GET" and name == "ground_truth":
             return self._json(200, sim.store.ground_truth(), ENTRA_JSON)
         if method == "GET" and name == "requests":

@@ -38,6 +38,8 @@ class Stats:
             self.throttled = 0
             # (client, tenant) -> list of (timestamp, endpoint, admitted)
             self.api_calls: dict[tuple, list] = {}
+            # (client, tenant) -> list of (timestamp, status) of scripted answers
+            self.scripted: dict[tuple, list] = {}
             self.recent = deque(maxlen=2000)
 
     def record_request(self, endpoint: str, status, method: str, path: str,
@@ -58,6 +60,11 @@ class Stats:
             calls.append((at, endpoint, admitted))
             if not admitted:
                 self.throttled += 1
+
+    def record_scripted(self, client_id: str, tenant_id: str, at: float, status: int) -> None:
+        """A retry_after_script answer went to the call that arrived at ``at``."""
+        with self._lock:
+            self.scripted.setdefault((client_id, tenant_id), []).append((at, status))
 
     def record_token(self, issued: bool) -> None:
         with self._lock:
@@ -103,6 +110,15 @@ class Stats:
                 "faults": dict(self.faults),
                 "clients": clients,
             }
+
+    def call_log(self) -> list:
+        """Every API call's arrival time (the limiter's), per (client, tenant), ascending:
+        what a benchmark needs to measure a budget's use over any span it chooses."""
+        with self._lock:
+            return [{"client_id": client_id, "tenant_id": tenant_id,
+                     "calls": [[at, endpoint, admitted] for at, endpoint, admitted in sorted(records)],
+                     "scripted": [list(answer) for answer in sorted(self.scripted.get((client_id, tenant_id), []))]}
+                    for (client_id, tenant_id), records in sorted(self.api_calls.items())]
 
     def recent_requests(self) -> list:
         with self._lock:

@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 
 from mde_pipeline.analytics.cli import main
-from mde_pipeline.lake.schema import ALERT_IPS
+from mde_pipeline.lake.location import resolve_lake_location
+from mde_pipeline.lake.schema import ALERT_IPS, ALERTS
+
+from tests.analytics.conftest import OTHER_TENANT, tenant_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,8 +41,29 @@ def test_sql_runs_against_the_views_and_prints_csv(hourly_lake):
     assert int(top[1][1]) >= int(top[2][1]) >= int(top[3][1]) >= 1
     import duckdb
 
-    expected = duckdb.connect().execute(f"SELECT count(*) FROM read_parquet('{root}/{ALERT_IPS}/*/*.parquet')").fetchone()[0]
+    expected = duckdb.connect().execute(f"SELECT count(*) FROM read_parquet('{root}/{ALERT_IPS}/*/*/*.parquet')").fetchone()[0]
     assert lines[4:] == ["n", str(expected)]
+
+
+def test_one_tenant_is_a_where_clause_away(hourly_lake):
+    root, _ = hourly_lake
+    proc = cli("--lake", str(root), "--format", "json", "--sql",
+               f"SELECT tenant_id, count(*) AS n FROM alert_ips WHERE tenant_id = '{OTHER_TENANT}' GROUP BY tenant_id")
+    assert proc.returncode == 0, proc.stderr
+    import duckdb
+
+    expected = duckdb.connect().execute(
+        f"SELECT count(*) FROM read_parquet('{tenant_dir(root, ALERT_IPS, OTHER_TENANT)}/*/*.parquet')"
+    ).fetchone()[0]
+    assert [json.loads(line) for line in proc.stdout.splitlines()] == [{"tenant_id": OTHER_TENANT, "n": expected}]
+
+
+def test_a_lake_from_before_tenants_is_refused_with_the_migration_command(tmp_path):
+    day = tmp_path / "legacy" / ALERTS / "date=2025-03-01"
+    day.mkdir(parents=True)
+    (day / "interval=20250301T00.parquet").write_bytes(b"old layout")
+    proc = cli("--lake", str(tmp_path / "legacy"), "--sql", "SELECT count(*) FROM alerts")
+    assert proc.returncode == 2 and "migrate_lake --tenant-id" in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize("variable", ["MDE_LAKE_ROOT", "AIRFLOW_VAR_MDE_LAKE_ROOT"])
@@ -79,12 +103,12 @@ def test_bad_sql_and_bad_root_fail_clearly(tmp_path, hourly_lake):
 
 def test_main_takes_the_lake_from_an_injected_locate(hourly_lake, capsys):
     """What the Airflow-configured entry point (make query) does: it hands main a locate."""
-    root, location = hourly_lake
+    root, _ = hourly_lake
     asked = []
 
     def locate(lake, conn_id):
         asked.append((lake, conn_id))
-        return location
+        return resolve_lake_location(str(root))
 
     assert main(["--lake", "abfs://lake/p", "--conn-id", "c", "--format", "json", "--sql", "SELECT 1 AS one"], locate=locate) == 0
     assert asked == [("abfs://lake/p", "c")] and json.loads(capsys.readouterr().out) == {"one": 1}

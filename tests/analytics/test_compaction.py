@@ -22,24 +22,28 @@ from mde_pipeline.lake.parquet import parquet_bytes
 from mde_pipeline.lake.schema import ALERT_IPS, ALERTS, ROW_KEYS, SCHEMAS
 from mde_pipeline.lake.storage import write_files_atomic
 
-from tests.analytics.conftest import DAYS, FIRST_DAY, day_name, small_tables
+from tests.analytics.conftest import DAYS, FIRST_DAY, OTHER_TENANT, TENANT, day_name, small_tables, tenant_dir
 
 DAY = day_name(1)
 HOUR = FIRST_DAY + timedelta(days=1, hours=5)
 
 
 def table_rows(root: Path, table: str, day: str | None = None) -> pa.Table:
-    """Every row of a table as readers see it, in key order (with the Hive ``date``)."""
+    """Every row of TENANT's table as readers see it, in key order (with the Hive ``date``)."""
     keys = ", ".join(ROW_KEYS[table])
     where = f"WHERE date = DATE '{day}'" if day else ""
     return duckdb.connect().sql(
-        f"SELECT * FROM read_parquet('{root}/{table}/*/*.parquet', hive_partitioning = true, "
-        f"hive_types = {{'date': DATE}}) {where} ORDER BY {keys}"
+        f"SELECT * FROM read_parquet('{tenant_dir(root, table)}/*/*.parquet', hive_partitioning = true, "
+        f"hive_types = {{'tenant_id': VARCHAR, 'date': DATE}}) {where} ORDER BY {keys}"
     ).to_arrow_table()
 
 
-def parquet_files(root: Path, table: str, day: str) -> list[str]:
-    return sorted(p.name for p in (root / table / f"date={day}").glob("*.parquet"))
+def day_dir(root: Path, table: str, day: str, tenant: str = TENANT) -> Path:
+    return tenant_dir(root, table, tenant) / f"date={day}"
+
+
+def parquet_files(root: Path, table: str, day: str, tenant: str = TENANT) -> list[str]:
+    return sorted(p.name for p in day_dir(root, table, day, tenant).glob("*.parquet"))
 
 
 def test_compacting_a_day_keeps_exactly_its_rows_in_one_sorted_file(hourly_lake):
@@ -53,12 +57,13 @@ def test_compacting_a_day_keeps_exactly_its_rows_in_one_sorted_file(hourly_lake)
         assert table_rows(root, table).equals(before[table])
         files = parquet_files(root, table, DAY)
         assert len(files) == 1 and files[0].startswith("compacted-")
-        # Other days are untouched.
+        # Other days, and the other tenant's same day, are untouched.
         assert len(parquet_files(root, table, day_name(0))) == 24
-    data = pq.read_table(root / ALERT_IPS / f"date={DAY}" / parquet_files(root, ALERT_IPS, DAY)[0])
+        assert len(parquet_files(root, table, DAY, OTHER_TENANT)) == 24
+    data = pq.read_table(day_dir(root, ALERT_IPS, DAY) / parquet_files(root, ALERT_IPS, DAY)[0])
     ips = data.column("ip").to_pylist()
     assert ips == sorted(ips)
-    manifest = json.loads((root / ALERT_IPS / f"date={DAY}" / MANIFEST_NAME).read_text())
+    manifest = json.loads((day_dir(root, ALERT_IPS, DAY) / MANIFEST_NAME).read_text())
     assert len(manifest["intervals"]) == 24 and manifest["rows"] == data.num_rows
     assert sum(manifest["intervals"].values()) == data.num_rows
 
@@ -66,7 +71,7 @@ def test_compacting_a_day_keeps_exactly_its_rows_in_one_sorted_file(hourly_lake)
 def test_compacted_file_carries_sort_order_statistics_and_bloom_filter(hourly_lake):
     root, location = hourly_lake
     compact_day(location, ALERT_IPS, DAY)
-    path = root / ALERT_IPS / f"date={DAY}" / parquet_files(root, ALERT_IPS, DAY)[0]
+    path = day_dir(root, ALERT_IPS, DAY) / parquet_files(root, ALERT_IPS, DAY)[0]
     metadata = pq.ParquetFile(path).metadata
     group = metadata.row_group(0)
     ip_column = group.column(SCHEMAS[ALERT_IPS].get_field_index("ip"))
@@ -87,13 +92,13 @@ def test_compaction_is_idempotent(hourly_lake):
     root, location = hourly_lake
     compact_day(location, ALERT_IPS, DAY)
     files = parquet_files(root, ALERT_IPS, DAY)
-    content = (root / ALERT_IPS / f"date={DAY}" / files[0]).read_bytes()
+    content = (day_dir(root, ALERT_IPS, DAY) / files[0]).read_bytes()
 
     again = compact_day(location, ALERT_IPS, DAY)
 
     assert again.action == "unchanged"
     assert parquet_files(root, ALERT_IPS, DAY) == files
-    assert (root / ALERT_IPS / f"date={DAY}" / files[0]).read_bytes() == content
+    assert (day_dir(root, ALERT_IPS, DAY) / files[0]).read_bytes() == content
     assert compact_day(location, ALERT_IPS, "2031-01-01").action == "empty"
 
 
@@ -102,7 +107,7 @@ def _fresh_lake_with_rerun(tmp_path: Path, hour: datetime, variant: int):
     from mde_pipeline.lake.location import resolve_lake_location
 
     root = tmp_path / "fresh"
-    location = resolve_lake_location(str(root))
+    location = resolve_lake_location(str(root)).for_tenant(TENANT)
     day_start = hour.replace(hour=0)
     for h in range(24):
         start = day_start + timedelta(hours=h)
@@ -126,8 +131,8 @@ def test_rerun_of_an_hour_in_a_compacted_day_equals_a_fresh_load(hourly_lake, tm
     for table in SCHEMAS:
         assert table_rows(root, table, DAY).equals(table_rows(fresh, table, DAY))
         # Same rows in the same (total) order: the compacted files hold identical data.
-        ours = pq.read_table(root / table / f"date={DAY}" / parquet_files(root, table, DAY)[0])
-        theirs = pq.read_table(fresh / table / f"date={DAY}" / parquet_files(fresh, table, DAY)[0])
+        ours = pq.read_table(day_dir(root, table, DAY) / parquet_files(root, table, DAY)[0])
+        theirs = pq.read_table(day_dir(fresh, table, DAY) / parquet_files(fresh, table, DAY)[0])
         assert ours.equals(theirs)
         assert list_day(location, table, DAY).manifest["intervals"] == list_day(_location(fresh), table, DAY).manifest["intervals"]
     assert read_compacted_interval(location, ALERT_IPS, HOUR).sort_by(
@@ -138,7 +143,7 @@ def test_rerun_of_an_hour_in_a_compacted_day_equals_a_fresh_load(hourly_lake, tm
 def _location(root: Path):
     from mde_pipeline.lake.location import resolve_lake_location
 
-    return resolve_lake_location(str(root))
+    return resolve_lake_location(str(root)).for_tenant(TENANT)
 
 
 def test_rerun_that_finds_an_empty_hour_removes_its_rows(hourly_lake):
@@ -212,7 +217,7 @@ def test_readers_never_see_duplicated_or_missing_rows_during_swaps(hourly_lake):
         connection = duckdb.connect()
         while not done.is_set() or not seen:
             try:
-                seen.append(connection.execute(f"SELECT count(*) FROM read_parquet('{root}/alert_ips/*/*.parquet')").fetchone()[0])
+                seen.append(connection.execute(f"SELECT count(*) FROM read_parquet('{tenant_dir(root, ALERT_IPS)}/*/*.parquet')").fetchone()[0])
             except duckdb.IOException:
                 not_found += 1  # listed just before a swap, opened after: a loud, retryable failure
 
@@ -248,7 +253,7 @@ def test_a_swap_that_dies_leaves_the_day_recoverable_and_exact(hourly_lake, monk
     with day_lock(location, DAY):
         recover_day(location, ALERT_IPS, DAY)
     assert table_rows(root, ALERT_IPS).equals(before)
-    assert not list((root / "_staging" / "compaction" / ALERT_IPS).glob(f"date={DAY}/*"))
+    assert not list((tenant_dir(root, "_staging") / "compaction" / ALERT_IPS).glob(f"date={DAY}/*"))
     assert compact_day(location, ALERT_IPS, DAY).action == "compacted"
     assert table_rows(root, ALERT_IPS).equals(before)
 
@@ -299,7 +304,7 @@ def test_closed_days_respects_grace_and_quiet_period(hourly_lake):
 
 def test_writer_temp_files_and_other_days_are_left_alone(hourly_lake):
     root, location = hourly_lake
-    stray = root / ALERT_IPS / f"date={DAY}" / ".interval=20250302T05.parquet.abc.tmp"
+    stray = day_dir(root, ALERT_IPS, DAY) / ".interval=20250302T05.parquet.abc.tmp"
     stray.write_bytes(b"half a file")
     compact_day(location, ALERT_IPS, DAY)
     # The temp file is not data; it was in the old directory, which is gone.
@@ -325,7 +330,7 @@ def test_compaction_and_rerun_on_abfs(abfs_location, tmp_path):
         keys = ", ".join(ROW_KEYS[table])
         return connection.sql(
             f"SELECT * FROM read_parquet('{location.uri(table)}/*/*.parquet', hive_partitioning = true, "
-            f"hive_types = {{'date': DATE}}) ORDER BY {keys}"
+            f"hive_types = {{'tenant_id': VARCHAR, 'date': DATE}}) ORDER BY {keys}"
         ).to_arrow_table()
 
     before = rows(ALERT_IPS)
@@ -356,8 +361,8 @@ def test_compaction_run_recovers_a_day_its_own_selection_would_never_pick(hourly
     with pytest.raises(KeyboardInterrupt):
         compact_day(location, ALERT_IPS, DAY)
     monkeypatch.setattr(storage, "swap_checkpoint", lambda step: None)
-    assert not (root / ALERT_IPS / f"date={DAY}").exists()
+    assert not day_dir(root, ALERT_IPS, DAY).exists()
 
     compact_closed_days(location, closed_before=FIRST_DAY - timedelta(days=1))  # selects no day at all
     assert table_rows(root, ALERT_IPS).equals(before)
-    assert not list((root / "_staging" / "compaction").rglob("*.parquet"))
+    assert not list((tenant_dir(root, "_staging") / "compaction").rglob("*.parquet"))

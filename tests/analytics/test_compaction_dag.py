@@ -15,7 +15,7 @@ from mde_pipeline.lake.ip_index import valid_month_indexes
 from mde_pipeline.lake.schema import SCHEMAS
 
 from local_airflow import fresh_home, lake_env, migrated_template
-from tests.analytics.conftest import DAYS, day_name
+from tests.analytics.conftest import DAYS, OTHER_TENANT, TENANT, day_name, tenant_dir
 
 DAG_ID = "mde_lake_compaction"
 
@@ -33,8 +33,8 @@ def age_files(root: Path, hours: float) -> None:
         os.utime(path, (moment, moment))
 
 
-def files_of(root: Path, table: str, day: str) -> list[str]:
-    return sorted(p.name for p in (root / table / f"date={day}").glob("*.parquet"))
+def files_of(root: Path, table: str, day: str, tenant: str = TENANT) -> list[str]:
+    return sorted(p.name for p in (tenant_dir(root, table, tenant) / f"date={day}").glob("*.parquet"))
 
 
 @pytest.mark.slow
@@ -53,15 +53,19 @@ def test_dag_compacts_the_days_closed_before_its_interval_end(airflow_db, hourly
             names = files_of(root, table, day_name(d))
             assert len(names) == 1 and names[0].startswith("compacted-"), (table, d, names)
         assert len(files_of(root, table, day_name(2))) == 24
-    # ...and the IP index of March covers the two compacted days.
+        # Every tenant of the lake: the other one's closed day too.
+        [other] = files_of(root, table, day_name(1), OTHER_TENANT)
+        assert other.startswith("compacted-")
+    # ...and each tenant's IP index of March covers its compacted days.
     assert [i.days for i in valid_month_indexes(location)] == [(day_name(0), day_name(1))]
+    assert [i.days for i in valid_month_indexes(location.for_tenant(OTHER_TENANT))] == [(day_name(1),)]
 
     # A later run (its tasks' functions, to spare a second Airflow start) picks up the
     # rest; days already compacted are left as they are.
     before = files_of(root, "alert_ips", day_name(0))
     summary = compaction_step(location, closed_before=datetime(2025, 3, 10, 3, 30, tzinfo=timezone.utc))
     assert sorted((s["day"], s["action"]) for s in summary["days"]) == [(day_name(2), "compacted")] * len(SCHEMAS)
-    assert index_step(location) == ["2025-03"]  # the index catches up with the third day
+    assert index_step(location) == [f"{location.tenant_id}/2025-03"]  # the index catches up with the third day
     assert [i.days for i in valid_month_indexes(location)] == [tuple(day_name(d) for d in range(DAYS))]
     assert all(len(files_of(root, t, day_name(d))) == 1 for t in SCHEMAS for d in range(DAYS))
     assert files_of(root, "alert_ips", day_name(0)) == before

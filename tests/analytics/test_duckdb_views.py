@@ -1,30 +1,34 @@
 """The DuckDB views (include/sql/duckdb/views.sql) against an independent computation.
 
 Expected values come from the generator's own tables (pyarrow / Python), not from SQL.
-The views must give the same answers on the hourly layout and after compaction.
+The views must give the same answers on the hourly layout and after compaction, over a
+lake of two tenants that share alert ids, and keep the tenants apart.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from datetime import timedelta
 
 import pyarrow as pa
 import pytest
 
-from mde_pipeline.analytics.session import connect
+from mde_pipeline.analytics.session import LakeSessionError, connect
 from mde_pipeline.lake.compaction import compact_day
 from mde_pipeline.lake.ip_index import build_month_index
+from mde_pipeline.lake.location import resolve_lake_location
 from mde_pipeline.lake.schema import ALERT_IPS, ALERTS, SCHEMAS
 
-from tests.analytics.conftest import DAYS, FIRST_DAY, day_name, small_tables
+from tests.analytics.conftest import (
+    DAYS, FIRST_DAY, TENANT, TENANT_DATA, day_name, small_tables, tenant_dir, tenant_hours,
+)
 
 
 @pytest.fixture(scope="module")
 def generated():
     """Every row the lake should hold, straight from the generator."""
-    hours = [FIRST_DAY + timedelta(hours=h) for h in range(DAYS * 24)]
-    tables = [small_tables(h) for h in hours]
+    tables = [small_tables(h, tenant_id=t) for t in TENANT_DATA for h in tenant_hours(t)]
     return {name: pa.concat_tables([t[name] for t in tables]).to_pylist() for name in SCHEMAS}
 
 
@@ -38,17 +42,21 @@ def expected_latest_versions(alerts):
 
 @pytest.fixture(params=["hourly", "compacted", "compacted+ip-index"])
 def lake(request, hourly_lake):
-    root, location = hourly_lake
+    root, _ = hourly_lake
+    lake_root = resolve_lake_location(str(root))
     if request.param != "hourly":
-        for d in range(DAYS):
-            for table in SCHEMAS:
-                compact_day(location, table, day_name(d))
+        for tenant, (_, days) in TENANT_DATA.items():
+            for d in days:
+                for table in SCHEMAS:
+                    compact_day(lake_root.for_tenant(tenant), table, day_name(d))
     if request.param == "compacted+ip-index":
-        assert build_month_index(location, FIRST_DAY.strftime("%Y-%m")) is not None
+        for tenant in TENANT_DATA:
+            assert build_month_index(lake_root.for_tenant(tenant), FIRST_DAY.strftime("%Y-%m")) is not None
     connection = connect(str(root))
     # The analyst views read the month index exactly when one is valid.
     definition = connection.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'alert_ips'").fetchone()[0]
     assert ("_ip_index" in definition) == (request.param == "compacted+ip-index")
+    connection.root = root  # for the tests that count files
     return connection
 
 
@@ -64,6 +72,55 @@ def test_base_views_hold_every_row_with_the_partition_date(lake, generated):
     )
 
 
+def files_read(connection, sql: str, profile) -> int:
+    """How many Parquet files DuckDB opened for ``sql`` (its JSON profile). ``sql`` must
+    read column data: a bare count(*) may be answered from cached footers, with no scan."""
+    connection.execute("PRAGMA enable_profiling = 'json'")
+    connection.execute(f"SET profiling_output = '{profile}'")
+    try:
+        connection.execute(sql).fetchall()
+    finally:
+        connection.execute("PRAGMA disable_profiling")
+    total, stack = 0, [json.loads(profile.read_text())]
+    while stack:
+        node = stack.pop()
+        info = node.get("extra_info") or {}
+        if info.get("Function") == "READ_PARQUET":
+            total += int(info["Total Files Read"])
+        stack += node.get("operator", []) + node.get("children", [])
+    return total
+
+
+def test_each_tenant_reads_exactly_its_own_rows_and_files(lake, generated, tmp_path):
+    """``tenant_id`` is a partition column: a filter on it gives that tenant's rows, all of
+    them and no other, though both tenants use the same alert ids; and DuckDB prunes by it:
+    the other tenant's day (and index) files stay shut."""
+    for table in SCHEMAS:
+        assert lake.execute(f"SELECT typeof(tenant_id) FROM {table} LIMIT 1").fetchone() == ("VARCHAR",)
+        keys = "tenant_id, alert_id, " + ("ip, alert_last_update_time" if table == ALERT_IPS else "last_update_time")
+        for tenant in TENANT_DATA:
+            expected = sorted(
+                tuple(row[k.strip()] for k in keys.split(",")) for row in generated[table] if row["tenant_id"] == tenant
+            )
+            assert expected
+            assert sorted(lake.execute(f"SELECT {keys} FROM {table} WHERE tenant_id = ?", [tenant]).fetchall()) == expected
+    shared = lake.execute(
+        "SELECT count(*) FROM (SELECT alert_id FROM alerts GROUP BY alert_id HAVING count(DISTINCT tenant_id) = 2)"
+    ).fetchone()[0]
+    assert shared > 0  # the same alert ids in both tenants: the views must not mix them
+
+    profile = tmp_path / "profile.json"
+    counts = {}
+    for tenant in TENANT_DATA:
+        # Every day is in the index when there is one (the fixture indexes all of them).
+        index = list(tenant_dir(lake.root, "_ip_index", tenant).rglob("*.parquet"))
+        own = index or list(tenant_dir(lake.root, ALERT_IPS, tenant).rglob("*.parquet"))
+        counts[tenant] = files_read(lake.connection, f"SELECT count(DISTINCT ip) FROM alert_ips WHERE tenant_id = '{tenant}'", profile)
+        assert counts[tenant] == len(own) > 0, tenant
+    # The count can fail: unfiltered, both tenants' files are read.
+    assert files_read(lake.connection, "SELECT count(DISTINCT ip) FROM alert_ips", profile) == sum(counts.values())
+
+
 def test_latest_views_keep_only_each_alerts_latest_version(lake, generated):
     latest = expected_latest_versions(generated[ALERTS])
     rows = lake.execute("SELECT tenant_id, alert_id, last_update_time FROM alerts_latest").fetchall()
@@ -73,35 +130,49 @@ def test_latest_views_keep_only_each_alerts_latest_version(lake, generated):
     assert updated > 0  # the data has superseded versions, so the view really filters
 
     expected_ips = sorted(
-        (r["alert_id"], r["ip"])
+        (r["tenant_id"], r["alert_id"], r["ip"])
         for r in generated[ALERT_IPS]
         if latest[(r["tenant_id"], r["alert_id"])] == r["alert_last_update_time"]
     )
-    assert sorted(lake.execute("SELECT alert_id, ip FROM alert_ips_latest").fetchall()) == expected_ips
+    assert sorted(lake.execute("SELECT tenant_id, alert_id, ip FROM alert_ips_latest").fetchall()) == expected_ips
 
 
 def test_alert_ip_details_joins_each_ip_row_to_its_alert_version(lake, generated):
-    titles = {(r["alert_id"], r["last_update_time"]): r["title"] for r in generated[ALERTS]}
-    rows = lake.execute("SELECT alert_id, alert_last_update_time, ip, title FROM alert_ip_details").fetchall()
+    titles = {(r["tenant_id"], r["alert_id"], r["last_update_time"]): r["title"] for r in generated[ALERTS]}
+    rows = lake.execute("SELECT tenant_id, alert_id, alert_last_update_time, ip, title FROM alert_ip_details").fetchall()
     assert len(rows) == len(generated[ALERT_IPS])
-    assert all(title == titles[(alert_id, updated)] for alert_id, updated, _, title in rows)
+    assert all(title == titles[(tenant, alert_id, updated)] for tenant, alert_id, updated, _, title in rows)
 
 
 def test_ip_summary_counts_alerts_and_first_and_last_sightings(lake, generated):
     first, last, alerts, high = {}, {}, defaultdict(set), defaultdict(set)
     for r in generated[ALERT_IPS]:
-        ip = r["ip"]
+        key = (r["tenant_id"], r["ip"])
         seen = r["alert_creation_time"] or r["alert_last_update_time"]
-        first[ip] = min(first.get(ip, seen), seen)
-        last[ip] = max(last.get(ip, r["alert_last_update_time"]), r["alert_last_update_time"])
-        alerts[ip].add(r["alert_id"])
+        first[key] = min(first.get(key, seen), seen)
+        last[key] = max(last.get(key, r["alert_last_update_time"]), r["alert_last_update_time"])
+        alerts[key].add(r["alert_id"])
         if r["severity"] == "High":
-            high[ip].add(r["alert_id"])
+            high[key].add(r["alert_id"])
     rows = lake.execute(
-        "SELECT ip, first_seen, last_seen, alert_count, high_severity_alert_count FROM ip_summary"
+        "SELECT tenant_id, ip, first_seen, last_seen, alert_count, high_severity_alert_count FROM ip_summary"
     ).fetchall()
     assert len(rows) == len(first)
-    assert {row[0]: row[1:] for row in rows} == {
-        ip: (first[ip], last[ip], len(alerts[ip]), len(high[ip])) for ip in first
+    assert {row[:2]: row[2:] for row in rows} == {
+        key: (first[key], last[key], len(alerts[key]), len(high[key])) for key in first
     }
     assert max(len(a) for a in alerts.values()) > 1  # some IPs recur across alerts
+
+
+def test_a_lake_from_before_tenants_is_refused_with_the_migration(tmp_path):
+    legacy = tmp_path / "legacy" / ALERTS / f"date={day_name(0)}"
+    legacy.mkdir(parents=True)
+    (legacy / "interval=20250301T00.parquet").write_bytes(b"old layout")
+    with pytest.raises(LakeSessionError, match="migrate_lake --tenant-id"):
+        connect(str(tmp_path / "legacy"))
+
+
+def test_a_tenants_location_is_not_a_session(hourly_lake):
+    _, tenant_location = hourly_lake
+    with pytest.raises(LakeSessionError, match=f"tenant_id = '{TENANT}'"):
+        connect(tenant_location)

@@ -1,8 +1,9 @@
 """Trino and Synapse DDL (reviewed, not run here) against the lake schema in schema.py.
 
 Every column of every table must be declared, in the file order, with a type that
-reads the Parquet column without loss; plus the Hive partition ``date``. The same four
-analytic views exist for every engine.
+reads the Parquet column without loss; the Hive partitions are ``tenant_id`` then
+``date`` (folders ``<table>/tenant_id=<T>/date=YYYY-MM-DD``). The same four analytic views
+exist for every engine.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from mde_pipeline.lake.schema import SCHEMAS
 
 SQL = Path(__file__).resolve().parents[2] / "include" / "sql"
 VIEWS = ("alerts_latest", "alert_ips_latest", "alert_ip_details", "ip_summary")
+PARTITIONS = ("tenant_id", "date")  # the folder levels below each table, in order
 
 
 def balanced_block(text: str, start: int) -> str:
@@ -86,15 +88,18 @@ def test_trino_tables_declare_every_column_with_a_compatible_type(table):
     block = balanced_block(text, match.end() - 1)
     declared = columns(block)
     schema = SCHEMAS[table]
-    assert [n for n, _ in declared] == schema.names + ["date"]
-    for field, (name, sql_type) in zip(schema, declared):
+    # The Hive connector wants the partition columns last, in partitioned_by's order; the
+    # files' own tenant_id column is then not read (the partition's value is the same).
+    data_fields = [f for f in schema if f.name not in PARTITIONS]
+    assert [n for n, _ in declared] == [f.name for f in data_fields] + list(PARTITIONS)
+    for field, (name, sql_type) in zip(data_fields, declared):
         assert trino_compatible(field.type, sql_type), f"{table}.{name}: {sql_type} for {field.type}"
-    assert declared[-1] == ("date", "date")
+    assert declared[-2:] == [("tenant_id", "varchar"), ("date", "date")]
     after = text[match.end() + len(block) :]
     assert re.match(r"\s*\)\s*WITH\s*\(", after)
     options = balanced_block(after, after.index("("))
     assert f"external_location = '${{LAKE_ROOT}}/{table}'" in options
-    assert "format = 'PARQUET'" in options and "partitioned_by = ARRAY['date']" in options
+    assert "format = 'PARQUET'" in options and "partitioned_by = ARRAY['tenant_id', 'date']" in options
     assert re.search(rf"CALL hive\.system\.sync_partition_metadata\(schema_name => 'mde', table_name => '{table}'", text)
 
 
@@ -115,15 +120,24 @@ def synapse_compatible(arrow: pa.DataType, declared: str) -> bool:
 @pytest.mark.parametrize("table", sorted(SCHEMAS))
 def test_synapse_views_pin_every_column_with_a_compatible_type(table):
     text = without_comments(SQL / "synapse" / "views.sql")
-    view = re.search(rf"CREATE OR ALTER VIEW dbo\.{table} AS\s+SELECT r\.\*, CAST\(r\.filepath\(1\) AS date\) AS \[date\]", text)
-    assert view, f"no OPENROWSET view for {table} exposing filepath(1) as [date]"
+    # The partitions are the wildcards of the path, in order: a filter on them prunes folders.
+    view = re.search(
+        rf"CREATE OR ALTER VIEW dbo\.{table} AS\s+SELECT r\.filepath\(1\) AS tenant_id, r\.\*, CAST\(r\.filepath\(2\) AS date\) AS \[date\]",
+        text,
+    )
+    assert view, f"no OPENROWSET view for {table} exposing filepath(1) as tenant_id and filepath(2) as [date]"
     rest = text[view.end() :]
-    bulk = re.match(rf"\s*FROM OPENROWSET\(\s*BULK '{table}/date=\*/\*\.parquet',\s*DATA_SOURCE = 'mde_lake',\s*FORMAT = 'PARQUET'\s*\)\s*WITH\s*\(", rest)
-    assert bulk, f"{table}: OPENROWSET(BULK '{table}/date=*/*.parquet', FORMAT = 'PARQUET') WITH (...) expected"
+    bulk = re.match(
+        rf"\s*FROM OPENROWSET\(\s*BULK '{table}/tenant_id=\*/date=\*/\*\.parquet',\s*DATA_SOURCE = 'mde_lake',"
+        rf"\s*FORMAT = 'PARQUET'\s*\)\s*WITH\s*\(",
+        rest,
+    )
+    assert bulk, f"{table}: OPENROWSET(BULK '{table}/tenant_id=*/date=*/*.parquet', FORMAT = 'PARQUET') WITH (...) expected"
     declared = columns(balanced_block(rest, bulk.end() - 1))
-    schema = SCHEMAS[table]
-    assert [n for n, _ in declared] == schema.names
-    for field, (name, sql_type) in zip(schema, declared):
+    # Every file column but tenant_id (the folder's value stands for it).
+    data_fields = [f for f in SCHEMAS[table] if f.name not in PARTITIONS]
+    assert [n for n, _ in declared] == [f.name for f in data_fields]
+    for field, (name, sql_type) in zip(data_fields, declared):
         assert synapse_compatible(field.type, sql_type), f"{table}.{name}: {sql_type} for {field.type}"
     # Text columns use a UTF-8 collation (Parquet strings are UTF-8).
     block = balanced_block(rest, bulk.end() - 1)
@@ -137,7 +151,8 @@ def test_a_column_missing_from_the_ddl_is_caught():
     text = without_comments(SQL / "trino" / "tables.sql")
     match = re.search(r"CREATE TABLE IF NOT EXISTS hive\.mde\.alert_ips\s*\(", text)
     declared = [n for n, _ in columns(balanced_block(text, match.end() - 1))]
-    assert declared != SCHEMAS["alert_ips"].append(pa.field("extra", pa.string())).names + ["date"]
+    extended = SCHEMAS["alert_ips"].append(pa.field("extra", pa.string()))
+    assert declared != [n for n in extended.names if n not in PARTITIONS] + list(PARTITIONS)
     assert not trino_compatible(pa.int64(), "integer") and not synapse_compatible(pa.timestamp("us", tz="UTC"), "date")
 
 

@@ -1,5 +1,9 @@
 """The IP index (lake/ip_index.py): an exact, IP-sorted copy that is never used once stale,
-and the analyst session that reads it next to the day files it does not cover."""
+and the analyst session that reads it next to the day files it does not cover.
+
+The index is per tenant (``_ip_index/tenant_id=<T>/``): TENANT's is built here, OTHER_TENANT
+never gets one, so every session also reads a tenant without an index beside one with it.
+"""
 
 from __future__ import annotations
 
@@ -24,12 +28,13 @@ from mde_pipeline.lake.ip_index import (
     months_to_index,
     valid_month_indexes,
 )
+from mde_pipeline.lake.tenants import replace_tenant
 from mde_pipeline.lake.schema import ALERT_IPS, ROW_KEYS, SCHEMAS
 from mde_pipeline.lake.layout import interval_file
 from mde_pipeline.lake.parquet import parquet_bytes
 from mde_pipeline.lake.storage import write_files_atomic
 
-from tests.analytics.conftest import DAYS, FIRST_DAY, day_name, small_tables
+from tests.analytics.conftest import DAYS, FIRST_DAY, OTHER_TENANT, TENANT, day_name, small_tables, tenant_dir
 
 MONTH = FIRST_DAY.strftime("%Y-%m")
 HOUR = FIRST_DAY + timedelta(days=1, hours=5)
@@ -43,12 +48,18 @@ def compact(location, days=range(DAYS)) -> None:
             compact_day(location, table, day_name(d))
 
 
-def lake_ips(root: Path) -> list[tuple]:
-    """alert_ips as the day files hold it (the truth the index must copy)."""
+def lake_ips(root: Path, tenant: str = "*") -> list[tuple]:
+    """alert_ips as the day files hold it (the truth the index must copy), every tenant's
+    or one tenant's."""
     return duckdb.connect().execute(
-        f"SELECT {KEYS}, severity, interval_start, date FROM read_parquet('{root}/alert_ips/*/*.parquet', "
-        f"hive_partitioning = true, hive_types = {{'date': DATE}}) ORDER BY {KEYS}"
+        f"SELECT {KEYS}, severity, interval_start, date FROM read_parquet('{root}/alert_ips/tenant_id={tenant}/*/*.parquet', "
+        f"hive_partitioning = true, hive_types = {{'tenant_id': VARCHAR, 'date': DATE}}) ORDER BY {KEYS}"
     ).fetchall()
+
+
+def index_folder(root: Path) -> Path:
+    """TENANT's index folder of MONTH (``index_directory`` seen from the tenant's location)."""
+    return tenant_dir(root, INDEX_DIR) / index_directory(MONTH).removeprefix(f"{INDEX_DIR}/")
 
 
 def view_ips(root: Path) -> list[tuple]:
@@ -69,15 +80,15 @@ def test_index_is_an_ip_sorted_copy_of_the_compacted_month(hourly_lake):
 
     assert index.days == tuple(day_name(d) for d in range(DAYS))
     path = Path(index.uri)
-    assert path.is_relative_to(root / INDEX_DIR)
+    assert path.is_relative_to(tenant_dir(root, INDEX_DIR))
     data = pq.read_table(path)
     ips = data.column("ip").to_pylist()
-    assert ips == sorted(ips) and data.num_rows == index.rows == len(lake_ips(root))
+    assert ips == sorted(ips) and data.num_rows == index.rows == len(lake_ips(root, TENANT))
     assert pq.ParquetFile(path).metadata.row_group(0).num_rows == min(INDEX_ROW_GROUP_ROWS, index.rows)
     assert [i.month for i in valid_month_indexes(location)] == [MONTH]
     assert view_ips(root) == lake_ips(root)
     # Table globs never see the index (no double counting for any engine).
-    assert duckdb.connect().execute(f"SELECT count(*) FROM read_parquet('{root}/alert_ips/*/*.parquet')").fetchone()[0] == index.rows
+    assert duckdb.connect().execute(f"SELECT count(*) FROM read_parquet('{root}/alert_ips/*/*/*.parquet')").fetchone()[0] == len(lake_ips(root))
 
 
 def test_a_partly_compacted_month_is_indexed_and_the_rest_read_from_day_files(hourly_lake):
@@ -90,9 +101,12 @@ def test_a_partly_compacted_month_is_indexed_and_the_rest_read_from_day_files(ho
 
     with connect(str(root)) as session:
         definition = alert_ips_view(session)
-        # The index for the covered days, one glob for the last day only: no glob over the table.
-        assert str(Path(index.uri)) in definition and f"date={day_name(DAYS - 1)}/*.parquet" in definition
-        assert "alert_ips/*/*.parquet" not in definition
+        # The index for the covered days, one glob for the last day only: no glob over the
+        # table or a tenant. The other tenant (no index) has its one day's month as one glob.
+        assert str(Path(index.uri)) in definition
+        assert f"tenant_id={TENANT}/date={day_name(DAYS - 1)}/*.parquet" in definition
+        assert f"tenant_id={OTHER_TENANT}/date={MONTH}-*/*.parquet" in definition
+        assert "tenant_id=*" not in definition and "alert_ips/*" not in definition
         assert session.execute(QUERY).fetchall() == lake_ips(root)
 
         # An hourly load into the day the index does not cover leaves the index alone.
@@ -111,7 +125,8 @@ def test_a_partly_compacted_month_is_indexed_and_the_rest_read_from_day_files(ho
         assert not Path(index.uri).exists()
         # The open session was reading the old file: it moves to the new one by itself.
         assert session.execute(QUERY).fetchall() == lake_ips(root)
-        assert str(Path(rebuilt.uri)) in alert_ips_view(session) and "hive_partitioning" not in alert_ips_view(session)
+        assert str(Path(rebuilt.uri)) in alert_ips_view(session)
+        assert f"tenant_id={TENANT}/date=" not in alert_ips_view(session)  # every day of TENANT's in the index
 
 
 def test_a_rerun_into_a_covered_day_drops_the_index_and_the_views_stay_exact(hourly_lake, request):
@@ -128,7 +143,7 @@ def test_a_rerun_into_a_covered_day_drops_the_index_and_the_views_stay_exact(hou
     publish_interval_into_compacted_day(location, ALERT_IPS, HOUR, small_tables(HOUR, 1)[ALERT_IPS])
 
     assert valid_month_indexes(location) == []
-    assert not list((root / INDEX_DIR).rglob("*.parquet"))
+    assert not list(tenant_dir(root, INDEX_DIR).rglob("*.parquet"))
     assert view_ips(root) == lake_ips(root)
     # The session opened before the rerun reads the new rows, not the dropped index...
     assert session.execute(QUERY).fetchall() == lake_ips(root)
@@ -169,7 +184,7 @@ def test_an_index_of_an_older_format_is_rebuilt(hourly_lake):
     root, location = hourly_lake
     compact(location)
     index = build_month_index(location, MONTH)
-    manifest_path = root / index_directory(MONTH) / "_index.json"
+    manifest_path = index_folder(root) / "_index.json"
     manifest = json.loads(manifest_path.read_text())
     manifest_path.write_text(json.dumps({**manifest, "format": 1}))
     assert valid_month_indexes(location) == []
@@ -187,6 +202,15 @@ def test_a_session_sees_a_day_that_appears_after_it_opened(hourly_lake):
         assert rows > 0
         assert session.execute("SELECT count(*) FROM alert_ips").fetchone()[0] == before + rows
         assert session.execute(QUERY).fetchall() == lake_ips(root)
+        # A tenant that appears (its first hour, in a covered day of another tenant) too.
+        newcomer = "33333333-0000-4000-8000-000000000003"
+        hour = FIRST_DAY + timedelta(hours=4)
+        commit_interval(location.for_tenant(newcomer), hour, small_tables(hour, tenant_id=newcomer))
+        assert valid_month_indexes(location)  # another tenant's hour leaves TENANT's index alone
+        assert session.execute("SELECT count(*) FROM alert_ips WHERE tenant_id = ?", [newcomer]).fetchone()[0] == len(
+            lake_ips(root, newcomer)
+        ) > 0
+        assert session.execute(QUERY).fetchall() == lake_ips(root)
 
 
 def test_day_folders_without_a_file_yet_are_waited_for_not_globbed(hourly_lake):
@@ -199,7 +223,7 @@ def test_day_folders_without_a_file_yet_are_waited_for_not_globbed(hourly_lake):
     in_month = FIRST_DAY + timedelta(days=DAYS, hours=1)  # same month, not covered
     next_month = FIRST_DAY.replace(month=FIRST_DAY.month + 1, day=1, hour=4)  # no day covered
     for hour in (in_month, next_month):
-        folder = root / ALERT_IPS / f"date={hour:%Y-%m-%d}"
+        folder = tenant_dir(root, ALERT_IPS) / f"date={hour:%Y-%m-%d}"
         folder.mkdir(parents=True)
         (folder / f".{interval_file(ALERT_IPS, hour).rsplit('/', 1)[-1]}.0123.tmp").write_bytes(b"partial")
     with connect(str(root)) as session:
@@ -216,7 +240,7 @@ def test_a_leftover_index_file_without_manifest_is_dropped_with_the_day_change(h
     root, location = hourly_lake
     compact(location)
     index = build_month_index(location, MONTH)
-    (root / index_directory(MONTH) / "_index.json").unlink()  # as if deleting the file had failed
+    (index_folder(root) / "_index.json").unlink()  # as if deleting the file had failed
     publish_interval_into_compacted_day(location, ALERT_IPS, HOUR, small_tables(HOUR, 1)[ALERT_IPS])
     assert not Path(index.uri).exists()
 
@@ -240,10 +264,10 @@ def test_index_and_session_on_abfs(abfs_location):
         connection.register_filesystem(location.fs)
         return connection.execute(
             f"SELECT {KEYS}, severity, interval_start, date FROM read_parquet('{location.uri(ALERT_IPS)}/*/*.parquet', "
-            f"hive_partitioning = true, hive_types = {{'date': DATE}}) ORDER BY {KEYS}"
+            f"hive_partitioning = true, hive_types = {{'tenant_id': VARCHAR, 'date': DATE}}) ORDER BY {KEYS}"
         ).fetchall()
 
-    with LakeSession(location) as session:
+    with LakeSession(replace_tenant(location, None)) as session:  # readers open the root
         assert index.uri in alert_ips_view(session)
         assert session.execute(QUERY).fetchall() == plain_rows()
         # A rerun into the covered day drops the index; the open session stays exact.

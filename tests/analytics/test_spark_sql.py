@@ -1,4 +1,5 @@
-"""Spark SQL (pyspark from PyPI, the machine's Java) reads the lake like DuckDB does.
+"""Spark SQL (pyspark from PyPI, the machine's Java) reads the lake like DuckDB does:
+the two-tenant lake, partitions tenant_id and date found by MSCK REPAIR TABLE.
 
 One short local[1] session for the whole module: it is the slowest part of the suite.
 """
@@ -18,7 +19,7 @@ from mde_pipeline.analytics.session import connect, split_statements
 from mde_pipeline.lake.compaction import compact_day
 from mde_pipeline.lake.schema import SCHEMAS
 
-from tests.analytics.conftest import day_name
+from tests.analytics.conftest import OTHER_TENANT, TENANT_DATA, day_name
 
 REPO = Path(__file__).resolve().parents[2]
 SPARK_SQL = REPO / "include" / "sql" / "spark"
@@ -54,6 +55,9 @@ def spark(tmp_path_factory):
         .config("spark.ui.enabled", "false")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", "1")
+        # The test lake's files are tiny: with the default 4 MiB "open cost" per file each
+        # scan of the two-tenant lake is split into 3 tasks, run one after another here.
+        .config("spark.sql.files.openCostInBytes", str(1 << 10))
         .config("spark.sql.warehouse.dir", str(work / "warehouse"))
         .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={work}")
         .getOrCreate()
@@ -72,20 +76,23 @@ def run_script(spark, path: Path, lake_root: str) -> None:
 
 def test_spark_reads_the_lake_with_the_schema_and_rows_duckdb_sees(spark, hourly_lake):
     root, location = hourly_lake
-    for table in SCHEMAS:  # one day compacted, the others hourly: both layouts at once
+    for table in SCHEMAS:  # one day of one tenant compacted, the rest hourly: both layouts at once
         compact_day(location, table, day_name(1))
     run_script(spark, SPARK_SQL / "tables.sql", f"file://{root}")
     run_script(spark, SPARK_SQL / "views.sql", f"file://{root}")
     duck = connect(str(root))
 
+    partitions = sorted(f"tenant_id={t}/date={day_name(d)}" for t, (_, days) in TENANT_DATA.items() for d in days)
     for table, schema in SCHEMAS.items():
         fields = spark.table(table).schema.fields
+        # Spark lists the partition columns last.
         assert [(f.name, f.dataType.simpleString()) for f in fields] == [
-            (f.name, spark_type(f.type)) for f in schema
-        ] + [("date", "date")]
-        assert [r[0] for r in spark.sql(f"SHOW PARTITIONS {table}").collect()] == [
-            f"date={day_name(d)}" for d in range(3)
-        ]
+            (f.name, spark_type(f.type)) for f in schema if f.name != "tenant_id"
+        ] + [("tenant_id", "string"), ("date", "date")]
+        assert sorted(r[0] for r in spark.sql(f"SHOW PARTITIONS {table}").collect()) == partitions
+    # A tenant filter is a partition filter: Spark lists that tenant's folders only.
+    plan = spark.sql(f"EXPLAIN SELECT ip FROM alert_ips WHERE tenant_id = '{OTHER_TENANT}'").collect()[0][0]
+    assert f"PartitionFilters: [isnotnull(tenant_id" in plan and f"(tenant_id#" in plan.split("PartitionFilters:")[1].split("]")[0]
 
     # One Spark job for every count (each job costs seconds on a busy machine).
     names = (*SCHEMAS, *VIEWS)
@@ -95,12 +102,12 @@ def test_spark_reads_the_lake_with_the_schema_and_rows_duckdb_sees(spark, hourly
     assert spark_counts == duck_counts and min(duck_counts) > 0, dict(zip(names, zip(spark_counts, duck_counts)))
 
     # Row for row, with timestamps as UTC epoch microseconds on both sides.
-    key = "SELECT alert_id, ip, {micros}, CAST(date AS STRING) FROM alert_ips ORDER BY 1, 2, 3"
+    key = "SELECT tenant_id, alert_id, ip, {micros}, CAST(date AS STRING) FROM alert_ips ORDER BY 1, 2, 3, 4"
     spark_rows = [tuple(r) for r in spark.sql(key.format(micros="unix_micros(alert_last_update_time)")).collect()]
     duck_rows = duck.execute(key.format(micros="epoch_us(alert_last_update_time)")).fetchall()
     assert spark_rows == duck_rows
 
-    summary = "SELECT ip, alert_count, {first} FROM ip_summary ORDER BY alert_count DESC, ip LIMIT 20"
+    summary = "SELECT tenant_id, ip, alert_count, {first} FROM ip_summary ORDER BY alert_count DESC, tenant_id, ip LIMIT 20"
     assert [tuple(r) for r in spark.sql(summary.format(first="unix_micros(first_seen)")).collect()] == duck.execute(
         summary.format(first="epoch_us(first_seen)")
     ).fetchall()

@@ -21,7 +21,8 @@ def main(connection: str, lake_root: str, batch_file: str) -> None:
     )
     batch = json.loads(open(batch_file).read())
     with MdeClient(config) as client:
-        results = fetch_batch_cached(client, batch, resolve_lake_location(lake_root), client.tenant_id, flush_every=1, label="child")
+        location = resolve_lake_location(lake_root).for_tenant(client.tenant_id)  # as the fetch task's
+        results = fetch_batch_cached(client, batch, location, client.tenant_id, flush_every=1, label="child")
     print(json.dumps({"results": len(results)}))
 
 

@@ -52,7 +52,11 @@ def test_hours_land_exactly_on_adls_and_reruns_replace(template_db, tmp_path, az
     # One file per table and hour (the rerun replaced its files), nothing left in staging.
     data_files = sorted(n for n in names if n.endswith(".parquet") and not n.startswith("_"))
     assert len(data_files) == 2 * len(HOURS), data_files
+    # Every file lives in the tenant's part of the lake (tenant_id=<id> below each top folder).
+    tenant = f"tenant_id={truth['tenant_id']}"
+    assert {n.split("/")[1] for n in names if not n.endswith("/")} == {tenant}, names
     # Nothing left in a run's staging; the fetch cache stays for reruns and look-backs.
-    staged = [n for n in names if n.startswith("_staging/") and not n.startswith("_staging/fetch_cache/")]
+    cache = f"_staging/{tenant}/fetch_cache/"
+    staged = [n for n in names if n.startswith("_staging/") and not n.startswith(cache)]
     assert not [n for n in staged if not n.endswith("/")], names
-    assert any(n.startswith("_staging/fetch_cache/") for n in names)
+    assert any(n.startswith(cache) for n in names)

@@ -87,6 +87,7 @@ def test_hours_land_exactly_reruns_replace_and_empty_hours_commit(template_db, t
         assert runs[0]["data_interval"] == [HOURS[0].isoformat(), (HOURS[0] + timedelta(hours=1)).isoformat()]
         comparison = assert_exact(lake, sim, HOURS)
         truth = sim.ground_truth()["alerts"]
+        truth_tenant = sim.ground_truth()["tenant_id"]  # the lake partition of every row
         # The simulator's awkward cases really were exercised.
         statuses = {t["ips_status"] for t in truth.values()}
         assert {"ok", "empty", "not_found"} <= statuses
@@ -117,12 +118,12 @@ def test_hours_land_exactly_reruns_replace_and_empty_hours_commit(template_db, t
     con = duckdb.connect()
     empty_key = EMPTY_HOUR.strftime("%Y%m%dT%H")
     for table in ("alerts", "alert_ips"):
-        path = lake / table / f"date={EMPTY_HOUR:%Y-%m-%d}" / f"interval={empty_key}.parquet"
+        path = lake / table / f"tenant_id={truth_tenant}" / f"date={EMPTY_HOUR:%Y-%m-%d}" / f"interval={empty_key}.parquet"
         assert path.exists(), path
         assert con.execute(f"SELECT count(*) FROM read_parquet('{path}')").fetchone()[0] == 0
     # One schema for every file: DuckDB reads all files without union_by_name.
     columns = con.execute(
-        f"DESCRIBE SELECT * FROM read_parquet('{lake}/alert_ips/*/*.parquet', hive_partitioning = true)"
+        f"DESCRIBE SELECT * FROM read_parquet('{lake}/alert_ips/*/*/*.parquet', hive_partitioning = true)"
     ).fetchall()
     assert {"tenant_id", "alert_id", "ip", "ip_version", "alert_last_update_time", "date"} <= {c[0] for c in columns}
     assert comparison.lake_ips == comparison.expected_ips
@@ -203,7 +204,7 @@ def test_wrong_secret_fails_fast_with_a_clear_error_and_no_secret_in_logs(templa
     assert secret not in home.last_output
     logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "airflow").rglob("*.log"))
     assert secret not in logs
-    assert not lake.exists() or not list(lake.glob("alerts/*/*.parquet"))
+    assert not lake.exists() or not list(lake.glob("alerts/*/*/*.parquet"))
 
 
 def test_poison_alerts_land_recorded_and_every_other_alert_is_exact(template_db, tmp_path):

@@ -133,7 +133,9 @@ def test_operators_execute_with_the_airflow_connection(simulator, tmp_path, monk
     truth = simulator.ground_truth()
 
     # The listing went to the run's staging folder, where publish reads it.
-    listing = read_staging_json(resolve_lake_location(tmp_path / "lake"), start, "manual__probe", LISTING)
+    # In the tenant's part of the lake (tenant_id=<id> below _staging).
+    tenant_lake = resolve_lake_location(tmp_path / "lake").for_tenant(truth["tenant_id"])
+    listing = read_staging_json(tenant_lake, start, "manual__probe", LISTING)
     assert listing["tenant_id"] == truth["tenant_id"]
     in_hour = sorted(i for i, a in truth["alerts"].items() if "2026-01-05T01:" in a["lastUpdateTime"])
     assert sorted(a["id"] for a in listing["alerts"]) == in_hour

@@ -69,6 +69,22 @@ def lake_rows(lake: Path, sql: str):
     return con.execute(sql).fetchall()
 
 
+def missed(lake: Path, sim, hour: datetime) -> set[str]:
+    """The alerts of ``hour`` the lake lacks (after the hour's own run: the late ones)."""
+    problems = lake_check.compare(lake, sim.ground_truth(), [hour]).problems
+    return {p.split()[1] for p in problems if p.startswith("alerts: ") and p.endswith(" is missing")}
+
+
+def found_by_lookback(lake: Path) -> dict[str, datetime]:
+    """alert id -> found_by_lookback_at of the rows a look-back found (one version each
+    here), after checking that both tables agree on every version."""
+    disagree = lake_rows(lake, "SELECT count(*) FROM alert_ips AS i JOIN alerts AS a ON a.alert_id = i.alert_id "
+                               "AND a.last_update_time = i.alert_last_update_time "
+                               "WHERE i.found_by_lookback_at IS DISTINCT FROM a.found_by_lookback_at")[0][0]
+    assert disagree == 0
+    return dict(lake_rows(lake, "SELECT alert_id, found_by_lookback_at FROM alerts WHERE found_by_lookback_at IS NOT NULL"))
+
+
 def start(tmp_path: Path, **options) -> SimulatorProcess:
     defaults = dict(alerts=60, start=T0.isoformat(), end=(T0 + timedelta(hours=3)).isoformat(), seed=11,
                     rate_limits=LIMITS, late_share=0.15, late_minutes=LATE_MINUTES)
@@ -83,17 +99,23 @@ def test_late_alerts_are_found_once_reruns_duplicate_nothing_and_refetch_replace
         home.import_pools()
         truth = sim.ground_truth()["alerts"]
         play(home, sim, HOURS[0])
-        first = lake_check.compare(lake, sim.ground_truth(), HOURS[:1])
-        late = [p for p in first.problems if p.endswith("is missing")]
-        assert late, "some alerts of the first hour must have been late"
+        late_first = missed(lake, sim, HOURS[0])
+        assert late_first, "some alerts of the first hour must have been late"
 
+        late = set(late_first)
         for hour in [*HOURS[1:], HOURS[-1] + timedelta(hours=1)]:
             play(home, sim, hour)
+            if hour in HOURS:
+                late |= missed(lake, sim, hour)
         comparison = lake_check.compare(lake, sim.ground_truth(), HOURS)
         assert comparison.exact, str(comparison)
-        # Which rows a look-back found, and when: listed_at after the hour's own run.
-        found = lake_rows(lake, "SELECT count(*) FROM alerts WHERE listed_at >= interval_start + INTERVAL 2 HOUR")[0][0]
-        assert found >= len(late)
+        # Which rows a look-back found, and when: exactly the late ones (in both tables),
+        # at the look-back's listing time; the rows the hours' own runs loaded are null.
+        found = found_by_lookback(lake)
+        assert set(found) == late
+        assert lake_rows(lake, "SELECT count(DISTINCT alert_id) FROM alert_ips WHERE found_by_lookback_at IS NOT NULL")[0][0]
+        assert lake_rows(lake, "SELECT count(*) FROM alerts WHERE found_by_lookback_at IS NOT NULL "
+                               "AND found_by_lookback_at != listed_at")[0][0] == 0
         # Every alert version's IPs were fetched exactly once.
         assert ips_calls(sim) == len(truth)
 
@@ -104,11 +126,18 @@ def test_late_alerts_are_found_once_reruns_duplicate_nothing_and_refetch_replace
         play(home, sim, HOURS[0], now=later)
         assert ips_calls(sim) == before
         assert lake_check.compare(lake, sim.ground_truth(), HOURS).exact
-        # refetch: fresh calls for every alert of the hour, the hour replaced whole.
+        # It lists the late ones itself now, and they keep the look-back's time.
+        assert found_by_lookback(lake) == found
+        ids = ", ".join(f"'{alert_id}'" for alert_id in late_first)
+        relisted = lake_rows(lake, f"SELECT count(*) FROM alerts WHERE alert_id IN ({ids}) AND listed_at > found_by_lookback_at")
+        assert relisted[0][0] == len(late_first)
+        # refetch: fresh calls for every alert of the hour, the hour replaced whole
+        # (found_by_lookback_at of its rows null again, as documented).
         play(home, sim, HOURS[0], conf={"refetch": True}, now=later)
         in_first = sum(1 for t in truth.values() if lake_check.parse_time(t["lastUpdateTime"]) < HOURS[1])
         assert ips_calls(sim) == before + in_first
         assert lake_check.compare(lake, sim.ground_truth(), HOURS).exact
+        assert found_by_lookback(lake) == {a: t for a, t in found.items() if a not in late_first}
 
 
 def test_an_alert_updated_into_a_later_hour_keeps_its_earlier_version(template_db, tmp_path):
@@ -146,7 +175,7 @@ def test_a_look_back_after_a_3_day_outage_finds_the_late_alerts_within_budget(te
         assert ips_calls(sim) - ips == len(missing)  # only the late versions
         assert lake_check.compare(lake, sim.ground_truth(), HOURS[:1]).exact
         # Hours never loaded (the outage) are left alone: they belong to backfills.
-        assert not list((lake / "alerts").glob(f"*/interval={HOURS[1]:%Y%m%dT%H}.parquet"))
+        assert not list((lake / "alerts").glob(f"tenant_id=*/*/interval={HOURS[1]:%Y%m%dT%H}.parquet"))
 
 
 def test_a_task_killed_mid_batch_calls_the_api_again_only_for_unfinished_alerts(tmp_path):
@@ -180,7 +209,7 @@ def test_a_task_killed_mid_batch_calls_the_api_again_only_for_unfinished_alerts(
         time.sleep(0.5)
         first_try = ips_calls(sim)
         assert 0 < first_try < total
-        cached = len(FetchCache(resolve_lake_location(str(lake)), tenant).lookup(batch["alerts"]))
+        cached = len(FetchCache(resolve_lake_location(str(lake)).for_tenant(tenant), tenant).lookup(batch["alerts"]))
         assert first_try - 1 <= cached <= first_try  # at most the call in flight was lost
 
         retry = subprocess.run(child, env=env, capture_output=True, text=True, timeout=120)

@@ -12,6 +12,7 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="lake-tests-airflo
 from tests.lake.azurite import AzuriteServer, resolve_with_airflow  # noqa: E402  (the repo root is on sys.path: pytest.ini)
 
 from mde_pipeline.lake.location import resolve_lake_location  # noqa: E402
+from tests.lake.lake_data import TENANT  # noqa: E402
 
 AZURITE_CONN_ID = "mde_lake_azurite_tests"
 AZURITE_CONTAINER = "lake-tests"
@@ -52,9 +53,11 @@ def abfs_root(azurite) -> str:
 
 @pytest.fixture
 def abfs_location(abfs_root):
-    return resolve_with_airflow(abfs_root, conn_id=AZURITE_CONN_ID)
+    """Tenant ``tenant-a``'s part of a fresh ADLS lake (what the writers get)."""
+    return resolve_with_airflow(abfs_root, conn_id=AZURITE_CONN_ID).for_tenant(TENANT)
 
 
 @pytest.fixture
 def local_location(tmp_path):
-    return resolve_lake_location(tmp_path / "lake")
+    """Tenant ``tenant-a``'s part of a fresh local lake (what the writers get)."""
+    return resolve_lake_location(tmp_path / "lake").for_tenant(TENANT)

@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parents[1] / "plugins"), str(HERE)]
 
-from lake_data import WrappedFile, large_interval, sample_interval  # noqa: E402
+from lake_data import TENANT, WrappedFile, large_interval, sample_interval  # noqa: E402
 
 from mde_pipeline.lake import storage  # noqa: E402
 from mde_pipeline.lake.commit import commit_interval  # noqa: E402
@@ -70,7 +70,7 @@ def _blob_location(connection_string: str, root: str) -> LakeLocation:
 
 def stall_local(root: str, marker: str, seed: str) -> None:
     storage._open_new_file = lambda path: _StallingFile(path, marker) if "/alert_ips/" in path else open(path, "xb")
-    commit_interval(resolve_lake_location(root), START, large_interval(START, seed=int(seed), **BIG))
+    commit_interval(resolve_lake_location(root).for_tenant(TENANT), START, large_interval(START, seed=int(seed), **BIG))
     os._exit(4)  # the commit must never complete
 
 
@@ -82,7 +82,7 @@ def stall_blob(connection_string: str, root: str, marker: str, seed: str) -> Non
         await asyncio.sleep(3600)
 
     BlobClient.commit_block_list = stall_before_commit
-    location = _blob_location(connection_string, root)
+    location = _blob_location(connection_string, root).for_tenant(TENANT)
     commit_interval(location, START, large_interval(START, seed=int(seed), **BIG))
     os._exit(4)
 
@@ -105,12 +105,12 @@ def compact_stall(connection_string: str, root: str, marker: str, step: str) -> 
         BlobClient.commit_block_list = stall_second_commit
     else:
         storage.swap_checkpoint = lambda name: _wait_to_be_killed(marker, name) if name == step else None
-    compact_day(_blob_location(connection_string, root), "alert_ips", START)
+    compact_day(_blob_location(connection_string, root).for_tenant(TENANT), "alert_ips", START)
     os._exit(4)
 
 
 def commit_loop(root: str, seed: str, times: str, connection_string: str | None = None) -> None:
-    location = _blob_location(connection_string, root) if connection_string else resolve_lake_location(root)
+    location = (_blob_location(connection_string, root) if connection_string else resolve_lake_location(root)).for_tenant(TENANT)
     tables = sample_interval(START, alerts=300, ips_per_alert=5, seed=int(seed))
     for _ in range(int(times)):
         commit_interval(location, START, tables)

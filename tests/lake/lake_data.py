@@ -21,6 +21,9 @@ UTC = timezone.utc
 SEVERITIES = ["Informational", "Low", "Medium", "High"]
 
 
+
+TENANT = "tenant-a"  # the tenant id of the sample data and of the fixtures' lake locations
+
 def service_time(moment: datetime, extra_digit: int) -> str:
     """The service's 7-digit form: microseconds plus a 7th digit the lake truncates."""
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + str(extra_digit) + "Z"
@@ -68,12 +71,12 @@ def sample_listing(start: datetime, *, alerts: int = 12, ips_per_alert: int = 3,
     return listed, results
 
 
-def sample_interval(start: datetime, *, alerts: int = 12, ips_per_alert: int = 3, seed: int = 0, tenant: str = "tenant-a") -> dict[str, pa.Table]:
+def sample_interval(start: datetime, *, alerts: int = 12, ips_per_alert: int = 3, seed: int = 0, tenant: str = TENANT) -> dict[str, pa.Table]:
     listed, results = sample_listing(start, alerts=alerts, ips_per_alert=ips_per_alert, seed=seed)
     return interval_tables(listed, results, tenant_id=tenant, interval_start=start, listed_at=start + timedelta(hours=1))
 
 
-def large_interval(start: datetime, *, alerts: int, ips_per_alert: int, seed: int = 0, tenant: str = "tenant-a") -> dict[str, pa.Table]:
+def large_interval(start: datetime, *, alerts: int, ips_per_alert: int, seed: int = 0, tenant: str = TENANT) -> dict[str, pa.Table]:
     """Consistent tables of ``alerts * ips_per_alert`` IP rows, built with Arrow compute."""
     ip_rows = alerts * ips_per_alert
 

@@ -35,6 +35,12 @@ def blob_names(location) -> list[str]:
     return sorted(path[len(prefix) :] for path in location.fs.find(location.root) if "/_locks/" not in path)
 
 
+def tenant_files(location, relative_paths) -> list[str]:
+    """``relative_paths`` (layout's, without the tenant) as the tenant's files relative to the root."""
+    prefix = location.root + "/"
+    return sorted(location.path(p)[len(prefix) :] for p in relative_paths)
+
+
 def test_root_forms_resolve_to_the_container_and_prefix(azurite_conn_id, abfs_root):
     location = resolve_with_airflow(abfs_root, conn_id=azurite_conn_id)
     prefix = abfs_root.split(".windows.net/", 1)[1]
@@ -61,7 +67,7 @@ def test_end_to_end_commit_rerun_and_duckdb_read(abfs_location):
     expected[START] = sample_interval(START, seed=99, alerts=7)
     commit_interval(abfs_location, START, expected[START])
 
-    assert blob_names(abfs_location) == sorted(interval_file(table, hour) for table in (ALERTS, ALERT_IPS) for hour in hours)
+    assert blob_names(abfs_location) == tenant_files(abfs_location, (interval_file(t, hour) for t in (ALERTS, ALERT_IPS) for hour in hours))
     assert hourly_intervals(abfs_location, ALERTS) == hours
     for hour in hours:
         for table in (ALERTS, ALERT_IPS):
@@ -148,7 +154,7 @@ def test_process_killed_mid_upload_leaves_the_previous_version(azurite, abfs_roo
     commit_interval(abfs_location, START, after)
     assert same_rows(read_interval(abfs_location, ALERT_IPS, START), after[ALERT_IPS])
     assert same_rows(read_interval(abfs_location, ALERTS, START), after[ALERTS])
-    assert blob_names(abfs_location) == sorted(interval_file(t, START) for t in (ALERTS, ALERT_IPS))
+    assert blob_names(abfs_location) == tenant_files(abfs_location, (interval_file(t, START) for t in (ALERTS, ALERT_IPS)))
 
 
 def test_concurrent_writers_on_blob_storage_leave_one_complete_version(azurite, abfs_root, abfs_location):

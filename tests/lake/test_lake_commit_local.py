@@ -32,6 +32,7 @@ DUCKDB_TYPES_ALERT_IPS = {
     "alert_last_update_time": "TIMESTAMP WITH TIME ZONE", "alert_creation_time": "TIMESTAMP WITH TIME ZONE",
     "severity": "VARCHAR", "incident_id": "BIGINT", "machine_id": "VARCHAR",
     "interval_start": "TIMESTAMP WITH TIME ZONE", "fetched_at": "TIMESTAMP WITH TIME ZONE", "date": "DATE",
+    "found_by_lookback_at": "TIMESTAMP WITH TIME ZONE",
 }  # fmt: skip
 
 
@@ -53,11 +54,11 @@ def test_commit_writes_one_file_per_table_in_the_documented_layout(local_locatio
     tables = sample_interval(START)
     result = commit_interval(local_location, START, tables)
     assert lake_files(local_location) == [
-        "alert_ips/date=2024-02-29/interval=20240229T23.parquet",
-        "alerts/date=2024-02-29/interval=20240229T23.parquet",
+        "alert_ips/tenant_id=tenant-a/date=2024-02-29/interval=20240229T23.parquet",
+        "alerts/tenant_id=tenant-a/date=2024-02-29/interval=20240229T23.parquet",
     ]
     assert result.rows == {ALERTS: 12, ALERT_IPS: tables[ALERT_IPS].num_rows}
-    assert result.files[ALERTS] == f"{local_location.root}/alerts/date=2024-02-29/interval=20240229T23.parquet"
+    assert result.files[ALERTS] == f"{local_location.root}/alerts/tenant_id=tenant-a/date=2024-02-29/interval=20240229T23.parquet"
     assert same_rows(read_interval(local_location, ALERTS, START), tables[ALERTS])
     assert same_rows(read_interval(local_location, ALERT_IPS, START), tables[ALERT_IPS])
 

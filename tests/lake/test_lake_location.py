@@ -69,7 +69,26 @@ def test_local_root_forms(given, tmp_path):
     assert location.is_local and location.protocol == "file"
     assert location.root == str(tmp_path / "lake")
     assert location.uri("alerts") == f"{tmp_path}/lake/alerts"
-    assert location.table_glob("alert_ips") == f"{tmp_path}/lake/alert_ips/*/*.parquet"
+    assert location.table_glob("alert_ips") == f"{tmp_path}/lake/alert_ips/tenant_id=*/*/*.parquet"
+
+
+def test_a_tenants_location_puts_the_tenant_level_below_each_top_folder(tmp_path):
+    root = resolve_lake_location(tmp_path / "lake")
+    tenant = root.for_tenant("72f988bf-86f1-41af-91ab-2d7cd011db47")
+    level = "tenant_id=72f988bf-86f1-41af-91ab-2d7cd011db47"
+    assert tenant.path("alerts", "date=2025-01-01/x.parquet") == f"{tmp_path}/lake/alerts/{level}/date=2025-01-01/x.parquet"
+    assert tenant.path("_locks/date=2025-01-01.lock") == f"{tmp_path}/lake/_locks/{level}/date=2025-01-01.lock"
+    assert tenant.path("_ip_index", "month=2025-01") == f"{tmp_path}/lake/_ip_index/{level}/month=2025-01"
+    assert tenant.path() == root.path() == str(tmp_path / "lake")
+    assert tenant.table_glob("alerts") == f"{tmp_path}/lake/alerts/{level}/*/*.parquet"
+    assert root.tenant_id is None and tenant.tenant_id == "72f988bf-86f1-41af-91ab-2d7cd011db47"
+    assert tenant.for_tenant("contoso.onmicrosoft.com").path("alerts") == f"{tmp_path}/lake/alerts/tenant_id=contoso.onmicrosoft.com"
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "..", ".hidden", "a=b", "x" * 129, "tenant id", None])
+def test_a_tenant_id_that_cannot_name_a_folder_is_refused(tmp_path, bad):
+    with pytest.raises(LakeLocationError, match="cannot name a lake partition"):
+        resolve_lake_location(tmp_path / "lake").for_tenant(bad)
 
 
 def test_file_url_with_escapes(tmp_path):

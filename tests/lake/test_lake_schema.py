@@ -294,25 +294,27 @@ def test_schemas_match_the_design():
         ("tenant_id", "string", False), ("alert_id", "string", False), ("ip", "string", False),
         ("ip_version", "int8", False), ("alert_last_update_time", ts, False), ("alert_creation_time", ts, True),
         ("severity", "string", True), ("incident_id", "int64", True), ("machine_id", "string", True),
-        ("interval_start", ts, False), ("fetched_at", ts, False),
+        ("interval_start", ts, False), ("fetched_at", ts, False), ("found_by_lookback_at", ts, True),
     ]  # fmt: skip
     required = [f.name for f in ALERTS_SCHEMA if not f.nullable]
     assert required == ["tenant_id", "alert_id", "last_update_time", "ips_status", "ip_count", "interval_start", "listed_at"]
     assert str(ALERTS_SCHEMA.field("comments").type) == f"list<item: struct<comment: string, created_by: string, created_time: {ts}>>"
     assert str(ALERTS_SCHEMA.field("mitre_techniques").type) == "list<item: string>"
     assert ALERTS_SCHEMA.field("ip_count").type == pa.int32()
-    assert len(ALERTS_SCHEMA) == 37
-    assert ALERTS_SCHEMA.names[-3:] == ["ips_error", "field_problems", "raw"]  # appended, all optional
-    assert not any(ALERTS_SCHEMA.field(n).nullable is False for n in ALERTS_SCHEMA.names[-3:])
+    assert len(ALERTS_SCHEMA) == 38
+    added = ["ips_error", "field_problems", "raw", "found_by_lookback_at"]
+    assert ALERTS_SCHEMA.names[-4:] == added  # appended, all optional
+    assert not any(ALERTS_SCHEMA.field(n).nullable is False for n in added)
     for field in list(ALERTS_SCHEMA) + list(ALERT_IPS_SCHEMA):
         if pa.types.is_timestamp(field.type):
             assert field.type == pa.timestamp("us", tz="UTC"), field.name
 
 
 def test_a_file_from_before_the_added_columns_reads_with_nulls_there():
-    old = empty_table(ALERTS).drop_columns(["ips_error", "field_problems", "raw"])
+    old = empty_table(ALERTS).drop_columns(["ips_error", "field_problems", "raw", "found_by_lookback_at"])
     upgraded = schema.conform(ALERTS, old)
     assert upgraded.schema == ALERTS_SCHEMA
+    assert schema.conform(ALERT_IPS, empty_table(ALERT_IPS).drop_columns(["found_by_lookback_at"])).schema == ALERT_IPS_SCHEMA
     with pytest.raises(LakeSchemaError, match="missing"):
         schema.conform(ALERTS, empty_table(ALERTS).drop_columns(["raw", "title"]))
 

@@ -155,8 +155,43 @@ def test_the_script_waits_for_an_eligible_endpoint(api, simulator):
     assert api.get(f"/api/alerts/{alert_id}/ips").status_code == 429
 
 
+def test_a_scripted_answer_for_one_tenant_waits_for_that_tenants_call(api, simulator):
+    # The same app registered in a second tenant: its own budget (the service limits per
+    # app and tenant), and a scripted 429 for it must not reach the first tenant's calls.
+    app, other = simulator.info["client_id"], "22222222-3333-4444-8555-666666666666"
+    simulator.configure(clients=[{"client_id": app, "client_secret": "other-tenant-secret", "tenant_id": other}])
+    response = api.token_response(client_id=app, secret="other-tenant-secret", tenant=other)
+    assert response.status_code == 200, response.text
+    other_token = response.json()["access_token"]
+    alert_id = api.list_all()[0]["id"]
+    ips = f"/api/alerts/{alert_id}/ips"
+    simulator.configure(retry_after_script=[{"status": 429, "retry_after": "7", "tenant_id": other.upper()}, "3"])
+    assert simulator.settings()["retry_after_script"][0]["tenant_id"] == other  # kept in lower case
+
+    first = api.get(ips)  # the home tenant passes the other tenant's answer by and takes "3"
+    assert (first.status_code, first.headers.get("Retry-After")) == (429, "3")
+    assert api.get(ips).status_code == 200  # nothing left for the home tenant
+    throttled = api.get(ips, token=other_token)
+    assert (throttled.status_code, throttled.headers.get("Retry-After")) == (429, "7")
+    assert api.get(ips, token=other_token).status_code == 200
+    assert simulator.settings()["retry_after_script"] == []
+
+    # /_sim/calls: every call's arrival per (app, tenant), in order, admitted by the limiter
+    # (scripted answers come after it), the same calls /_sim/stats counts.
+    budgets = {c["tenant_id"]: c for c in simulator.calls() if c["client_id"] == app}
+    log = {tenant: budget["calls"] for tenant, budget in budgets.items()}
+    assert [(endpoint, admitted) for _, endpoint, admitted in log[other]] == [("ips", True)] * 2
+    assert budgets[other]["scripted"] == [[log[other][0][0], 429]]  # which call got the answer
+    assert budgets[simulator.info["tenant_id"]]["scripted"] == [[log[simulator.info["tenant_id"]][1][0], 429]]
+    assert [endpoint for _, endpoint, _ in log[simulator.info["tenant_id"]]] == ["list", "ips", "ips"]
+    for calls in log.values():
+        assert [at for at, _, _ in calls] == sorted(at for at, _, _ in calls)
+    counted = {c["tenant_id"]: c["calls"] for c in simulator.stats()["clients"] if c["client_id"] == app}
+    assert counted == {tenant: len(calls) for tenant, calls in log.items()}
+
+
 @pytest.mark.parametrize("bad", [[{"status": 500, "retry_after": "1"}], ["a\r\nX-Evil: 1"], [7], "1",
-                                 [{"retry_after": "1", "extra": 1}]])
+                                 [{"retry_after": "1", "extra": 1}], [{"retry_after": "1", "tenant_id": 5}]])
 def test_bad_scripts_are_refused(simulator, bad):
     with pytest.raises(SimulatorError, match="400"):
         simulator.configure(retry_after_script=bad)

@@ -49,28 +49,29 @@ class Expected:
     alerts_per_hour_recent: float = 0.0
 
 
-def connection(expected: Expected, **extra) -> str:
+def connection(expected: Expected, *, tenant: str = TENANT, client: str = CLIENT, **extra) -> str:
     """AIRFLOW_CONN_MDE_DEFAULT for the prepared ledger (rate limits 100/60, 1500/3600)."""
     return json.dumps({
-        "conn_type": "http", "host": "https://127.0.0.1:9", "login": CLIENT, "password": "not-used",
-        "extra": {"tenant_id": TENANT, "rate_limit_ledger_dir": str(expected.ledger_dir),
+        "conn_type": "http", "host": "https://127.0.0.1:9", "login": client, "password": "not-used",
+        "extra": {"tenant_id": tenant, "rate_limit_ledger_dir": str(expected.ledger_dir),
                   "rate_limit_margin_seconds": 1.0, **extra},
     })
 
 
-def prepare(root: Path, now: datetime, *, ledger_now: datetime | bool | None = None) -> Expected:
-    """The lake as of ``now``; the ledger as of ``ledger_now`` (default ``now``; False: later,
-    with :func:`fill_ledger`)."""
+def prepare(root: Path, now: datetime, *, ledger_now: datetime | bool | None = None, tenant: str = TENANT,
+            client: str = CLIENT, seed: int = 0) -> Expected:
+    """The lake of ``tenant`` (its partition) as of ``now``; the ledger as of ``ledger_now``
+    (default ``now``; False: later, with :func:`fill_ledger`). ``seed`` varies the rows."""
     now = now.astimezone(timezone.utc)
     hour = now.replace(minute=0, second=0, microsecond=0)
-    location = resolve_lake_location(root / "lake")
+    location = resolve_lake_location(root / "lake").for_tenant(tenant)
     rows: dict[str, dict[str, int]] = defaultdict(lambda: {"hours": 0, "alerts": 0, "alert_ips": 0})
     committed = []
     for back in range(1, HOURS + 1):
         if back in SKIPPED:
             continue
         start = hour - timedelta(hours=back)
-        tables = sample_interval(start, alerts=3 + back % 5, seed=back, tenant=TENANT)
+        tables = sample_interval(start, alerts=3 + (back + seed) % 5, seed=back + 1000 * seed, tenant=tenant)
         commit_interval(location, start, tables)
         day = rows[start.strftime("%Y-%m-%d")]
         day["hours"] += 1
@@ -85,7 +86,7 @@ def prepare(root: Path, now: datetime, *, ledger_now: datetime | bool | None = N
     last_complete = hour - timedelta(hours=1)
     in_window = [s for s, _ in committed if s > last_complete - timedelta(days=180)]
     expected = Expected(
-        lake_root=root / "lake", ledger_dir=root / "ledger", key=ledger_key(TENANT, CLIENT),
+        lake_root=root / "lake", ledger_dir=root / "ledger", key=ledger_key(tenant, client),
         calls_minute=0, calls_hour=0, calls_24h=0, throttled_24h=0, blocked_until=0.0,
         latest_hour=committed[-1][0],
         hours_committed=len(in_window),

@@ -23,6 +23,7 @@ NOW = datetime(2026, 3, 10, 14, 25, 30, tzinfo=timezone.utc)
 def prepared(tmp_path, monkeypatch):
     expected = prepare(tmp_path, NOW)
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    monkeypatch.delenv("AIRFLOW_VAR_MDE_TENANTS", raising=False)
     monkeypatch.setenv("AIRFLOW_CONN_MDE_DEFAULT", connection(expected))
     return expected
 
@@ -93,7 +94,7 @@ def test_lake_figures_equal_what_was_committed(prepared):
 def test_backfill_calls_left_use_staged_listings_and_estimate_the_rest(prepared):
     from mde_pipeline.lake.staging import write_staging_json
 
-    location = resolve_lake_location(prepared.lake_root)
+    location = resolve_lake_location(prepared.lake_root).for_tenant(TENANT)  # where list_alerts stages
     listed = datetime(2026, 3, 1, 22, tzinfo=timezone.utc)
     write_staging_json(location, listed, "backfill__x", "listing", {"alerts": [{"id": str(i)} for i in range(40)]})
     left = [listed, listed + timedelta(hours=1)]
@@ -119,7 +120,7 @@ def test_a_source_that_fails_is_an_error_line_not_a_failure(prepared):
 def test_day_figures_are_cached_until_the_day_changes(prepared, monkeypatch):
     from mde_pipeline.lake import lake_status
 
-    cache, location = LakeStatusCache(), resolve_lake_location(prepared.lake_root)
+    cache, location = LakeStatusCache(), resolve_lake_location(prepared.lake_root).for_tenant(TENANT)
     calls = []
     real = lake_status._day_figures
     monkeypatch.setattr(lake_status, "_day_figures", lambda *a: calls.append(a[2]) or real(*a))
@@ -134,6 +135,52 @@ def test_day_figures_are_cached_until_the_day_changes(prepared, monkeypatch):
     commit_interval(location, hour, sample_interval(hour, alerts=2, tenant=TENANT))
     cache.table_figures(location, "alerts")
     assert calls[first:] == [hour.strftime("%Y-%m-%d")]
+
+
+def test_every_tenant_of_the_variable_has_its_budget_and_its_lake_partition(tmp_path, monkeypatch):
+    # Two tenants, one lake root, one ledger file: each section holds only its own figures.
+    ours = prepare(tmp_path, NOW, tenant="tenant-one", client="client-one", seed=1)
+    theirs = prepare(tmp_path, NOW, tenant="tenant-two", client="client-two", seed=2)
+    assert ours.rows_per_day != theirs.rows_per_day  # else the test could not tell them apart
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    monkeypatch.setenv("AIRFLOW_VAR_MDE_TENANTS", '["one", "two"]')
+    monkeypatch.setenv("AIRFLOW_CONN_MDE_ONE", connection(ours, tenant="tenant-one", client="client-one"))
+    monkeypatch.setenv("AIRFLOW_CONN_MDE_TWO", connection(theirs, tenant="tenant-two", client="client-two"))
+    asked = []
+    status = build_status(now=NOW, location=resolve_lake_location(ours.lake_root),
+                          backfills=lambda dag_id: asked.append(dag_id) or [])
+    assert status["errors"] == [] and asked == ["mde_alert_ips_one", "mde_alert_ips_two"]
+    one, two = status["tenants"]
+    for entry, expected, name in ((one, ours, "one"), (two, theirs, "two")):
+        assert (entry["name"], entry["conn_id"], entry["dag_id"]) == (name, f"mde_{name}", f"mde_alert_ips_{name}")
+        assert entry["tenant_id"] == f"tenant-{name}" and entry["budget"]["ledger_key"] == expected.key
+        lake = entry["lake"]
+        assert {d["date"]: {k: d[k] for k in ("hours", "alerts", "alert_ips")} for d in lake["rows_per_day"]} == expected.rows_per_day
+        assert lake["alerts_per_hour_recent"] == expected.alerts_per_hour_recent
+    html = render_page(status, "/mde")
+    assert "mde_alert_ips_two" in html and "<code>tenant-one</code>" in html
+
+
+def test_a_bad_tenants_variable_is_an_error_line_and_the_default_tenant_is_shown(prepared, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_VAR_MDE_TENANTS", '["ok", "not ok"]')
+    status = status_of(prepared)
+    assert len(status["errors"]) == 1 and status["errors"][0].startswith("Variable mde_tenants: TenantsConfigError")
+    [tenant] = status["tenants"]
+    assert tenant["tenant_id"] == TENANT and tenant["dag_id"] == "mde_alert_ips" and tenant["lake"] is not None
+
+
+def test_without_a_connection_every_tenant_of_the_ledger_and_the_lake_is_shown(tmp_path, monkeypatch):
+    ours = prepare(tmp_path, NOW, tenant="tenant-one", client="client-one", seed=1)
+    prepare(tmp_path, NOW, tenant="tenant-two", client="client-two", seed=2, ledger_now=False)  # lake only
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    monkeypatch.delenv("AIRFLOW_VAR_MDE_TENANTS", raising=False)
+    monkeypatch.delenv("AIRFLOW_CONN_MDE_DEFAULT", raising=False)
+    status = status_of(ours, ledger_path=str(ours.ledger_dir / LEDGER_FILE_NAME))
+    assert [e.split(":")[0] for e in status["errors"]] == ["connection mde_default"]
+    one, two = status["tenants"]
+    assert (one["tenant_id"], one["budget"]["ledger_key"]) == ("tenant-one", ours.key)
+    assert (two["tenant_id"], two["budget"]) == ("tenant-two", None)
+    assert one["lake"]["rows_per_day"] != two["lake"]["rows_per_day"] and two["lake"]["hours_committed"] > 0
 
 
 def test_the_page_shows_the_figures(prepared):

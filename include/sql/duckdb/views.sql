@@ -2,21 +2,26 @@
 --
 -- ${LAKE_ROOT} stands for the lake root as DuckDB opens it: a local path, or
 -- abfs://container/prefix once the lake's fsspec filesystem is registered
--- (duckdb.register_filesystem). The analyst CLI (python -m mde_pipeline.analyst_cli)
+-- (duckdb.register_filesystem). The analyst CLI (python -m mde_pipeline.analytics.cli)
 -- substitutes it and runs this file; to use it by hand, replace it, e.g. with sed.
 --
--- Layout: <table>/date=YYYY-MM-DD/{interval=YYYYMMDDTHH,compacted-*}.parquet. The glob
--- '*/*.parquet' matches hourly and compacted files alike and never the writers' temp
--- files (.name.tmp) or the _staging/_locks folders. `date` comes from the directory
--- name (UTC date of interval_start); filter on it to skip whole days.
+-- Layout: <table>/tenant_id=<tenant id>/date=YYYY-MM-DD/{interval=YYYYMMDDTHH,compacted-*}.parquet.
+-- The glob matches hourly and compacted files alike and never the writers' temp files
+-- (.name.tmp) or the _staging/_locks/_ip_index folders. `tenant_id` and `date` come from
+-- the directory names (the files hold the same tenant_id; the directory's wins): filter
+-- on them to skip whole tenants and days (DuckDB then never opens their files).
+-- hive_types pins both, so a tenant id that looks like a number stays text.
 
+-- union_by_name: files from before a column was added (found_by_lookback_at, ...) read it as null.
 CREATE OR REPLACE VIEW alert_ips AS
 SELECT *
-FROM read_parquet('${LAKE_ROOT}/alert_ips/*/*.parquet', hive_partitioning = true, hive_types = {'date': DATE});
+FROM read_parquet('${LAKE_ROOT}/alert_ips/tenant_id=*/date=*/*.parquet', hive_partitioning = true,
+                  hive_types = {'tenant_id': VARCHAR, 'date': DATE}, union_by_name = true);
 
 CREATE OR REPLACE VIEW alerts AS
 SELECT *
-FROM read_parquet('${LAKE_ROOT}/alerts/*/*.parquet', hive_partitioning = true, hive_types = {'date': DATE},
+FROM read_parquet('${LAKE_ROOT}/alerts/tenant_id=*/date=*/*.parquet', hive_partitioning = true,
+                  hive_types = {'tenant_id': VARCHAR, 'date': DATE},
                   union_by_name = true);  -- files from before ips_error/field_problems/raw read them as null
 
 -- The latest version of every alert (one row per tenant and alert).

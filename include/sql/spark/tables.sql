@@ -6,9 +6,13 @@
 --
 -- Column types pin the lake schema (plugins/mde_pipeline/lake/schema.py): every file has
 -- exactly these columns. Timestamps are Parquet INT64 micros adjusted to UTC, which
--- Spark reads as TIMESTAMP. `date` is the Hive partition (the directory name); Spark
--- skips files starting with '_' or '.', so the compaction manifest and writers' temp
--- files are never read. After new days land, MSCK REPAIR TABLE registers them.
+-- Spark reads as TIMESTAMP. `tenant_id` and `date` are the Hive partitions (directories
+-- <table>/tenant_id=<T>/date=YYYY-MM-DD; the files hold the same tenant_id, the
+-- directory's value is what Spark returns), so `WHERE tenant_id = '...'` reads one
+-- tenant's folders only. Spark lists partition columns last (after fetched_at / raw),
+-- whatever their place below. Spark skips files starting with '_' or '.', so the
+-- compaction manifest and writers' temp files are never read. After new days (or a new
+-- tenant) land, MSCK REPAIR TABLE registers them.
 
 CREATE TABLE IF NOT EXISTS alert_ips (
     tenant_id               STRING,
@@ -22,10 +26,11 @@ CREATE TABLE IF NOT EXISTS alert_ips (
     machine_id              STRING,
     interval_start          TIMESTAMP,
     fetched_at              TIMESTAMP,
+    found_by_lookback_at    TIMESTAMP,
     date                    DATE
 )
 USING PARQUET
-PARTITIONED BY (date)
+PARTITIONED BY (tenant_id, date)
 LOCATION '${LAKE_ROOT}/alert_ips';
 
 MSCK REPAIR TABLE alert_ips;
@@ -68,10 +73,11 @@ CREATE TABLE IF NOT EXISTS alerts (
     ips_error               STRING,
     field_problems          ARRAY<STRING>,
     raw                     STRING,
+    found_by_lookback_at    TIMESTAMP,
     date                    DATE
 )
 USING PARQUET
-PARTITIONED BY (date)
+PARTITIONED BY (tenant_id, date)
 LOCATION '${LAKE_ROOT}/alerts';
 
 MSCK REPAIR TABLE alerts;

@@ -11,10 +11,13 @@
 --       WITH (LOCATION = 'https://<account>.dfs.core.windows.net/<container>/<prefix>');
 --
 -- How the lake maps:
--- * BULK '<table>/date=*/*.parquet' reads hourly and compacted files alike and never the
---   compaction manifest (_compaction.json) or writers' temp files (.*.tmp);
--- * filepath(1) is the first wildcard, the Hive partition date: filter on [date] and the
---   pool reads only those folders (partition elimination through the view);
+-- * BULK '<table>/tenant_id=*/date=*/*.parquet' reads hourly and compacted files alike and
+--   never the compaction manifest (_compaction.json) or writers' temp files (.*.tmp);
+-- * filepath(1) and filepath(2) are the wildcards, the Hive partitions tenant_id and date:
+--   filter on tenant_id or [date] and the pool reads only those folders (partition
+--   elimination through the view). The files hold the same tenant_id; the view takes the
+--   folder's, bare filepath(1) as in Microsoft's partitioned-view example (the WITH clause
+--   leaves the file column out), which is what lets a tenant_id filter skip folders;
 -- * the WITH clause pins every column's type so no query depends on type inference:
 --   timestamps are Parquet INT64 micros adjusted to UTC -> datetime2(6) (values are UTC);
 --   int8 -> smallint (Parquet signed INT(8); T-SQL tinyint is unsigned);
@@ -22,14 +25,13 @@
 -- Statements are separated by GO (SSMS / sqlcmd / Synapse Studio batches).
 
 CREATE OR ALTER VIEW dbo.alert_ips AS
-SELECT r.*, CAST(r.filepath(1) AS date) AS [date]
+SELECT r.filepath(1) AS tenant_id, r.*, CAST(r.filepath(2) AS date) AS [date]
 FROM OPENROWSET(
-    BULK 'alert_ips/date=*/*.parquet',
+    BULK 'alert_ips/tenant_id=*/date=*/*.parquet',
     DATA_SOURCE = 'mde_lake',
     FORMAT = 'PARQUET'
 )
 WITH (
-    tenant_id               varchar(64) COLLATE Latin1_General_100_BIN2_UTF8,
     alert_id                varchar(128) COLLATE Latin1_General_100_BIN2_UTF8,
     ip                      varchar(45) COLLATE Latin1_General_100_BIN2_UTF8,
     ip_version              smallint,
@@ -39,19 +41,19 @@ WITH (
     incident_id             bigint,
     machine_id              varchar(128) COLLATE Latin1_General_100_BIN2_UTF8,
     interval_start          datetime2(6),
-    fetched_at              datetime2(6)
+    fetched_at              datetime2(6),
+    found_by_lookback_at    datetime2(6)
 ) AS r;
 GO
 
 CREATE OR ALTER VIEW dbo.alerts AS
-SELECT r.*, CAST(r.filepath(1) AS date) AS [date]
+SELECT r.filepath(1) AS tenant_id, r.*, CAST(r.filepath(2) AS date) AS [date]
 FROM OPENROWSET(
-    BULK 'alerts/date=*/*.parquet',
+    BULK 'alerts/tenant_id=*/date=*/*.parquet',
     DATA_SOURCE = 'mde_lake',
     FORMAT = 'PARQUET'
 )
 WITH (
-    tenant_id               varchar(64) COLLATE Latin1_General_100_BIN2_UTF8,
     alert_id                varchar(128) COLLATE Latin1_General_100_BIN2_UTF8,
     incident_id             bigint,
     investigation_id        bigint,
@@ -87,7 +89,8 @@ WITH (
     fetched_at              datetime2(6),
     ips_error               varchar(1024) COLLATE Latin1_General_100_BIN2_UTF8,
     field_problems          varchar(max) COLLATE Latin1_General_100_BIN2_UTF8,
-    raw                     varchar(max) COLLATE Latin1_General_100_BIN2_UTF8
+    raw                     varchar(max) COLLATE Latin1_General_100_BIN2_UTF8,
+    found_by_lookback_at    datetime2(6)
 ) AS r;
 GO
 

@@ -11,16 +11,18 @@
 -- ${LAKE_ROOT}: abfs://container@account.dfs.core.windows.net/prefix (or file:///...).
 --
 -- Timestamps are Parquet INT64 micros adjusted to UTC: read them as UTC. The Hive
--- connector has no timestamp with time zone columns, hence timestamp(6). `date` is the
--- Hive partition (directory date=YYYY-MM-DD); files starting with '_' or '.' (the
--- compaction manifest, writers' temp files) are skipped. New days appear after
+-- connector has no timestamp with time zone columns, hence timestamp(6). `tenant_id` and
+-- `date` are the Hive partitions (directories tenant_id=<T>/date=YYYY-MM-DD), declared
+-- last and in that order as the connector requires; `WHERE tenant_id = '...'` reads one
+-- tenant's partitions only. The files also hold tenant_id (the same value): the
+-- connector reads the partition's. Files starting with '_' or '.' (the compaction
+-- manifest, writers' temp files) are skipped. New days and tenants appear after
 -- sync_partition_metadata: run it after loads (e.g. hourly) or once a day after
 -- compaction; compaction itself changes files inside a partition, not partitions.
 
 CREATE SCHEMA IF NOT EXISTS hive.mde WITH (location = '${LAKE_ROOT}');
 
 CREATE TABLE IF NOT EXISTS hive.mde.alert_ips (
-    tenant_id               varchar,
     alert_id                varchar,
     ip                      varchar,
     ip_version              tinyint,
@@ -31,18 +33,19 @@ CREATE TABLE IF NOT EXISTS hive.mde.alert_ips (
     machine_id              varchar,
     interval_start          timestamp(6),
     fetched_at              timestamp(6),
+    found_by_lookback_at    timestamp(6),
+    tenant_id               varchar,
     "date"                  date
 )
 WITH (
     external_location = '${LAKE_ROOT}/alert_ips',
     format = 'PARQUET',
-    partitioned_by = ARRAY['date']
+    partitioned_by = ARRAY['tenant_id', 'date']
 );
 
 CALL hive.system.sync_partition_metadata(schema_name => 'mde', table_name => 'alert_ips', mode => 'FULL');
 
 CREATE TABLE IF NOT EXISTS hive.mde.alerts (
-    tenant_id               varchar,
     alert_id                varchar,
     incident_id             bigint,
     investigation_id        bigint,
@@ -79,12 +82,14 @@ CREATE TABLE IF NOT EXISTS hive.mde.alerts (
     ips_error               varchar,
     field_problems          array(varchar),
     raw                     varchar,
+    found_by_lookback_at    timestamp(6),
+    tenant_id               varchar,
     "date"                  date
 )
 WITH (
     external_location = '${LAKE_ROOT}/alerts',
     format = 'PARQUET',
-    partitioned_by = ARRAY['date']
+    partitioned_by = ARRAY['tenant_id', 'date']
 );
 
 CALL hive.system.sync_partition_metadata(schema_name => 'mde', table_name => 'alerts', mode => 'FULL');

@@ -47,6 +47,11 @@ def fetch_batch_cached(
     look-back instead of failing this run's own hour).
     """
     entries = batch["alerts"]
+    # The cache lives in the tenant's part of the lake (_staging/tenant_id=<id>/fetch_cache).
+    if location.tenant_id is None:
+        location = location.for_tenant(tenant_id)
+    elif location.tenant_id != tenant_id:
+        raise ValueError(f"fetch cache of tenant {tenant_id!r} asked for in the lake part of tenant {location.tenant_id!r}")
     cache = FetchCache(location, tenant_id)
     cached = {} if refetch else cache.lookup(entries)
     remaining = [e for e in entries if version_key(e["alert_id"], e["last_update_time"]) not in cached]

@@ -23,7 +23,7 @@ from mde_pipeline.api.ledger_backends import ledger_password
 from mde_pipeline.api.errors import MdeConfigurationError
 from mde_pipeline.airflow.settings import MDE_CONN_ID
 
-__all__ = ["MdeHook", "MdeConnectionConfig", "MdeConfigurationError", "mask_connection_secrets"]
+__all__ = ["MdeHook", "MdeConnectionConfig", "MdeConfigurationError", "connection_tenant_id", "mask_connection_secrets"]
 
 # Extra keys that hold secrets although their names hold none of Airflow's sensitive
 # words, so Airflow would not mask them by itself.
@@ -59,6 +59,12 @@ def _host_with_port(host: str | None, port: int | None) -> str | None:
     if parts.port is not None:
         return host
     return f"{host.rstrip('/')}:{port}"
+
+
+def connection_tenant_id(conn_id: str) -> str:
+    """The Entra tenant id of an MDE connection (extra ``tenant_id``), without a network call:
+    the lake partition ``tenant_id=<id>`` of what that connection lists."""
+    return MdeHook(conn_id).get_config().tenant_id
 
 
 class MdeHook(BaseHook):

@@ -35,6 +35,12 @@ def configured_lake_location(root: str | os.PathLike | None = None, conn_id: str
     return resolve_lake_location(root, conn_id or configured_lake_conn_id(), blob_filesystem=airflow_blob_filesystem)
 
 
+def configured_tenant_location(tenant_id: str, root: str | os.PathLike | None = None) -> LakeLocation:
+    """One tenant's part of the configured lake (``tenant_id=<id>`` below each top folder):
+    what every hourly write, staging, fetch cache and look-back of that tenant uses."""
+    return configured_lake_location(root).for_tenant(tenant_id)
+
+
 def configured_lake_root() -> str:
     """Variable ``mde_lake_root``, or the repo's ``lake/`` folder when it is not set."""
     return _variable(ROOT_VARIABLE) or str(DEFAULT_ROOT)

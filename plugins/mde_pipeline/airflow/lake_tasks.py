@@ -7,7 +7,8 @@ the lake. Only the batches of alert ids travel through XCom to the mapped fetch 
 ``publish_interval`` joins the staged listing with every batch's fetch results
 (:func:`mde_pipeline.lake.records.interval_tables` refuses a missing or extra result),
 commits both tables' files of the interval atomically, then drops the staging folder.
-A rerun of the interval replaces exactly those files: the rows of the versions it lists
+Both work on the listed tenant's part of the lake (``tenant_id=<id>`` below each top
+folder, ``LakeLocation.for_tenant``). A rerun of the interval replaces exactly those files: the rows of the versions it lists
 are replaced, the versions the lake held that it no longer lists stay (param
 ``refetch``: the hour replaced whole). The results of look-back batches go to their own
 hours (:func:`mde_pipeline.airflow.lookback.publish_lookback`); the fetch cache is swept.
@@ -20,7 +21,7 @@ from typing import Any, Iterable, Mapping
 
 from mde_pipeline.airflow import settings
 from mde_pipeline.airflow.cached_fetch import as_flag
-from mde_pipeline.airflow.lake_location import configured_lake_location
+from mde_pipeline.airflow.lake_location import configured_tenant_location
 from mde_pipeline.airflow.lookback import publish_lookback
 from mde_pipeline.airflow.lineage import report_lake_outputs
 from mde_pipeline.common.fetch_result import FetchResult
@@ -36,9 +37,10 @@ LISTING = "listing"
 log = logging.getLogger(__name__)
 
 
-def stage_listing(listing: Mapping[str, Any], context: Mapping[str, Any], location: LakeLocation | None = None) -> str:
-    """Replace this run's staging folder with the listing document (a retry starts clean)."""
-    location = location or configured_lake_location()
+def stage_listing(listing: Mapping[str, Any], context: Mapping[str, Any], location: LakeLocation) -> str:
+    """Replace this run's staging folder with the listing document (a retry starts clean).
+
+    ``location`` is the listed tenant's (``configured_tenant_location``)."""
     start = interval_start_of(context["data_interval_start"])
     run_id = context["run_id"]
     clear_staging(location, start, run_id)
@@ -49,12 +51,26 @@ def publish_interval(
     context: Mapping[str, Any],
     batch_results: Iterable[Iterable[FetchResult] | None],
     location: LakeLocation | None = None,
+    *,
+    mde_conn_id: str = settings.MDE_CONN_ID,
 ) -> dict[str, Any]:
-    """Commit the interval of this run; returns a summary (also the asset events' extra)."""
-    location = location or configured_lake_location()
+    """Commit the interval of this run; returns a summary (also the asset events' extra).
+
+    ``location`` defaults to the part of the configured lake of connection
+    ``mde_conn_id``'s tenant (its extra ``tenant_id``, read without a network call):
+    where ``list_alerts`` staged the listing.
+    """
+    if location is None:
+        from mde_pipeline.airflow.hooks import connection_tenant_id  # azure-core only when a task runs
+
+        location = configured_tenant_location(connection_tenant_id(mde_conn_id))
     start = interval_start_of(context["data_interval_start"])
     run_id = context["run_id"]
     listing = read_staging_json(location, start, run_id, LISTING)
+    if listing["tenant_id"] != location.tenant_id:  # never one tenant's rows in another's partition
+        raise ValueError(
+            f"staged listing of tenant {listing['tenant_id']!r} found in the lake part of tenant {location.tenant_id!r}"
+        )
     own = {version_key(alert["id"], alert["lastUpdateTime"]) for alert in listing["alerts"]}
     results = [result for batch in batch_results if batch for result in batch]
     tables = interval_tables(
@@ -65,7 +81,8 @@ def publish_interval(
         listed_at=listing["listed_at"],
     )
     # A rerun keeps the versions the lake holds that the new listing lacks (an alert that
-    # moved on to a later hour); `refetch` replaces the hour whole.
+    # moved on to a later hour) and the found_by_lookback_at of those it lists again;
+    # `refetch` replaces the hour whole (found_by_lookback_at null again).
     refetch = as_flag((context.get("params") or {}).get("refetch", False))
     committed = commit_interval(location, start, tables, keep_versions=not refetch)
     late = publish_lookback(context, [r for r in results if version_key(r["alert_id"], r["last_update_time"]) not in own], location)

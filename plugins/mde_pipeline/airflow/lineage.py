@@ -20,12 +20,15 @@ import logging
 from collections.abc import Iterable
 
 from mde_pipeline.lake.location import LakeLocation
+from mde_pipeline.lake.tenants import replace_tenant
 
 log = logging.getLogger(__name__)
 
 
 def table_uri(location: LakeLocation, table: str) -> str:
-    """The URI of a lake table's directory, as lineage names it."""
+    """The URI of a lake table's directory, as lineage names it: the whole table, also
+    when a tenant's location wrote it (a tenant is a partition, not another dataset)."""
+    location = replace_tenant(location, None)
     if location.is_local:
         return f"file://{location.path(table)}"
     return f"{location.url.rstrip('/')}/{table}"

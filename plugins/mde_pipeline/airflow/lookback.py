@@ -10,9 +10,13 @@ the alert versions the lake's committed hours lack (late arrivals), with their I
    ``"lookback": true`` (the fetch cache answers the versions fetched before).
 2. ``publish`` adds them to their hours (:func:`publish_lookback`):
    ``commit_interval(keep_versions=True, only_if_committed=True)`` rewrites each hour
-   under its day's lock with its rows plus the new ones; their ``listed_at`` is the
-   look-back's listing time. A version the lake holds is never dropped, also when the
-   alert has moved on to a later lastUpdateTime.
+   under its day's lock with its rows plus the new ones; their ``listed_at`` and
+   ``found_by_lookback_at`` are the look-back's listing time (``found_by_lookback_at``
+   stays when a rerun of the hour lists the version later: lake.versions). A version the
+   lake holds is never dropped, also when the alert has moved on to a later lastUpdateTime.
+
+Everything happens in the tenant's part of the lake (the ``location`` given, a
+``LakeLocation.for_tenant``): its committed hours, its staging, its commits.
 
 Failure of the look-back (lake unreadable, listing error other than a configuration
 error) is logged and the run loads its own hour anyway: the next run looks back again.
@@ -25,7 +29,6 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Mapping
 
 from mde_pipeline.airflow.batching import make_batches
-from mde_pipeline.airflow.lake_location import configured_lake_location
 from mde_pipeline.api.listing import MAX_PAGE_SIZE, AlertsApi, list_interval
 from mde_pipeline.common.fetch_result import FetchResult
 from mde_pipeline.common.log_text import for_log
@@ -94,19 +97,17 @@ def list_lookback(
     }
 
 
-def stage_lookback(document: Mapping[str, Any], context: Mapping[str, Any], location: LakeLocation | None = None) -> list[dict]:
-    """Stage the look-back's missing versions for publish; returns its batches."""
-    location = location or configured_lake_location()
+def stage_lookback(document: Mapping[str, Any], context: Mapping[str, Any], location: LakeLocation) -> list[dict]:
+    """Stage the look-back's missing versions for publish (in the tenant's ``location``);
+    returns its batches."""
     batches = list(document["batches"])
     write_staging_json(location, context["data_interval_start"], context["run_id"], LOOKBACK, {**document, "batches": []})
     return batches
 
 
-def publish_lookback(
-    context: Mapping[str, Any], results: Iterable[FetchResult], location: LakeLocation | None = None
-) -> dict[str, int]:
-    """Add the staged late versions to their committed hours; returns hour key -> rows added."""
-    location = location or configured_lake_location()
+def publish_lookback(context: Mapping[str, Any], results: Iterable[FetchResult], location: LakeLocation) -> dict[str, int]:
+    """Add the staged late versions to their committed hours (of the tenant's ``location``);
+    returns hour key -> rows added."""
     try:
         document = read_staging_json(location, context["data_interval_start"], context["run_id"], LOOKBACK)
     except StagingNotFoundError:
@@ -123,7 +124,7 @@ def publish_lookback(
         try:
             tables = interval_tables(
                 alerts, hour_results, tenant_id=document["tenant_id"], interval_start=start,
-                listed_at=document["listed_at"],
+                listed_at=document["listed_at"], found_by_lookback_at=document["listed_at"],
             )
             committed = commit_interval(location, start, tables, keep_versions=True, only_if_committed=True)
         except Exception as exc:  # a lock held too long, a lost lease, a row that does not fit

@@ -30,7 +30,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from mde_pipeline.airflow import settings
 from mde_pipeline.airflow.batching import DEFAULT_MAX_BATCHES, make_batches
 from mde_pipeline.airflow.cached_fetch import as_flag, fetch_batch_cached
-from mde_pipeline.airflow.lake_location import configured_lake_location
+from mde_pipeline.airflow.lake_location import configured_tenant_location
 from mde_pipeline.airflow.lake_tasks import stage_listing
 from mde_pipeline.airflow.lookback import LOOKBACK_MAX_BATCHES, list_lookback, stage_lookback
 from mde_pipeline.airflow.settings import DEFAULT_BATCH_SIZE, MDE_CONN_ID, MDE_POOL
@@ -124,11 +124,14 @@ class MdeListAlertsOperator(BaseOperator):
 
         def run() -> list[dict[str, Any]]:
             with _mde_client(self.mde_conn_id) as client:
+                # The tenant's own part of the lake: staging, look-back and commits never
+                # touch another tenant's files.
+                location = configured_tenant_location(client.tenant_id)
                 before = stats_of(client)
                 listing = list_interval(client, self.data_interval_start, self.data_interval_end, self.page_size)
                 late = list_lookback(
                     client,
-                    configured_lake_location(),
+                    location,
                     self.data_interval_start,
                     self.lookback,
                     page_size=self.page_size,
@@ -137,11 +140,11 @@ class MdeListAlertsOperator(BaseOperator):
                     logger=self.log,
                 )
                 api = {name: value - before[name] for name, value in stats_of(client).items()}
-            stage_listing(listing.as_document(), context)
+            stage_listing(listing.as_document(), context, location)
             max_batches = self.max_batches - (LOOKBACK_MAX_BATCHES if late else 0)
             batches = make_batches(listing.alerts, batch_size=batch_size, max_batches=max_batches)
             if late is not None:
-                batches += stage_lookback(late, context)
+                batches += stage_lookback(late, context, location)
             self.log.info(
                 "%d alerts in [%s, %s) -> %d batches of up to %d; listing %s; API %s",
                 len(listing.alerts),
@@ -206,7 +209,7 @@ class MdeFetchAlertIpsOperator(BaseOperator):
                 return fetch_batch_cached(
                     client,
                     batch,
-                    configured_lake_location(),
+                    configured_tenant_location(client.tenant_id),
                     client.tenant_id,
                     refetch=as_flag(self.refetch),
                     flush_every=settings.CACHE_FLUSH_EVERY,

@@ -11,8 +11,9 @@ import os
 from datetime import timedelta
 
 
-MDE_CONN_ID = "mde_default"  # the MDE API connection
-MDE_POOL = "mde_api"  # every API call, listing included: they share one budget
+DAG_ID = "mde_alert_ips"  # the hourly DAG; with Variable mde_tenants: mde_alert_ips_<name> (tenants.py)
+MDE_CONN_ID = "mde_default"  # the MDE API connection (per tenant: mde_<name>)
+MDE_POOL = "mde_api"  # every API call, listing included: they share one budget (per tenant: mde_api_<name>)
 DEFAULT_BATCH_SIZE = 100  # alerts per mapped fetch task (DAG param batch_size)
 
 

@@ -8,7 +8,8 @@
 Airflow-configured entry point (``make query``), which hands :func:`main` a ``locate``
 that opens the lake exactly as the DAG does. Without ``--sql``/``--file`` it starts an
 interactive shell (statements end with ``;``; ``.tables``, ``.schema NAME``, ``.quit``).
-Views and how they follow the lake: :mod:`.session`.
+The views hold every tenant of the lake; ``WHERE tenant_id = '<id>'`` reads one tenant's
+files only (a partition column). Views and how they follow the lake: :mod:`.session`.
 """
 
 from __future__ import annotations

@@ -1,10 +1,13 @@
 """DuckDB on the lake with the analysts' views, kept in step with the lake.
 
 Views (include/sql/duckdb/views.sql): ``alerts``, ``alert_ips``, ``alerts_latest``,
-``alert_ips_latest``, ``alert_ip_details``, ``ip_summary``. ``alert_ips`` reads the days
-the IP index covers (lake/ip_index.py) from it and the other days from their files
-(``use_ip_index=False``: day files only); :class:`LakeSession` keeps the views in step
-with the lake while it stays open.
+``alert_ips_latest``, ``alert_ip_details``, ``ip_summary``, over every tenant of the
+lake: ``tenant_id`` and ``date`` are Hive partition columns (the folders
+``tenant_id=<T>/date=YYYY-MM-DD``), so a filter on them skips other tenants' and days'
+files. ``alert_ips`` reads the days each tenant's IP index covers (lake/ip_index.py) from
+it and the other days from their files (``use_ip_index=False``: day files only);
+:class:`LakeSession` keeps the views in step with the lake while it stays open. A lake
+still in the layout from before tenants is refused (lake/tenants.py names the migration).
 """
 
 from __future__ import annotations
@@ -14,14 +17,18 @@ import re
 from pathlib import Path
 
 from mde_pipeline.lake.ip_index import INDEXED_TABLE, valid_month_indexes
-from mde_pipeline.lake.layout import day_has_data, table_days
-from mde_pipeline.lake.location import LakeLocation, resolve_lake_location
+from mde_pipeline.lake.layout import DATE_PREFIX, day_has_data, list_names, table_days
+from mde_pipeline.lake.location import TENANT_PREFIX, LakeLocation, LakeLocationError, resolve_lake_location
 from mde_pipeline.lake.schema import SCHEMAS
+from mde_pipeline.lake.tenants import LegacyLakeLayoutError, check_not_legacy, tenant_locations
 
 VIEWS_SQL = Path(__file__).resolve().parents[3] / "include" / "sql" / "duckdb" / "views.sql"
 ROOT_PLACEHOLDER = "${LAKE_ROOT}"
 BASE_TABLES = ("alerts", "alert_ips")
 DEFAULT_MAX_ROWS = 1000
+
+# The partition columns' types: a tenant id that looks like a number stays text.
+HIVE_TYPES = "{'tenant_id': VARCHAR, 'date': DATE}"
 
 _BASE_VIEW = re.compile(r"CREATE OR REPLACE VIEW (\w+) AS\s+SELECT \*\s+FROM read_parquet\(", re.IGNORECASE)
 
@@ -69,16 +76,26 @@ class LakeSession:
     """DuckDB with the analysts' views, kept in step with the lake while it is open.
 
     ``execute`` works as DuckDB's (it returns the connection, ready to fetch). Before
-    each statement it checks, with one listing of ``alert_ips``, whether the lake gained or
-    lost a day directory since the views were made, and makes them again if so. Within
-    a day nothing needs redoing: the views glob a day's files at query time. A statement
-    that fails on a missing file (an index month rebuilt or dropped, a day swapped by
-    compaction while it was read) is retried once on fresh views.
+    each statement it checks, with one listing of ``alert_ips`` and one per tenant in it,
+    whether the lake gained or lost a tenant or a day directory since the views were made,
+    and makes them again if so. Within a day nothing needs redoing: the views glob a day's
+    files at query time. A statement that fails on a missing file (an index month rebuilt
+    or dropped, a day swapped by compaction while it was read) is retried once on fresh
+    views.
     """
 
     def __init__(self, location: LakeLocation, *, views_sql: Path = VIEWS_SQL, use_ip_index: bool = True) -> None:
         import duckdb
 
+        if location.tenant_id is not None:
+            raise LakeSessionError(
+                f"lake {location.url}: the analysts' views read every tenant; open the lake root and filter on "
+                f"tenant_id = '{location.tenant_id}'"
+            )
+        try:
+            check_not_legacy(location)
+        except LegacyLakeLayoutError as exc:
+            raise LakeSessionError(str(exc)) from exc
         self.location = location
         self.use_ip_index = use_ip_index
         try:
@@ -90,7 +107,7 @@ class LakeSession:
         if not location.is_local:
             self.connection.register_filesystem(location.fs)
         self._state: tuple | None = None
-        self._watched_days: tuple[str, ...] = ()  # uncovered days with no file yet
+        self._watched_days: tuple[tuple[str, str], ...] = ()  # (tenant, day) uncovered, no file yet
         self._empty_tables: tuple[str, ...] = ()  # tables with no file yet
         self.refresh(force=True)
 
@@ -115,22 +132,45 @@ class LakeSession:
         self.close()
 
     # -- views
+    def _table_files(self, table: str) -> str:
+        """The glob of every tenant's committed files of ``table`` (what views.sql reads)."""
+        return self.location.path(table, f"{TENANT_PREFIX}*", f"{DATE_PREFIX}*", "*.parquet")
+
+    def _indexed_days(self) -> tuple[tuple[str, str], ...]:
+        """``(tenant, day)`` of every day directory of ``alert_ips``: one listing of the
+        table, one per tenant in it."""
+        days = []
+        for name in list_names(self.location, INDEXED_TABLE) or ():
+            if not name.startswith(TENANT_PREFIX):
+                continue
+            try:
+                tenant = self.location.for_tenant(name.removeprefix(TENANT_PREFIX))
+            except LakeLocationError:
+                continue  # not a tenant folder (lake.tenants.lake_tenants skips it too)
+            days += [(tenant.tenant_id, day) for day in table_days(tenant, INDEXED_TABLE)]
+        return tuple(days)
+
     def _lake_state(self) -> tuple:
         """What the views were made from beyond what their globs find at query time.
 
-        Runs before every statement, so it lists only what can change a view: the days of
-        ``alert_ips`` when it reads the IP index (the plain views glob every day at query
-        time), the days still waiting for a first file, and tables that had no file.
+        Runs before every statement, so it lists only what can change a view: the tenants
+        and days of ``alert_ips`` when it reads the IP index (the plain views glob every
+        tenant and day at query time), the days still waiting for a first file, and tables
+        that had no file.
         """
         fs = self.location.fs
         fs.invalidate_cache()
-        days = tuple(table_days(self.location, INDEXED_TABLE)) if self.use_ip_index else ()
-        filled = tuple(day for day in self._watched_days if day_has_data(self.location, INDEXED_TABLE, day))
-        started = tuple(t for t in self._empty_tables if fs.glob(self.location.path(t, "*", "*.parquet")))
+        days = self._indexed_days() if self.use_ip_index else ()
+        filled = tuple(
+            (tenant, day)
+            for tenant, day in self._watched_days
+            if day_has_data(self.location.for_tenant(tenant), INDEXED_TABLE, day)
+        )
+        started = tuple(t for t in self._empty_tables if fs.glob(self._table_files(t)))
         return days, filled, started
 
     def refresh(self, force: bool = False) -> None:
-        """Make the views again if the lake's days changed (always with ``force``)."""
+        """Make the views again if the lake's tenants or days changed (always with ``force``)."""
         state = self._lake_state()
         if force or state != self._state:
             self._make_views()
@@ -147,7 +187,7 @@ class LakeSession:
         for statement in split_statements(self._script):
             match = _BASE_VIEW.match(statement)
             table = match.group(1) if match else None
-            if table in BASE_TABLES and not fs.glob(self.location.path(table, "*", "*.parquet")):
+            if table in BASE_TABLES and not fs.glob(self._table_files(table)):
                 # No file yet: an empty view of the right shape, so queries still run.
                 _create_empty_view(self.connection, table, SCHEMAS[table])
                 empty.append(table)
@@ -158,38 +198,56 @@ class LakeSession:
             self._use_ip_index()
 
     def _use_ip_index(self) -> None:
-        """Read the days the IP index covers from it, every other day from its day files.
+        """Read the days each tenant's IP index covers from it, every other day from its day files.
 
         Only indexes that match the lake right now are used (lake/ip_index.py). The day
-        files are named by one glob per uncovered day (per month when no day of the month
-        is covered), never by a glob over the whole table: DuckDB lists every directory a
-        glob spans on every query, which alone costs about what the lookup does.
+        files are named by one glob per tenant's uncovered day (per tenant's month when no
+        day of the month is covered), never by a glob over the whole table or a tenant:
+        DuckDB lists every directory a glob spans on every query, which alone costs about
+        what the lookup does. Both parts keep ``tenant_id`` a partition column (the index
+        files sit under ``_ip_index/tenant_id=<T>/``), so a filter on it skips other
+        tenants' index and day files alike.
         """
-        indexes = valid_month_indexes(self.location)
+        tenants = [(tenant, valid_month_indexes(tenant)) for tenant in tenant_locations(self.location)]
+        indexes = [index for _, tenant_indexes in tenants for index in tenant_indexes]
         if not indexes:
             return
-        covered = {day for index in indexes for day in index.days}
-        by_month: dict[str, list[str]] = {}
-        for day in table_days(self.location, INDEXED_TABLE):
-            by_month.setdefault(day[:7], []).append(day)
         patterns, waiting = [], []
-        for month, days in sorted(by_month.items()):
-            uncovered = [day for day in days if day not in covered]
-            # A glob matching nothing is an error in DuckDB: days without a file yet are
-            # left out and watched (_lake_state) until they get one.
-            filled = [day for day in uncovered if day_has_data(self.location, INDEXED_TABLE, day)]
-            waiting.extend(day for day in uncovered if day not in filled)
-            if filled and len(filled) == len(days):
-                patterns.append(self.location.uri(INDEXED_TABLE, f"date={month}-*", "*.parquet"))
-            else:
-                patterns.extend(self.location.uri(INDEXED_TABLE, f"date={day}", "*.parquet") for day in filled)
+        for tenant, tenant_indexes in tenants:
+            tenant_patterns, tenant_waiting = _uncovered_day_globs(tenant, {day for i in tenant_indexes for day in i.days})
+            patterns += tenant_patterns
+            waiting += [(tenant.tenant_id, day) for day in tenant_waiting]
         self._watched_days = tuple(waiting)
         files = ", ".join(f"'{_sql_literal(index.uri)}'" for index in indexes)
-        parts = [f"SELECT *, CAST(timezone('UTC', interval_start) AS DATE) AS date FROM read_parquet([{files}])"]
+        # The index's month= folder is a partition too: dropped; `date` comes from the rows.
+        parts = [
+            "SELECT * EXCLUDE (month), CAST(timezone('UTC', interval_start) AS DATE) AS date "
+            f"FROM read_parquet([{files}], hive_partitioning = true, hive_types = {{'tenant_id': VARCHAR, 'month': VARCHAR}})"
+        ]
         if patterns:
             globs = ", ".join(f"'{_sql_literal(p)}'" for p in patterns)
-            parts.append(f"SELECT * FROM read_parquet([{globs}], hive_partitioning = true, hive_types = {{'date': DATE}})")
+            parts.append(f"SELECT * FROM read_parquet([{globs}], hive_partitioning = true, hive_types = {HIVE_TYPES}, union_by_name = true)")
         self.connection.execute(f"CREATE OR REPLACE VIEW {INDEXED_TABLE} AS\n" + "\nUNION ALL BY NAME\n".join(parts))
+
+
+def _uncovered_day_globs(tenant: LakeLocation, covered: set[str]) -> tuple[list[str], list[str]]:
+    """One tenant's globs of the ``alert_ips`` days its index does not cover (one per day,
+    one per month where no day is covered), and the uncovered days with no file yet."""
+    by_month: dict[str, list[str]] = {}
+    for day in table_days(tenant, INDEXED_TABLE):
+        by_month.setdefault(day[:7], []).append(day)
+    patterns, waiting = [], []
+    for month, days in sorted(by_month.items()):
+        uncovered = [day for day in days if day not in covered]
+        # A glob matching nothing is an error in DuckDB: days without a file yet are
+        # left out and watched (_lake_state) until they get one.
+        filled = [day for day in uncovered if day_has_data(tenant, INDEXED_TABLE, day)]
+        waiting.extend(day for day in uncovered if day not in filled)
+        if filled and len(filled) == len(days):
+            patterns.append(tenant.uri(INDEXED_TABLE, f"{DATE_PREFIX}{month}-*", "*.parquet"))
+        else:
+            patterns.extend(tenant.uri(INDEXED_TABLE, f"{DATE_PREFIX}{day}", "*.parquet") for day in filled)
+    return patterns, waiting
 
 
 def _create_empty_view(connection, table: str, schema) -> None:

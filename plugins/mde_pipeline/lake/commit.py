@@ -1,7 +1,8 @@
 """The only hourly write: one interval's two tables, committed together.
 
-One file per (table, hourly interval), ``<table>/date=YYYY-MM-DD/interval=YYYYMMDDTHH.parquet``
-(layout.interval_file). The name comes from the interval alone, so a rerun of an
+One file per (tenant, table, hourly interval),
+``<table>/tenant_id=<id>/date=YYYY-MM-DD/interval=YYYYMMDDTHH.parquet`` (layout.interval_file
+on a tenant's location; a root location is refused by the day lock). The name comes from the interval alone, so a rerun of an
 interval writes the same name and replaces exactly what it owns; two runs of one
 interval (a backfill and a scheduled run) leave one complete file, never two.
 
@@ -34,6 +35,7 @@ from mde_pipeline.lake.parquet import parquet_bytes, read_parquet
 from mde_pipeline.lake.records import check_interval
 from mde_pipeline.lake.schema import ALERTS, SCHEMAS, LakeSchemaError, conform
 from mde_pipeline.lake.storage import write_files_atomic
+from mde_pipeline.lake.tenants import check_not_legacy
 from mde_pipeline.lake.versions import merge_versions
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ def commit_interval(
     ``only_if_committed``: do nothing (None) when the interval was never committed.
     """
     start = interval_start_of(interval_start)
+    check_not_legacy(location)  # never write the new layout beside the old one
     conformed = {}
     for name in SCHEMAS:
         if name not in tables:

@@ -40,6 +40,7 @@ from mde_pipeline.lake.location import LakeLocation
 from mde_pipeline.lake.locks import day_lock
 from mde_pipeline.lake.schema import SCHEMAS
 from mde_pipeline.lake.staging import STAGING_MAX_AGE, sweep_staging
+from mde_pipeline.lake.tenants import check_not_legacy, tenant_locations
 
 # A day is compacted once it ended this long ago (late reruns of its last hours are
 # likely within it) and no hourly file of it changed for QUIET_PERIOD (a backfill that
@@ -146,21 +147,23 @@ def compaction_step(
     quiet_period: timedelta = DEFAULT_QUIET_PERIOD,
     staging_max_age: timedelta = STAGING_MAX_AGE,
 ) -> dict[str, Any]:
-    """The compaction DAG's first task: compact the closed days (after recovering any
-    interrupted swap), sweep staging of failed runs older than ``staging_max_age``; a
-    summary for XCom and the log."""
+    """The compaction DAG's first task: for each tenant of the lake (or the one tenant of
+    a tenant's location), compact the closed days (after recovering any interrupted swap)
+    and sweep staging of failed runs older than ``staging_max_age``; a summary for XCom
+    and the log."""
+    check_not_legacy(location)
     moment = datetime.fromtimestamp(closed_before.timestamp(), timezone.utc)
-    results = compact_closed_days(location, closed_before=moment, grace=grace, quiet_period=quiet_period)
-    swept = sweep_staging(location, staging_max_age)
-    log.info(
-        "lake %s: %d table-days compacted (closed before %s)",
-        location.url, sum(r.action == "compacted" for r in results), (moment - grace).isoformat(),
-    )
-    return {
-        "staging_swept": len(swept),
-        "days": [
-            {"day": r.day, "table": r.table, "action": r.action, "rows": r.rows, "intervals": r.intervals,
-             "source_files": r.source_files, "seconds": round(r.seconds, 3)}
+    swept, days = 0, []
+    for tenant in tenant_locations(location):
+        results = compact_closed_days(tenant, closed_before=moment, grace=grace, quiet_period=quiet_period)
+        swept += len(sweep_staging(tenant, staging_max_age))
+        log.info(
+            "lake %s tenant %s: %d table-days compacted (closed before %s)",
+            location.url, tenant.tenant_id, sum(r.action == "compacted" for r in results), (moment - grace).isoformat(),
+        )
+        days += [
+            {"tenant_id": tenant.tenant_id, "day": r.day, "table": r.table, "action": r.action, "rows": r.rows,
+             "intervals": r.intervals, "source_files": r.source_files, "seconds": round(r.seconds, 3)}
             for r in results
         ]
-    }
+    return {"staging_swept": swept, "days": days}

@@ -58,6 +58,7 @@ from mde_pipeline.lake.locks import day_lock
 from mde_pipeline.lake.parquet import parquet_bytes, read_parquet, sort_for_queries
 from mde_pipeline.lake.schema import ALERT_IPS, conform
 from mde_pipeline.lake.storage import write_files_atomic
+from mde_pipeline.lake.tenants import check_not_legacy, tenant_locations
 
 INDEXED_TABLE = ALERT_IPS
 INDEX_FORMAT = 2  # 1: closed months only (no partial months)
@@ -236,7 +237,12 @@ def index_months(location: LakeLocation) -> list[MonthIndex]:
 
 
 def index_step(location: LakeLocation) -> list[str]:
-    """The compaction DAG's second task: bring the IP index up to date; the months (re)built."""
-    months = [index.month for index in index_months(location)]
-    log.info("lake %s: IP index built for %s", location.url, months or "no month")
-    return months
+    """The compaction DAG's second task: bring each tenant's IP index up to date; the
+    months (re)built, as ``<tenant id>/<YYYY-MM>``."""
+    check_not_legacy(location)
+    built = []
+    for tenant in tenant_locations(location):
+        months = [index.month for index in index_months(tenant)]
+        log.info("lake %s tenant %s: IP index built for %s", location.url, tenant.tenant_id, months or "no month")
+        built += [f"{tenant.tenant_id}/{month}" for month in months]
+    return built

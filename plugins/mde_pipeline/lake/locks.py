@@ -35,6 +35,7 @@ from typing import Any
 
 from mde_pipeline.lake.layout import day_lock_name, lock_file
 from mde_pipeline.lake.location import LakeLocation
+from mde_pipeline.lake.tenants import require_tenant
 
 LEASE_SECONDS = 15  # Azure's shortest: a dead holder's lease is gone soonest
 DEFAULT_TIMEOUT_SECONDS = 300.0
@@ -109,7 +110,10 @@ def day_lock(location: LakeLocation, day: date | datetime | str) -> Iterator[Non
     """Exclusive right to change one day's files (both tables), across processes and hosts.
 
     :func:`lake_lock` named ``date=YYYY-MM-DD``. Not reentrant: take it once per change.
+    Every change to a day goes through it, so it is where a root location (no tenant) is
+    refused: each tenant's days are locked and written apart.
     """
+    require_tenant(location)
     with lake_lock(location, day_lock_name(day)):
         yield
 

@@ -96,6 +96,7 @@ def alert_record(
     invalid_ip_values: Sequence[str] | None = None,
     fetched_at: datetime | str | None = None,
     ips_error: str | None = None,
+    found_by_lookback_at: datetime | str | None = None,
 ) -> dict[str, Any]:
     """One ``alerts`` row (snake_case, parsed) from one listed alert's JSON.
 
@@ -136,6 +137,7 @@ def alert_record(
         ips_error=ips_error,
         field_problems=fields.problems or None,
         raw=alert_fields.raw_json(alert),
+        found_by_lookback_at=parse_timestamp(found_by_lookback_at, field="found_by_lookback_at"),
     )
     return record
 
@@ -163,6 +165,7 @@ def alert_ip_records(
         "machine_id": alert_row.get("machine_id"),
         "interval_start": alert_row["interval_start"],
         "fetched_at": parse_timestamp(fetched_at, field="fetched_at"),
+        "found_by_lookback_at": alert_row.get("found_by_lookback_at"),
     }
     records: dict[str, dict[str, Any]] = {}
     for item in ips:
@@ -218,8 +221,12 @@ def interval_tables(
     tenant_id: str,
     interval_start: datetime,
     listed_at: datetime | str,
+    found_by_lookback_at: datetime | str | None = None,
 ) -> dict[str, pa.Table]:
     """Both lake tables of one interval from its listing and the IP results of every alert.
+
+    ``found_by_lookback_at``: set on every row when a look-back listed these versions
+    (its listing time); None for the hour's own run.
 
     Every listed alert needs exactly one IP result (matched on alert id and
     lastUpdateTime) and every result needs its listed alert: a missing batch is an
@@ -254,6 +261,7 @@ def interval_tables(
             invalid_ip_values=result.get("invalid_ip_values") or [],
             fetched_at=result.get("fetched_at"),
             ips_error=result.get("error") if status == IPS_ERROR else None,
+            found_by_lookback_at=found_by_lookback_at,
         )
         ips = alert_ip_records(row, pairs, fetched_at=result.get("fetched_at"))
         row["ip_count"] = len(ips)

@@ -21,6 +21,7 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 ALERTS = "alerts"
 ALERT_IPS = "alert_ips"
+FOUND_BY_LOOKBACK_AT = "found_by_lookback_at"
 
 COMMENT_TYPE = pa.struct(
     [
@@ -52,6 +53,8 @@ ALERT_IPS_SCHEMA = pa.schema(
         _optional("machine_id", pa.string()),
         _required("interval_start", TIMESTAMP),
         _required("fetched_at", TIMESTAMP),
+        # Added later (see ADDED_COLUMNS): the alert version's, as in alerts.
+        _optional(FOUND_BY_LOOKBACK_AT, TIMESTAMP),
     ]
 )
 
@@ -95,6 +98,9 @@ ALERTS_SCHEMA = pa.schema(
         _optional("ips_error", pa.string()),  # why ips_status is 'error'
         _optional("field_problems", pa.list_(pa.string())),  # fields that did not fit: null in their column
         _optional("raw", pa.string()),  # the alert as listed, JSON: every field, also new ones
+        # When a look-back first brought this version into the lake (its listing time);
+        # null when a run of the version's own hour listed it (lake/versions.py).
+        _optional(FOUND_BY_LOOKBACK_AT, TIMESTAMP),
     ]
 )
 
@@ -102,7 +108,10 @@ SCHEMAS: dict[str, pa.Schema] = {ALERTS: ALERTS_SCHEMA, ALERT_IPS: ALERT_IPS_SCH
 
 # Optional columns appended after files were already written: a file without them is
 # read with nulls there (compaction and the IP index rewrite such files in full schema).
-ADDED_COLUMNS: dict[str, tuple[str, ...]] = {ALERTS: ("ips_error", "field_problems", "raw"), ALERT_IPS: ()}
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
+    ALERTS: ("ips_error", "field_problems", "raw", FOUND_BY_LOOKBACK_AT),
+    ALERT_IPS: (FOUND_BY_LOOKBACK_AT,),
+}
 
 # Low-cardinality string columns: dictionary encoding makes them small and fast to filter.
 DICTIONARY_COLUMNS: dict[str, tuple[str, ...]] = {

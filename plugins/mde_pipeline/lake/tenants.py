@@ -71,7 +71,7 @@ def check_not_legacy(location: LakeLocation) -> None:
         raise LegacyLakeLayoutError(
             f"lake {location.url} has {len(found)} folder(s) from before the tenant_id= partition "
             f"(first: {found[0]}); migrate it once with "
-            f"`python -m mde_pipeline.airflow.migrate_lake --tenant-id <tenant id>` (docs/OPERATORS.md)"
+            f"`python -m mde_pipeline.airflow.migrate_lake --tenant-id <tenant id>` (README, \"The lake\")"
         )
 
 

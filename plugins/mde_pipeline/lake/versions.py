@@ -13,6 +13,16 @@ manifest), empty or not; an hour never committed belongs to backfills.
   new rows, plus every row the lake held for versions the new rows do not carry. A
   version the lake holds is never dropped; a version present on both sides keeps one
   copy (the new one).
+
+``found_by_lookback_at`` records how a version first entered the lake: the listing time
+of the look-back that added it, or null when a run of its own hour listed it. It is a
+fact about the version's arrival, so a merge keeps the held value of every version the
+lake already holds: a rerun whose own listing now carries a version a look-back had
+found keeps that time (the earliest: the fact that it came late is not lost), and a
+look-back that fetches again a version held with ``ips_status = 'error'`` leaves it null
+(the version was listed on time; ``fetched_at`` says when its IPs came). Both tables
+take the value from the held ``alerts`` rows, so they always agree. A ``refetch`` run
+replaces the hour whole (no merge): its rows are null there.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ from mde_pipeline.common.fetch_result import IPS_ERROR
 from mde_pipeline.common.timestamps import parse_timestamp, ticks_to_datetime, TICKS_PER_MICROSECOND
 from mde_pipeline.lake.layout import interval_key, list_day, parse_interval_key
 from mde_pipeline.lake.location import LakeLocation
-from mde_pipeline.lake.schema import ALERT_IPS, ALERTS, SCHEMAS
+from mde_pipeline.lake.schema import ALERT_IPS, ALERTS, FOUND_BY_LOOKBACK_AT, SCHEMAS, conform
 
 Version = tuple[str, int]  # (alert_id, lastUpdateTime in microseconds since the epoch)
 VERSION_COLUMNS = {ALERTS: "last_update_time", ALERT_IPS: "alert_last_update_time"}
@@ -113,15 +123,31 @@ def _version_keys(table: str, data: pa.Table) -> pa.Array:
     return pc.binary_join_element_wise(data.column("tenant_id"), data.column("alert_id"), times, "\x1f")
 
 
+def _held_found_at(held_alerts: pa.Table | None, table: str, rows: pa.Table) -> pa.Table:
+    """``rows`` with ``found_by_lookback_at`` of every version ``held_alerts`` holds taken
+    from there (null included): the value a version got when it first entered the lake."""
+    if held_alerts is None or held_alerts.num_rows == 0 or rows.num_rows == 0:
+        return rows
+    index = pc.index_in(_version_keys(table, rows), value_set=_version_keys(ALERTS, held_alerts).combine_chunks())
+    held = held_alerts.column(FOUND_BY_LOOKBACK_AT).combine_chunks().take(index)  # a null index: null
+    column = rows.schema.get_field_index(FOUND_BY_LOOKBACK_AT)
+    found = pc.if_else(pc.is_valid(index), held, rows.column(column))
+    return rows.set_column(column, rows.schema.field(column), found)
+
+
 def merge_versions(existing: Mapping[str, pa.Table | None], new: Mapping[str, pa.Table]) -> dict[str, pa.Table]:
-    """``new`` plus the rows of ``existing`` whose version ``new`` does not carry."""
+    """``new`` plus the rows of ``existing`` whose version ``new`` does not carry; a
+    version held keeps its ``found_by_lookback_at`` (see the module's docstring)."""
     replaced = _version_keys(ALERTS, new[ALERTS]).unique()
+    # Files written before a column was added read with nulls there (schema.ADDED_COLUMNS).
+    existing = {name: None if data is None else conform(name, data) for name, data in existing.items()}
     merged = {}
     for name in SCHEMAS:
         held = existing.get(name)
         if held is None or held.num_rows == 0:
-            merged[name] = new[name]
+            merged[name] = _held_found_at(existing.get(ALERTS), name, new[name])
             continue
         kept = held.filter(pc.invert(pc.is_in(_version_keys(name, held), value_set=replaced)))
-        merged[name] = pa.concat_tables([kept, new[name]]) if kept.num_rows else new[name]
+        fresh = _held_found_at(existing.get(ALERTS), name, new[name])
+        merged[name] = pa.concat_tables([kept, fresh]) if kept.num_rows else fresh
     return merged

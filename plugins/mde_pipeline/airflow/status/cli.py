@@ -4,8 +4,10 @@
 
 Reads the budget ledger and the lake directly, and Airflow's metadata DB when this
 process has one (``make status`` uses the repo's ``.airflow/``, the home of ``make run``
-and ``make ui``). Without connection ``mde_default`` in this process, every budget the
-ledger holds is shown with the default limits.
+and ``make ui``). One section per tenant of Variable ``mde_tenants`` (here: only from
+``AIRFLOW_VAR_MDE_TENANTS``), each from its connection ``mde_<name>`` and its lake
+partition. Without tenants and without connection ``mde_default`` in this process,
+every budget the ledger holds and every tenant the lake holds are shown (default limits).
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ def _lake_lines(lake: dict[str, Any] | None) -> list[str]:
 def render(status: dict[str, Any]) -> str:
     lines = [f"MDE alert IPs: status at {status['generated_at'][:19]} UTC (DAG {status['dag_id']})"]
     for tenant in status["tenants"]:
-        lines.append(f"tenant {tenant['tenant_id'] or '(unknown)'}")
+        name = f"{tenant['name']} ({tenant['dag_id']}, connection {tenant['conn_id']}): " if tenant.get("name") else ""
+        lines.append(f"tenant {name}{tenant['tenant_id'] or '(unknown)'}")
         lines += _budget_lines(tenant["budget"]) + _backfill_lines(tenant["backfills"]) + _lake_lines(tenant["lake"])
     for error in status["errors"]:
         lines.append(f"note: {error}")

@@ -129,11 +129,18 @@ setTimeout(() => location.reload(), 60000);
 """
 
 
+def _heading(tenant: dict[str, Any]) -> str:
+    """``<code>tenant id</code>``, after the tenant's name and before its DAG (Variable mde_tenants)."""
+    if not tenant.get("name"):
+        return f"<code>{_text(tenant['tenant_id'])}</code>"
+    return f"{_text(tenant['name'])} <code>{_text(tenant['tenant_id'])}</code> (DAG <code>{_text(tenant['dag_id'])}</code>)"
+
+
 def render_page(status: dict[str, Any], base: str) -> str:
     """The page; ``base`` is where the app is mounted (``/mde``), for its own links."""
     base = base.rstrip("/")
     sections = "".join(
-        f'<section data-testid="tenant-{i}"><h2>Tenant <code>{_text(t["tenant_id"])}</code></h2>'
+        f'<section data-testid="tenant-{i}"><h2>Tenant {_heading(t)}</h2>'
         f"<h3>API budget</h3>{_budget(i, t['budget'])}"
         f"<h3>Backfills</h3>{_backfills(i, t['backfills'])}"
         f"<h3>Lake</h3>{_lake(i, t['lake'])}</section>"

@@ -2,7 +2,9 @@
 
 One function, :func:`build_status`, reads three sources and never fails as a whole: a
 source that cannot be read (no connection, no metadata DB, a lake root that does not
-open) leaves its section empty and adds a line to ``errors``.
+open) leaves its section empty and adds a line to ``errors``. One entry per tenant of
+Variable ``mde_tenants`` (mde_pipeline.airflow.tenants): its connection's budget, its
+DAG's backfills, its partition of the lake (``tenant_id=<id>``).
 
 ETA arithmetic: a backfill's remaining calls are its hours' IP calls (exact for hours
 whose listing is already staged, else the recent committed hours' mean alerts per hour,
@@ -19,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from mde_pipeline.airflow import settings
+from mde_pipeline.airflow.tenants import DEFAULT_TENANT_DAG, TENANTS_VARIABLE, TenantDag, configured_tenant_dags
 from mde_pipeline.api.budget_status import budget_status, ledger_keys, redis_budget_status, sustained_calls_per_hour
 from mde_pipeline.api.ledger_backends import safe_ledger_display
 from mde_pipeline.api.redis_ledger import RedisLedger, is_redis_url
@@ -28,52 +31,85 @@ from mde_pipeline.api.windows import effective_windows, parse_rate_limits
 from mde_pipeline.common.redaction import redact
 from mde_pipeline.lake.lake_status import KEY_FORMAT, LakeStatusCache, lake_status
 from mde_pipeline.lake.location import LakeLocation
+from mde_pipeline.lake.tenants import check_not_legacy, lake_tenants, replace_tenant
 
 SCHEMA_VERSION = 1
-DAG_ID = "mde_alert_ips"
+DAG_ID = settings.DAG_ID  # without Variable mde_tenants; else one DAG per tenant
 
-_CACHE = LakeStatusCache()
+_CACHES: dict[str | None, LakeStatusCache] = {}
 
 
 def _error(errors: list[str], source: str, exc: BaseException) -> None:
     first_line = (str(exc).strip().splitlines() or [""])[0]
-    errors.append(f"{source}: {type(exc).__name__}: {redact(first_line)}"[:300])
+    line = f"{source}: {type(exc).__name__}: {redact(first_line)}"[:300]
+    if line not in errors:  # the same source failing for every tenant: one line
+        errors.append(line)
 
 
-def _budgets(conn_id: str, now: float, errors: list[str], ledger_path: str | None) -> list[dict[str, Any]]:
-    """One budget per tenant: the connection's, else every key the ledger holds."""
-    config = None
+def _config_of(conn_id: str, errors: list[str]) -> Any:
+    """The tenant's connection, parsed (no network call), or None with an error line."""
     try:
         from mde_pipeline.airflow.hooks import MdeHook
 
-        config = MdeHook(conn_id).get_config()
-    except Exception as exc:  # no connection in this process: show what the ledger has
+        return MdeHook(conn_id).get_config()
+    except Exception as exc:  # no connection in this process
         _error(errors, f"connection {conn_id}", exc)
-    if config is not None and is_redis_url(config.rate_limit_ledger):
-        windows = config.rate_limits
-        eff = effective_windows(windows, share=config.rate_limit_share, margin=config.rate_limit_margin_seconds)
+        return None
+
+
+def _budget(config: Any, now: float, errors: list[str], ledger_path: str | None) -> dict[str, Any] | None:
+    """The budget of one connection (client id + tenant), from its ledger."""
+    windows = config.rate_limits
+    eff = effective_windows(windows, share=config.rate_limit_share, margin=config.rate_limit_margin_seconds)
+    if is_redis_url(config.rate_limit_ledger):
         ledger = RedisLedger(config.rate_limit_ledger, ca_file=trust_bundle(config.ca_bundle))
         try:
             where = safe_ledger_display(config.rate_limit_ledger)
-            budget = redis_budget_status(ledger, where, config.budget_key, windows, eff, now)
+            return redis_budget_status(ledger, where, config.budget_key, windows, eff, now)
         except Exception as exc:  # Redis down: the section is empty, the error says why
             _error(errors, "budget ledger (Redis)", exc)
-            budget = None
+            return None
         finally:
             ledger.close()
-        return [{"tenant_id": config.tenant_id, "budget": budget}]
-    if config is not None:
-        path = ledger_path or os.path.join(default_ledger_dir(config.rate_limit_ledger_dir), LEDGER_FILE_NAME)
-        windows = config.rate_limits
-        eff = effective_windows(windows, share=config.rate_limit_share, margin=config.rate_limit_margin_seconds)
-        return [{"tenant_id": config.tenant_id, "budget": budget_status(path, config.budget_key, windows, eff, now)}]
+    path = ledger_path or os.path.join(default_ledger_dir(config.rate_limit_ledger_dir), LEDGER_FILE_NAME)
+    return budget_status(path, config.budget_key, windows, eff, now)
+
+
+def _ledger_budgets(now: float, ledger_path: str | None) -> list[tuple[str, dict[str, Any]]]:
+    """Without a connection in this process: every key the host's ledger holds, default limits."""
     path = ledger_path or os.path.join(default_ledger_dir(), LEDGER_FILE_NAME)
     windows = parse_rate_limits(None)
     eff = effective_windows(windows, share=1.0, margin=0.0)
-    return [
-        {"tenant_id": key.split(":", 1)[0], "budget": budget_status(path, key, windows, eff, now)}
-        for key in ledger_keys(path)
-    ]
+    return [(key.split(":", 1)[0], budget_status(path, key, windows, eff, now)) for key in ledger_keys(path)]
+
+
+def _tenant_entries(tenant_dags: list[TenantDag], root: LakeLocation | None, now: float, errors: list[str],
+                    ledger_path: str | None) -> list[dict[str, Any]]:
+    """One entry per tenant: ``tenant_id`` (the Entra id, the lake partition), its budget,
+    and what the lake section and backfills need (``dag_id``)."""
+    entries = []
+    for dag in tenant_dags:
+        config = _config_of(dag.conn_id, errors)
+        entries.append({
+            "tenant_id": config.tenant_id if config is not None else None,
+            "name": dag.name, "conn_id": dag.conn_id, "dag_id": dag.dag_id,
+            "budget": _budget(config, now, errors, ledger_path) if config is not None else None,
+        })
+    if tenant_dags != [DEFAULT_TENANT_DAG] or entries[0]["tenant_id"] is not None:
+        return entries
+    # One tenant and no connection here (`make status` without it): every budget the
+    # ledger holds and every tenant the lake holds.
+    budgets = _ledger_budgets(now, ledger_path)
+    lake_ids = []
+    if root is not None:
+        try:
+            lake_ids = lake_tenants(root)
+        except Exception as exc:
+            _error(errors, "lake", exc)
+    known = {tenant for tenant, _ in budgets}
+    rows = budgets + [(tenant, None) for tenant in lake_ids if tenant not in known]
+    base = {"name": None, "conn_id": DEFAULT_TENANT_DAG.conn_id, "dag_id": DEFAULT_TENANT_DAG.dag_id}
+    return [{"tenant_id": tenant, **base, "budget": budget} for tenant, budget in rows] or entries
 
 
 def _backfill_figures(backfill: dict[str, Any], staged: dict[str, int], lake: dict[str, Any] | None,
@@ -111,42 +147,66 @@ def _backfill_figures(backfill: dict[str, Any], staged: dict[str, int], lake: di
     }
 
 
+def _configured_tenant_dags(errors: list[str]) -> list[TenantDag]:
+    try:
+        return configured_tenant_dags()
+    except Exception as exc:  # a bad Variable: the page says so and shows the default
+        _error(errors, f"Variable {TENANTS_VARIABLE}", exc)
+        return [DEFAULT_TENANT_DAG]
+
+
+def _lake_cache(tenant_id: str | None) -> LakeStatusCache:
+    # One cache per tenant: a day's cache key is (root, table, day), the same for every tenant.
+    return _CACHES.setdefault(tenant_id, LakeStatusCache())
+
+
 def build_status(
     *,
     now: datetime | None = None,
-    conn_id: str = settings.MDE_CONN_ID,
-    dag_id: str = DAG_ID,
+    tenants: list[TenantDag] | None = None,
     location: LakeLocation | None = None,
     ledger_path: str | None = None,
     backfills: Callable[[str], list[dict[str, Any]]] | None = None,
     cache: LakeStatusCache | None = None,
 ) -> dict[str, Any]:
-    """The status document; see docs/OPERATORS.md for its shape (``schema_version`` 1)."""
+    """The status document; see docs/OPERATORS.md for its shape (``schema_version`` 1).
+
+    ``tenants`` defaults to the hourly DAGs of Variable ``mde_tenants`` (one per tenant,
+    or ``mde_alert_ips`` on ``mde_default``); ``location`` to the configured lake root.
+    Each tenant's budget comes from its connection, its lake section from its partition.
+    """
     began = time.monotonic()
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     errors: list[str] = []
-    cache = cache or _CACHE
-    lake = staged = None
+    tenant_dags = tenants if tenants is not None else _configured_tenant_dags(errors)
+    root = None
     try:
         if location is None:
             from mde_pipeline.airflow.lake_location import configured_lake_location
 
             location = configured_lake_location()
-        lake = lake_status(location, cache, now)
-        staged = cache.staged_listings(location)
+        root = replace_tenant(location, None)
+        check_not_legacy(root)
     except Exception as exc:
         _error(errors, "lake", exc)
-    try:
-        if backfills is None:
-            from mde_pipeline.airflow.status.backfills import active_backfills as backfills
-        running = backfills(dag_id)
-    except Exception as exc:
-        _error(errors, "Airflow metadata (backfills)", exc)
-        running = []
-    tenants = _budgets(conn_id, now.timestamp(), errors, ledger_path)
-    if not tenants:
-        tenants = [{"tenant_id": None, "budget": None}]
-    for tenant in tenants:
+    if backfills is None:
+        from mde_pipeline.airflow.status.backfills import active_backfills as backfills
+    entries = _tenant_entries(tenant_dags, root, now.timestamp(), errors, ledger_path)
+    for tenant in entries:
+        lake = staged = None
+        if root is not None and tenant["tenant_id"] is not None:
+            where = root.for_tenant(tenant["tenant_id"])
+            tenant_cache = cache or _lake_cache(tenant["tenant_id"])
+            try:
+                lake = lake_status(where, tenant_cache, now)
+                staged = tenant_cache.staged_listings(where)
+            except Exception as exc:
+                _error(errors, f"lake (tenant {tenant['tenant_id']})", exc)
+        try:
+            running = backfills(tenant["dag_id"])
+        except Exception as exc:
+            _error(errors, "Airflow metadata (backfills)", exc)
+            running = []
         budget = tenant["budget"]
         rate = budget["sustained_calls_per_hour"] if budget else sustained_calls_per_hour(parse_rate_limits(None))
         tenant["backfills"] = [_backfill_figures(dict(b, intervals_left=list(b["intervals_left"])), staged or {}, lake, rate, now)
@@ -155,8 +215,8 @@ def build_status(
     return {
         "schema_version": SCHEMA_VERSION,
         "generated_at": now.isoformat(),
-        "dag_id": dag_id,
-        "tenants": tenants,
+        "dag_id": entries[0]["dag_id"],
+        "tenants": entries,
         "errors": errors,
         "took_seconds": round(time.monotonic() - began, 4),
     }

@@ -8,8 +8,9 @@ Routes (under the mount point):
 
 Auth: the same as Airflow's REST API. The caller is identified by Airflow's own
 ``get_user`` dependency (``Authorization: Bearer <JWT from POST /auth/token>``, or the
-UI's ``_token`` session cookie), and must be allowed to read DAG ``mde_alert_ips``
-(``is_authorized_dag(GET)`` of the configured auth manager). Without a valid identity
+UI's ``_token`` session cookie), and must be allowed to read DAG ``mde_alert_ips``, or
+with Variable ``mde_tenants`` every ``mde_alert_ips_<name>`` (``is_authorized_dag(GET)``
+of the configured auth manager). Without a valid identity
 the JSON answers 401/403 like the REST API; the page redirects to Airflow's login.
 The Plotly bundle is public (a library file, no data).
 """
@@ -25,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from mde_pipeline.airflow.status.page import render_page
 from mde_pipeline.airflow.status.report import DAG_ID, build_status
+from mde_pipeline.airflow.tenants import configured_tenant_dags
 
 URL_PREFIX = "/mde"
 
@@ -35,13 +37,23 @@ def plotly_bundle() -> str:
     return os.path.join(os.path.dirname(plotly.__file__), "package_data", "plotly.min.js")
 
 
+def shown_dag_ids() -> list[str]:
+    """The hourly DAGs whose tenants the page shows (Variable mde_tenants)."""
+    try:
+        return [dag.dag_id for dag in configured_tenant_dags()]
+    except Exception:  # a bad Variable: the document says so; guard the default DAG
+        return [DAG_ID]
+
+
 async def authorized(request: Request) -> None:
-    """Airflow's REST API identity + permission to read DAG mde_alert_ips."""
+    """Airflow's REST API identity + permission to read every hourly DAG shown (one per
+    tenant, or mde_alert_ips)."""
     from airflow.api_fastapi.core_api.security import bearer_scheme, get_user, requires_access_dag
 
     credentials = await bearer_scheme(request)
     user = await get_user(request, None, credentials)
-    await run_in_threadpool(requires_access_dag("GET", param_dag_id=DAG_ID), request, user)
+    for dag_id in await run_in_threadpool(shown_dag_ids):
+        await run_in_threadpool(requires_access_dag("GET", param_dag_id=dag_id), request, user)
 
 
 class _LoginRedirect(Exception):
