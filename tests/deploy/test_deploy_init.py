@@ -1,17 +1,18 @@
 """airflow-init: include/deploy/airflow_init.sh and include/deploy/check_connections.py.
 
 The init script runs for real here -- real connection check, real chown of its volume
-folders, real `airflow db migrate` and `airflow pools import` -- with the environment
-docker-compose gives the airflow-init container, changed only where this machine
-differs from the image: SQLite instead of the postgres service, the stock auth manager
-and executor (the FAB and Celery providers are in the image, not in this venv), and a
-stand-in for the image's /entrypoint that runs this venv's `airflow` and `python`.
-`airflow users create` (a FAB command) is the one call the stand-in records instead of
-running.
+folders, real `airflow db migrate`, `airflow users create` / `reset-password` (FAB) and
+`airflow pools import` -- with the environment docker-compose gives the airflow-init
+container, changed only where this machine differs from the image: SQLite instead of the
+postgres service, the LocalExecutor (no broker), and a stand-in for the image's
+/entrypoint that records each call and runs `airflow` / `python` of a venv: the image's
+package set (.image-venv, see image_venv_with_the_lock) for the full runs, this venv
+(stock auth manager: FAB is in the image, not here) for the runs that stop early.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -27,17 +28,16 @@ CHECK_SCRIPT = REPO / "include" / "deploy" / "check_connections.py"
 VENV_BIN = Path(sys.executable).parent
 
 ENTRYPOINT_STAND_IN = """#!/usr/bin/env bash
-# Stand-in for the image's /entrypoint: this venv's airflow / python.
+# Stand-in for the image's /entrypoint: airflow / python of the venv in VENV_BIN.
 set -euo pipefail
 echo "$1 ${2:-} ${3:-}" >> "${SHIM_LOG}"
 case "$1" in
   python) shift; exec "${VENV_BIN}/python" "$@" ;;
-  airflow)
-    if [[ "${2:-}" == users ]]; then exit 0; fi  # FAB is in the image, not in this venv
-    shift; exec "${VENV_BIN}/airflow" "$@" ;;
+  airflow) shift; exec "${VENV_BIN}/airflow" "$@" ;;
   *) echo "unexpected entrypoint command: $1" >&2; exit 99 ;;
 esac
 """
+IMAGE_WORKDIR = REPO / ".image-venv"  # include/deploy/image_check.py's venv, shared with it
 
 
 def test_shellcheck_finds_nothing():
@@ -104,40 +104,94 @@ def run_init(env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(INIT_SCRIPT)], env=env, capture_output=True, text=True, timeout=600)
 
 
+def image_venv_with_the_lock() -> Path:
+    """bin/ of .image-venv synced to the image's package set plus the lock's additions:
+    the venv as the built image holds it. The Dockerfile's pip RUN leaves exactly this
+    set (test_deploy_image_build rehearses it, verbatim); here uv links it from its cache,
+    where the RUN would download the lock's wheels anew for a minute. Call it holding
+    image_check's lock (.image-venv/.lock) and keep that while the venv runs."""
+    sys.path.insert(0, str(REPO / "include" / "deploy"))
+    import image_check
+
+    spec = image_check.read_dockerfile(REPO / "Dockerfile")
+    constraints = REPO / "constraints" / f"airflow-{spec['version']}-python{spec['python']}.txt"
+    image = image_check.pins(constraints.read_text())
+    lock = image_check.pins((REPO / "requirements.lock").read_text())
+    wanted = IMAGE_WORKDIR / "image-and-lock.txt"
+    wanted.write_text(constraints.read_text() + "".join(f"{n}=={v}\n" for n, v in lock.items() if n not in image))
+    venv, _ = image_check.sync_image_venv(wanted, spec["python"], IMAGE_WORKDIR)
+    assert image_check.installed(venv / "bin" / "python") == image | lock
+    return venv / "bin"
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="airflow-init runs as root to chown its volumes")
-def test_init_script_sets_up_a_fresh_deployment(tmp_path, local_env_file):
+def test_init_script_sets_up_a_fresh_deployment_and_a_rerun_applies_a_changed_admin_password(tmp_path, local_env_file):
+    """The init script, run twice on one metadata DB with the FAB auth manager of the
+    image's own package set: the first run sets up a fresh deployment and creates the
+    admin with .env's password; the second, after the password changed in .env, makes
+    the new one the only valid one. One test for both runs: each costs a minute of
+    Airflow CLI starts, and the second needs the first's DB."""
     from dotenv import dotenv_values
 
     model = compose_model(local_env_file, profiles=("local",))
+    secrets = dotenv_values(local_env_file)
     home = tmp_path / "airflow"
     home.mkdir()
-    env = container_env(model, "airflow-init", home)
-    assert env["MDE_POOLS_FILE"] == str(REPO / "include" / "pools.json")
+    IMAGE_WORKDIR.mkdir(exist_ok=True)
+    with open(IMAGE_WORKDIR / ".lock", "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)  # no rehearsal re-syncs the venv meanwhile
+        env = container_env(
+            model, "airflow-init", home, VENV_BIN=str(image_venv_with_the_lock()),
+            AIRFLOW__CORE__AUTH_MANAGER=model["services"]["airflow-init"]["environment"]["AIRFLOW__CORE__AUTH_MANAGER"],
+        )
+        # The image venv is not precompiled (image_check.py): let its processes compile
+        # what they import, once, instead of every process anew.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        assert "fab" in env["AIRFLOW__CORE__AUTH_MANAGER"]
+        assert env["MDE_POOLS_FILE"] == str(REPO / "include" / "pools.json")
+        first_password = env["_AIRFLOW_WWW_USER_PASSWORD"]
+        assert first_password == secrets["_AIRFLOW_WWW_USER_PASSWORD"]
 
-    proc = run_init(env)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    calls = (home / "entrypoint.log").read_text().splitlines()
-    assert [c.split()[1] if c.startswith("airflow") else c.split()[0] for c in calls] == [
-        "python", "version", "db", "users", "users", "pools", "pools"]
-    assert [c for c in calls if c.startswith("airflow users")] == [
-        "airflow users create", "airflow users reset-password"]
-    assert "OK  mde_default" in proc.stdout and "OK  lake: abfs://mde-lake/mde" in proc.stdout
-    # Volumes handed to AIRFLOW_UID, group-writable.
-    for folder in ("logs", "lake", "mde-rate-ledger", "mde-sim"):
-        info = (home / folder).stat()
-        assert (info.st_uid, info.st_gid) == (50000, 0) and info.st_mode & 0o070 == 0o070, folder
-    # The pool exists in the migrated metadata DB as include/pools.json defines it
-    # (the script's last step reads it back with `airflow pools get mde_api -o json`).
-    [shown] = [line for line in proc.stdout.splitlines() if line.startswith('[{"pool"')]
-    listed = {p["pool"]: p for p in json.loads(shown)}
-    defined = json.loads((REPO / "include" / "pools.json").read_text())
-    assert int(listed["mde_api"]["slots"]) == defined["mde_api"]["slots"] == 2
-    assert listed["mde_api"]["description"] == defined["mde_api"]["description"]
+        proc = run_init(env)
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+        calls = (home / "entrypoint.log").read_text().splitlines()
+        assert [c.split()[1] if c.startswith("airflow") else c.split()[0] for c in calls] == [
+            "python", "version", "db", "users", "users", "pools", "pools"]
+        assert [c for c in calls if c.startswith("airflow users")] == [
+            "airflow users create", "airflow users reset-password"]
+        assert "OK  mde_default" in proc.stdout and "OK  lake: abfs://mde-lake/mde" in proc.stdout
+        assert 'User "airflow" created with role "Admin"' in proc.stdout
+        # Volumes handed to AIRFLOW_UID, group-writable.
+        for folder in ("logs", "lake", "mde-rate-ledger", "mde-sim"):
+            info = (home / folder).stat()
+            assert (info.st_uid, info.st_gid) == (50000, 0) and info.st_mode & 0o070 == 0o070, folder
+        # The pool exists in the migrated metadata DB as include/pools.json defines it
+        # (the script's last step reads it back with `airflow pools get mde_api -o json`).
+        [shown] = [line for line in proc.stdout.splitlines() if line.startswith('[{"pool"')]
+        listed = {p["pool"]: p for p in json.loads(shown)}
+        defined = json.loads((REPO / "include" / "pools.json").read_text())
+        assert int(listed["mde_api"]["slots"]) == defined["mde_api"]["slots"] == 2
+        assert listed["mde_api"]["description"] == defined["mde_api"]["description"]
+
+        # The next `docker compose up`, with another password in .env.
+        second = run_init(dict(env, _AIRFLOW_WWW_USER_PASSWORD="second-Password-2"))
+        assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
+        assert (home / "entrypoint.log").read_text().splitlines() == calls + calls  # the same steps again
+        assert "airflow already exists" in second.stdout
+        assert 'User "airflow" password reset successfully' in second.stdout
+        check = subprocess.run(
+            [str(Path(env["VENV_BIN"]) / "python"), "-c",
+             "import os, sqlite3, sys; from werkzeug.security import check_password_hash as ok; "
+             "[(h,)] = sqlite3.connect(sys.argv[1]).execute(\"select password from ab_user where username='airflow'\"); "
+             "print(ok(h, os.environ['FIRST']), ok(h, 'second-Password-2'))",
+             str(home / "airflow.db")],
+            env=dict(env, FIRST=first_password), capture_output=True, text=True, timeout=120)
+    assert check.stdout.split() == ["False", "True"], check.stderr
     # Secrets from .env never reach the output.
-    secrets = dotenv_values(local_env_file)
     for name in ("_AIRFLOW_WWW_USER_PASSWORD", "POSTGRES_PASSWORD", "FERNET_KEY", "MDE_SIM_CLIENT_SECRET"):
-        assert secrets[name] not in proc.stdout + proc.stderr, name
+        assert secrets[name] not in proc.stdout + proc.stderr + second.stdout + second.stderr, name
+    assert "second-Password-2" not in second.stdout + second.stderr
 
 
 @pytest.mark.slow
@@ -151,53 +205,6 @@ def test_init_script_stops_before_changing_anything_when_a_connection_is_unusabl
     [call] = (home / "entrypoint.log").read_text().splitlines()
     assert call.split()[0] == "python"
     assert not (home / "lake").exists() and not (home / "airflow.db").exists()
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(os.geteuid() != 0, reason="airflow-init runs as root to chown its volumes")
-def test_a_changed_admin_password_applies_at_the_next_init(tmp_path, local_env_file):
-    """The init script, run twice with the FAB auth manager of the image's own package set
-    (the venv `make image-check` builds: the image's packages plus the lock's), creates
-    the admin with the first password and makes the second one the only valid one."""
-    import fcntl
-
-    sys.path.insert(0, str(REPO / "include" / "deploy"))
-    import image_check
-
-    workdir = REPO / ".image-venv"
-    workdir.mkdir(exist_ok=True)
-    model = compose_model(local_env_file, profiles=("local",))
-    home = tmp_path / "airflow"
-    home.mkdir()
-    with open(workdir / ".lock", "w") as guard:
-        fcntl.flock(guard, fcntl.LOCK_EX)  # no other rehearsal re-syncs the venv meanwhile
-        image_check.rehearse(REPO / "Dockerfile", None, workdir)  # the venv as the built image holds it
-        image_bin = workdir / "venv" / "bin"
-        env = container_env(
-            model, "airflow-init", home, VENV_BIN=str(image_bin),
-            AIRFLOW__CORE__AUTH_MANAGER=model["services"]["airflow-init"]["environment"]["AIRFLOW__CORE__AUTH_MANAGER"],
-            _AIRFLOW_WWW_USER_PASSWORD="first-Password-1",
-        )
-        (home / "entrypoint").write_text(ENTRYPOINT_STAND_IN.replace(
-            'if [[ "${2:-}" == users ]]; then exit 0; fi  # FAB is in the image, not in this venv', ""))
-        first = run_init(env)
-        assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
-        assert 'User "airflow" created with role "Admin"' in first.stdout
-        second = run_init(dict(env, _AIRFLOW_WWW_USER_PASSWORD="second-Password-2"))
-        assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
-        assert "airflow already exists" in second.stdout
-        assert 'User "airflow" password reset successfully' in second.stdout
-        check = subprocess.run(
-            [str(image_bin / "python"), "-c",
-             "import sqlite3, sys; from werkzeug.security import check_password_hash as ok; "
-             "[(h,)] = sqlite3.connect(sys.argv[1]).execute(\"select password from ab_user where username='airflow'\"); "
-             "print(ok(h, 'first-Password-1'), ok(h, 'second-Password-2'))",
-             str(home / "airflow.db")],
-            capture_output=True, text=True, timeout=120)
-    assert check.stdout.split() == ["False", "True"], check.stderr
-    for proc in (first, second):
-        assert "first-Password-1" not in proc.stdout + proc.stderr
-        assert "second-Password-2" not in proc.stdout + proc.stderr
 
 
 # ------------------------------------------------------------ check_connections.py
