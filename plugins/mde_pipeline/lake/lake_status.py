@@ -95,7 +95,7 @@ class LakeStatusCache:
             signature = _signature(location, table, day)
             if signature is None:
                 continue
-            cache_key = (location.root, table, day)
+            cache_key = (location.root, location.tenant_id, table, day)  # tenants share day names
             with self._lock:
                 cached = self._days.get(cache_key)
             if cached is None or cached[0] != signature:
