@@ -16,20 +16,28 @@ def simulator(request, tmp_path_factory):
         yield sim
 
 
-# The longest modules (minutes each, measured with --durations) start first, so that
-# `make test`'s two xdist workers (-n 2 --maxschedchunk 1) share them and the short
-# tests fill the gaps, instead of one worker ending the run alone on a long tail.
-# Whole modules move, so module-scoped fixtures are still set up once.
+# The longest modules (measured with --durations, longest test first) start first, so
+# that `make test`'s two xdist workers (-n 2 --maxschedchunk 1: tests are dealt one at a
+# time, each worker holding one more in reserve) share them and the short tests fill the
+# gaps, instead of one worker ending the run alone on a long tail. A module-scoped fixture
+# is set up once per worker that runs a test of its module.
+# tests/deploy/test_deploy_image_build.py stays out, far from test_deploy_init.py: both
+# hold the lock of the image venv (.image-venv), and a worker waiting on it is idle.
 LONGEST_FIRST = (
+    "tests/integration/test_late_alerts_end_to_end.py",
     "tests/scheduler/test_backfill_priority.py",
-    "tests/scheduler/test_celery_two_hosts.py",
     "tests/integration/test_dag_end_to_end.py",
+    "tests/scheduler/test_celery_two_hosts.py",
+    "tests/deploy/test_deploy_init.py",
+    "tests/status/test_status_browser.py",
+    "tests/status/test_lineage.py",
+    "tests/lake/test_lake_abfs_crash.py",
+    "tests/integration/test_tenants_end_to_end.py",
     "tests/integration/test_dag_azurite.py",
-    "tests/analytics/test_compaction.py",
     "tests/analytics/test_spark_sql.py",
     "tests/deploy/test_deploy_sandbox.py",
-    "tests/deploy/test_deploy_init.py",
     "tests/analytics/test_compaction_dag.py",
+    "tests/analytics/test_compaction.py",
     "tests/lake/test_lake_abfs.py",
 )
 
