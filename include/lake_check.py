@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import duckdb
 
+from mde_pipeline.analytics.session import HIVE_TYPES
 from mde_pipeline.common.timestamps import to_utc_datetime
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ def open_lake(root: str | Path | LakeLocation, conn_id: str | None = None) -> La
 
 
 TABLES = ("alerts", "alert_ips")
-HIVE = "hive_partitioning = true, hive_types = {'tenant_id': VARCHAR, 'date': DATE}"
+HIVE = f"hive_partitioning = true, hive_types = {HIVE_TYPES}"  # the analysts' partition types
 
 
 def connect(

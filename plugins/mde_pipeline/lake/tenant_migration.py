@@ -91,7 +91,7 @@ def migrate_to_tenant_layout(location: LakeLocation, tenant_id: str, *, dry_run:
         top, rest = folder.split("/", 1)
         source = root.path(folder)
         target = root.path(top, f"{TENANT_PREFIX}{tenant_id}", rest)
-        files = [p for p in fs.find(source)] if fs.isdir(source) else [source]
+        files = fs.find(source) if fs.isdir(source) else [source]
         for path in files:
             destination = target + path[len(source):]
             if dry_run:
