@@ -1,8 +1,8 @@
 """Writer processes for the crash and concurrency tests (run as ``python lake_child.py ...``).
 
 * ``stall-local ROOT MARKER SEED``: commits a large interval to a local lake; the
-  ``alerts`` file is written whole, the large ``alert_ips`` file stops halfway: half
-  its bytes are on disk, then the child writes MARKER and waits to be killed.
+  large staged ``alert_ips`` file (the first of the commit record's files) stops
+  halfway: half its bytes are on disk, then the child writes MARKER and waits to be killed.
 * ``stall-blob CONNECTION_STRING ROOT MARKER SEED``: commits a large interval to
   Azurite and stops just before the first Put Block List: every block of both files
   is on the server, uncommitted; then it writes MARKER and waits to be killed.
@@ -69,7 +69,7 @@ def _blob_location(connection_string: str, root: str) -> LakeLocation:
 
 
 def stall_local(root: str, marker: str, seed: str) -> None:
-    storage._open_new_file = lambda path: _StallingFile(path, marker) if "/alert_ips/" in path else open(path, "xb")
+    storage._open_new_file = lambda path: _StallingFile(path, marker) if ".alert_ips.parquet." in path else open(path, "xb")
     commit_interval(resolve_lake_location(root).for_tenant(TENANT), START, large_interval(START, seed=int(seed), **BIG))
     os._exit(4)  # the commit must never complete
 

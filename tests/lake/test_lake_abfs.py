@@ -108,25 +108,18 @@ def test_failed_upload_leaves_both_previous_files(abfs_location, monkeypatch):
 
     async def stage_then_drop_connection(self, *args, **kwargs):
         calls.append(self.blob_name)
-        if "/alert_ips/" in self.blob_name:  # the alerts file is fully staged by now
+        if self.blob_name.endswith("/alerts.parquet"):  # the staged alert_ips file is complete by now
             raise ServiceResponseError("connection reset by peer")
         return await real_stage_block(self, *args, **kwargs)
 
     monkeypatch.setattr(BlobClient, "stage_block", stage_then_drop_connection)
-    with pytest.raises(LakeWriteError, match="alert_ips.*nothing was committed") as raised:
+    with pytest.raises(LakeWriteError, match="alerts.parquet.*nothing was committed") as raised:
         commit_interval(abfs_location, START, sample_interval(START, seed=2))
     assert ACCOUNT_KEY not in str(raised.value)
-    assert "/alerts/" in calls[0]
+    assert calls[0].endswith("/alert_ips.parquet")
     monkeypatch.undo()
     assert same_rows(read_interval(abfs_location, ALERTS, START), before[ALERTS])
     assert same_rows(read_interval(abfs_location, ALERT_IPS, START), before[ALERT_IPS])
-
-
-def _uncommitted_blocks(azurite, location, relative: str) -> int:
-    container, blob = location.path(relative).split("/", 1)
-    client = azurite.blob_service().get_blob_client(container, blob)
-    _, uncommitted = client.get_block_list("uncommitted")
-    return len(uncommitted)
 
 
 def test_process_killed_mid_upload_leaves_the_previous_version(azurite, abfs_root, abfs_location, tmp_path):
@@ -140,8 +133,11 @@ def test_process_killed_mid_upload_leaves_the_previous_version(azurite, abfs_roo
     )  # fmt: skip
     try:
         wait_for_marker(child, marker, "finished staging its blocks")
-        # The kill lands after the new bytes reached the service, before any commit.
-        assert _uncommitted_blocks(azurite, abfs_location, interval_file(ALERT_IPS, START)) >= 1
+        # The kill lands after the new bytes reached the service (staged for the commit
+        # record), before any Put Block List.
+        container, prefix = abfs_location.path("_staging/commits").split("/", 1)
+        staged = azurite.blob_service().get_container_client(container).list_blobs(name_starts_with=prefix, include=["uncommittedblobs"])
+        assert [b.name for b in staged if b.name.endswith("alert_ips.parquet")]
         child.kill()
     finally:
         child.wait(timeout=60)

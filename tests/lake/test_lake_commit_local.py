@@ -187,7 +187,7 @@ def test_exception_mid_write_leaves_the_previous_files_and_no_temp(local_locatio
 
 
 def test_failure_on_the_second_table_leaves_the_first_untouched_too(local_location, monkeypatch):
-    """All files of an interval are prepared before any is renamed into place."""
+    """Both files of an interval are staged (then recorded) before either replaces its live file."""
     before = sample_interval(START, seed=1)
     commit_interval(local_location, START, before)
     opened = []
@@ -199,7 +199,7 @@ def test_failure_on_the_second_table_leaves_the_first_untouched_too(local_locati
     monkeypatch.setattr(storage, "_open_new_file", fail_on_second)
     with pytest.raises(OSError):
         commit_interval(local_location, START, sample_interval(START, seed=2))
-    assert "/alerts/" in opened[0] and "/alert_ips/" in opened[1]
+    assert "/commits/" in opened[0] and "alert_ips.parquet" in opened[0] and "alerts.parquet" in opened[1]
     assert same_rows(read_interval(local_location, ALERTS, START), before[ALERTS])
     assert same_rows(read_interval(local_location, ALERT_IPS, START), before[ALERT_IPS])
     assert len(lake_files(local_location)) == 2
@@ -236,23 +236,20 @@ def test_process_killed_mid_write_leaves_the_previous_version(local_location, tm
     assert child.returncode == -9
     temp = Path(marker.read_text())
     # The kill really hit the middle of a large file: half of it is on disk, unreadable.
-    assert "/alert_ips/" in str(temp) and temp.stat().st_size > 1_000_000
+    assert "/commits/" in str(temp) and "alert_ips.parquet" in temp.name and temp.stat().st_size > 1_000_000
     with pytest.raises(pa.ArrowInvalid):
         pq.read_metadata(temp)
-    # The alerts file was written whole before, but never renamed into place.
-    leftovers = sorted(Path(local_location.root).rglob(".interval=*.tmp"))
-    assert len(leftovers) == 2
+    # Killed while staging, before the commit record: nothing of the hour changed.
+    leftovers = sorted(Path(local_location.root).rglob("*.tmp"))
+    assert leftovers == [temp]
     # Readers see exactly the previous version; the half file matches no reader's glob.
     assert same_rows(read_interval(local_location, ALERTS, START), before[ALERTS])
     assert same_rows(duckdb_read(local_location, ALERT_IPS).drop_columns(["date"]).cast(ALERT_IPS_SCHEMA), before[ALERT_IPS])
-    # A rerun commits normally; the dead writer's temp file goes once it is old.
+    # A rerun commits normally and discards the dead writer's incomplete staging.
     after = sample_interval(START, seed=2)
     commit_interval(local_location, START, after)
     assert same_rows(read_interval(local_location, ALERT_IPS, START), after[ALERT_IPS])
-    assert all(leftover.exists() for leftover in leftovers)  # too young to be judged dead
-    later = time.time() + 2 * 3600
-    removed = [path for leftover in leftovers for path in remove_stale_temp_files(str(leftover.parent), now=later)]
-    assert sorted(removed) == [str(leftover) for leftover in leftovers]
+    assert not temp.exists()
     assert len(lake_files(local_location)) == 2
 
 

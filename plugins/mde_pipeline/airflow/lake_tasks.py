@@ -26,7 +26,7 @@ from mde_pipeline.airflow.lookback import publish_lookback
 from mde_pipeline.airflow.lineage import report_lake_outputs
 from mde_pipeline.common.fetch_result import FetchResult
 from mde_pipeline.lake.fetch_cache import cache_retention, sweep_fetch_cache, version_key
-from mde_pipeline.lake.commit import commit_interval
+from mde_pipeline.lake.commit import commit_interval, recover_pending_commits
 from mde_pipeline.lake.layout import interval_start_of
 from mde_pipeline.lake.location import LakeLocation
 from mde_pipeline.lake.records import interval_tables, recorded_problems
@@ -84,6 +84,11 @@ def publish_interval(
     # moved on to a later hour) and the found_by_lookback_at of those it lists again;
     # `refetch` replaces the hour whole (found_by_lookback_at null again).
     refetch = as_flag((context.get("params") or {}).get("refetch", False))
+    # Hours an interrupted commit left half-applied (this tenant, any day) are finished
+    # first: the lake this run builds on is whole (lake.commit_log).
+    recovered = recover_pending_commits(location)
+    if recovered:
+        log.warning("finished %d interrupted commits before publishing: %s", len(recovered), recovered)
     committed = commit_interval(location, start, tables, keep_versions=not refetch)
     late = publish_lookback(context, [r for r in results if version_key(r["alert_id"], r["last_update_time"]) not in own], location)
     clear_staging(location, start, run_id)

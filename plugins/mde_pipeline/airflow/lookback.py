@@ -18,8 +18,12 @@ the alert versions the lake's committed hours lack (late arrivals), with their I
 Everything happens in the tenant's part of the lake (the ``location`` given, a
 ``LakeLocation.for_tenant``): its committed hours, its staging, its commits.
 
-Failure of the look-back (lake unreadable, listing error other than a configuration
-error) is logged and the run loads its own hour anyway: the next run looks back again.
+Failure of the look-back's listing (lake unreadable, listing error other than a
+configuration error) is logged and the run loads its own hour anyway: the next run looks
+back again. A look-back commit that fails before its commit point changes nothing (the
+next look-back finds the versions again, since ``alerts`` still lacks them); one that
+fails after it fails the publish task, whose retry (or the next run) finishes the hour
+from its commit record (lake.commit_log) before anything else.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from mde_pipeline.api.listing import MAX_PAGE_SIZE, AlertsApi, list_interval
 from mde_pipeline.common.fetch_result import FetchResult
 from mde_pipeline.common.log_text import for_log
 from mde_pipeline.lake.commit import commit_interval
+from mde_pipeline.lake.commit_log import LakeCommitPending
 from mde_pipeline.lake.fetch_cache import version_key
 from mde_pipeline.lake.layout import interval_start_of
 from mde_pipeline.lake.location import LakeLocation
@@ -113,7 +118,7 @@ def publish_lookback(context: Mapping[str, Any], results: Iterable[FetchResult],
     except StagingNotFoundError:
         return {}
     by_key = {version_key(r["alert_id"], r["last_update_time"]): r for r in results}
-    added = {}
+    added, pending = {}, []
     for hour, alerts in document["hours"].items():
         start = datetime.fromisoformat(hour)
         # A version whose fetch failed has no result: the next look-back tries it again.
@@ -127,8 +132,14 @@ def publish_lookback(context: Mapping[str, Any], results: Iterable[FetchResult],
                 listed_at=document["listed_at"], found_by_lookback_at=document["listed_at"],
             )
             committed = commit_interval(location, start, tables, keep_versions=True, only_if_committed=True)
-        except Exception as exc:  # a lock held too long, a lost lease, a row that does not fit
-            # The run's own hour is committed already; the next look-back finds these again.
+        except LakeCommitPending as exc:
+            # Past its commit point: the hour is half-applied until a writer finishes it.
+            pending.append(hour)
+            log.error("look-back's commit of %s is not finished (%s)", hour, for_log(str(exc.__cause__ or exc)))
+            continue
+        except Exception as exc:  # before the commit point: a lock held too long, a lost lease, a row that does not fit
+            # Nothing of the hour changed: its alerts rows still lack these versions, so
+            # the next look-back finds them again.
             log.warning("look-back could not add %d late versions to %s (%s); the next look-back retries",
                         len(alerts), hour, for_log(f"{type(exc).__name__}: {exc}"))  # fmt: skip
             continue
@@ -136,4 +147,8 @@ def publish_lookback(context: Mapping[str, Any], results: Iterable[FetchResult],
             added[hour] = len(alerts)
     if added:
         log.info("look-back added %d late versions to %d hours: %s", sum(added.values()), len(added), added)
+    if pending:
+        # Never a success over a half state: the task's retry (or the next run's publish)
+        # finishes these hours from their commit records first.
+        raise LakeCommitPending(f"look-back commits of {pending} are recorded but not applied; the retry finishes them")
     return added

@@ -6,35 +6,37 @@ on a tenant's location; a root location is refused by the day lock). The name co
 interval writes the same name and replaces exactly what it owns; two runs of one
 interval (a backfill and a scheduled run) leave one complete file, never two.
 
-An interval's two tables are checked and serialised before anything is written, then
-committed one right after the other (storage.write_files_atomic: two renames locally,
-two Put Block List requests on blob storage) under the day's lock (locks.day_lock;
-compaction takes the same one), so concurrent runs of one interval never leave one
-run's ``alerts`` next to another run's ``alert_ips``. A reader can, for the moment
-between the two commits, see one table's new file and the other's old one; a crash in
-between is repaired by the task's retry, which rewrites both. An interval of a day
-already compacted is published into the compacted file instead (days.py), so a rerun
-of an old hour gives what a fresh load followed by compaction would.
+Every commit runs under the day's lock (locks.day_lock; compaction takes the same one):
+it first finishes what an interrupted writer left in the day (commit records,
+commit_log.recover_commits; day swaps, days.recover_day), reads the hour as held,
+merges the new rows in (versions.merge_versions: other versions kept with
+``keep_versions``, never a downgrade), checks the result (records.check_interval) and
+writes it through a commit record (commit_log: both files staged, the record as the
+commit point, then ``alert_ips`` and ``alerts`` applied), so the two tables of an hour
+never disagree for longer than the apply step, and a crash there is finished by the
+next writer. An interval of a day already compacted is published into the compacted
+file instead (days.py), so a rerun of an old hour gives what a fresh load followed by
+compaction would.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
 import pyarrow as pa
 
-from mde_pipeline.lake.days import invalidate_index, publish_interval_into_compacted_day, read_compacted_interval, recover_day
-from mde_pipeline.lake.layout import INTERVAL, interval_file, interval_key, interval_start_of, list_day, partition_date
+from mde_pipeline.lake.commit_log import LakeCommitPending, apply, current_target, pending_hours, recover_commits, stage
+from mde_pipeline.lake.days import read_compacted_interval, recover_day
+from mde_pipeline.lake.layout import INTERVAL, interval_file, interval_key, interval_start_of, partition_date
 from mde_pipeline.lake.location import LakeLocation
-from mde_pipeline.lake.locks import check_day_held, day_lock
+from mde_pipeline.lake.locks import LakeLockLost, day_lock
 from mde_pipeline.lake.parquet import parquet_bytes, read_parquet
 from mde_pipeline.lake.records import check_interval
 from mde_pipeline.lake.schema import ALERTS, SCHEMAS, LakeSchemaError, conform
-from mde_pipeline.lake.storage import write_files_atomic
+from mde_pipeline.lake.storage import LakeWriteFenced
 from mde_pipeline.lake.tenants import check_not_legacy
 from mde_pipeline.lake.versions import merge_versions
 
@@ -56,17 +58,19 @@ def commit_interval(
     keep_versions: bool = False,
     only_if_committed: bool = False,
 ) -> CommittedInterval | None:
-    """Replace the files of one interval with ``tables`` (``alerts`` and ``alert_ips``).
+    """Replace the rows of one interval with ``tables`` (``alerts`` and ``alert_ips``).
 
     Both tables are checked (schema, interval ownership, no duplicates, ip counts that
     match) and serialised before anything is written; an empty table still gives a file,
-    so an empty interval is told apart from a missing one. Rerunning with the same
-    interval replaces both files whole.
+    so an empty interval is told apart from a missing one.
 
     ``keep_versions``: the interval's committed rows of versions ``tables`` does not
-    carry stay (versions.merge_versions), read and rewritten under the day's lock (a
-    look-back adding late versions; a rerun that must not drop earlier versions).
+    carry stay (a look-back adding late versions; a rerun that must not drop earlier
+    versions); without it the hour holds only ``tables``' versions. Either way a version
+    whose new answer is worse than the held one keeps the held rows (never a downgrade).
     ``only_if_committed``: do nothing (None) when the interval was never committed.
+    Raises commit_log.LakeCommitPending when it failed after its commit point (the next
+    writer of the day finishes it).
     """
     start = interval_start_of(interval_start)
     check_not_legacy(location)  # never write the new layout beside the old one
@@ -78,54 +82,47 @@ def commit_interval(
     extra = set(tables) - set(SCHEMAS)
     if extra:
         raise LakeSchemaError(f"unknown lake tables {sorted(extra)}")
-    if keep_versions or only_if_committed:
-        with day_lock(location, partition_date(start)):
-            for name in SCHEMAS:
-                recover_day(location, name, partition_date(start))  # read the day as it really is
-            existing = {name: read_interval(location, name, start) for name in SCHEMAS}
-            if only_if_committed and existing[ALERTS] is None:
-                return None
-            if keep_versions:
-                conformed = {name: conform(name, data) for name, data in merge_versions(existing, conformed).items()}
-            check_interval(conformed, start, INTERVAL)
-            files = {interval_file(name, start): parquet_bytes(name, data) for name, data in conformed.items()}
-            written = _commit_files(location, start, conformed, files, lock=False)
-    else:
-        check_interval(conformed, start, INTERVAL)
-        files = {interval_file(name, start): parquet_bytes(name, data) for name, data in conformed.items()}
-        written = _commit_files(location, start, conformed, files)
-    result = CommittedInterval(
-        interval_start=start,
-        files={name: written[interval_file(name, start)] for name in conformed},
-        rows={name: data.num_rows for name, data in conformed.items()},
-    )
+    day = partition_date(start)
+    with day_lock(location, day):
+        recover_day_writes(location, day)  # read the day as it really is
+        targets = {name: current_target(location, name, start) for name in SCHEMAS}  # before the read: the fence's base
+        existing = {name: read_interval(location, name, start) for name in SCHEMAS}
+        if only_if_committed and existing[ALERTS] is None:
+            return None
+        merged = {name: conform(name, data) for name, data in merge_versions(existing, conformed, keep_other_versions=keep_versions).items()}
+        check_interval(merged, start, INTERVAL)
+        files = {name: parquet_bytes(name, data) for name, data in merged.items()}
+        record = stage(location, start, files, targets)
+        try:
+            written = apply(location, record, merged)
+        except (LakeLockLost, LakeWriteFenced):
+            raise  # another writer holds the day: this record is stale, it discards it
+        except Exception as exc:
+            raise LakeCommitPending(
+                f"interval {interval_key(start)} is committed but not yet applied ({type(exc).__name__}); "
+                "the next run (or this task's retry) finishes it from its commit record"
+            ) from exc
+    result = CommittedInterval(interval_start=start, files=written, rows={name: data.num_rows for name, data in merged.items()})
     log.info("committed interval %s: %s", interval_key(start), ", ".join(f"{n} {r} rows" for n, r in result.rows.items()))
     return result
 
 
-def _commit_files(
-    location: LakeLocation, start: datetime, tables: Mapping[str, pa.Table], files: Mapping[str, bytes], *, lock: bool = True
-) -> dict[str, str]:
-    """Under the day's lock: a table whose day is compacted gets the interval published
-    into the compacted file; the others get their interval file written atomically.
-    Returns relative path -> uri."""
-    day = partition_date(start)
-    written: dict[str, str] = {}
-    with day_lock(location, day) if lock else nullcontext():
-        for name in tables:
-            recover_day(location, name, day)  # a swap that died must not finish over this commit
-        plain = dict(files)
-        for name, data in tables.items():
-            relative = interval_file(name, start)
-            if list_day(location, name, day).is_compacted:
-                plain.pop(relative, None)
-                written[relative] = publish_interval_into_compacted_day(location, name, start, data, lock=False)
-        if plain:
-            for name in tables:
-                if interval_file(name, start) in plain:
-                    invalidate_index(location, name, day)
-            written.update(write_files_atomic(location, plain, lambda: check_day_held(location, day)))
-    return {relative: written[relative] for relative in files}
+def recover_day_writes(location: LakeLocation, day: str) -> list[str]:
+    """Finish what interrupted writers left in ``day`` (caller holds the day's lock): day
+    swaps of either table, then commit records. Returns the interval keys recovered."""
+    for name in SCHEMAS:
+        recover_day(location, name, day)
+    return recover_commits(location, day)
+
+
+def recover_pending_commits(location: LakeLocation) -> list[str]:
+    """Finish every hour of this tenant's lake left with a commit record, each under its
+    day's lock (the DAG's publish and the compaction step run it first)."""
+    recovered = []
+    for day in sorted({partition_date(hour) for hour in pending_hours(location)}):
+        with day_lock(location, day):
+            recovered += recover_day_writes(location, day)
+    return recovered
 
 
 def read_interval(location: LakeLocation, table: str, interval_start: datetime | str) -> pa.Table | None:

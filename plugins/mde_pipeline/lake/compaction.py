@@ -27,14 +27,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from mde_pipeline.lake.days import (
-    build_compacted_day,
-    check_day,
-    read_day,
-    recover_day,
-    recover_interrupted_swaps,
-    replace_day,
-)
+from mde_pipeline.lake.commit import recover_day_writes, recover_pending_commits
+from mde_pipeline.lake.days import build_compacted_day, check_day, read_day, recover_interrupted_swaps, replace_day
 from mde_pipeline.lake.layout import check_table, day_of, days_with_interval_files, list_day
 from mde_pipeline.lake.location import LakeLocation
 from mde_pipeline.lake.locks import day_lock
@@ -74,7 +68,7 @@ def compact_day(location: LakeLocation, table: str, day: date | datetime | str, 
         with day_lock(location, day):
             return compact_day(location, table, day, lock=False)
     started = time.perf_counter()
-    recover_day(location, table, day)
+    recover_day_writes(location, day)  # an hour's commit record is finished before the day is read
     current = list_day(location, table, day)
     if not current.interval_files:
         action = "unchanged" if current.is_compacted else "empty"
@@ -128,9 +122,11 @@ def compact_closed_days(
 ) -> list[CompactionResult]:
     """Compact both tables of every day that ended ``grace`` before ``closed_before``.
 
-    First finishes or discards every interrupted swap, of any day (days.recover_interrupted_swaps).
+    First finishes or discards every interrupted swap and commit, of any day
+    (days.recover_interrupted_swaps, commit.recover_pending_commits).
     """
     recover_interrupted_swaps(location)
+    recover_pending_commits(location)
     results = []
     for day in closed_days(location, closed_before=closed_before - grace, quiet_period=quiet_period, now=now):
         with day_lock(location, day):

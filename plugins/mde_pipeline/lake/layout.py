@@ -10,6 +10,7 @@ Layout under the root (docs/DESIGN.md, "Lake"), ``T`` = ``tenant_id=<tenant id>`
     _staging/T/<YYYYMMDDTHH>/<run id>/<name>.json             a run's hand-over (staging.py)
     _staging/T/compaction/<table>/date=YYYY-MM-DD/...         days being swapped in
     _staging/T/fetch_cache/<tenant>/<YYYYMMDDTHH>/<part>.jsonl fetch results per version (fetch_cache.py)
+    _staging/T/commits/<YYYYMMDDTHH>/<token>/...              an hour's commit record (commit_log.py)
     _locks/T/<name>.lock                                      lake locks (locks.py)
 
 The paths below are written without ``T``: a tenant's location
@@ -44,6 +45,8 @@ MANIFEST_NAME = "_compaction.json"  # a compacted day's manifest
 STAGING_DIR = "_staging"
 COMPACTION_STAGING_DIR = f"{STAGING_DIR}/compaction"
 FETCH_CACHE_DIR = f"{STAGING_DIR}/fetch_cache"
+COMMITS_DIR = f"{STAGING_DIR}/commits"
+COMMIT_RECORD = "_commit.json"  # written last: the commit point of an hour's two tables
 LOCKS_DIR = "_locks"
 INDEX_DIR = "_ip_index"
 INDEX_MANIFEST = "_index.json"
@@ -222,6 +225,12 @@ def fetch_cache_path(tenant_id: str, interval_start: datetime | str | None = Non
     lastUpdateTime), relative to the root."""
     hour = None if interval_start is None else interval_key(interval_start)
     return _joined(FETCH_CACHE_DIR, sanitize_run_id(tenant_id), hour, file_name)
+
+
+def commit_path(interval_start: datetime | str | None = None, token: str | None = None, file_name: str | None = None) -> str:
+    """``_staging/commits[/<YYYYMMDDTHH>[/<token>[/<file>]]]`` relative to the root."""
+    hour = None if interval_start is None else interval_key(interval_start)
+    return _joined(COMMITS_DIR, hour, token, file_name)
 
 
 def _joined(*parts: str | None) -> str:

@@ -61,18 +61,48 @@ class LakeWriteError(RuntimeError):
 # --------------------------------------------------------------------------- files
 
 
+class LakeWriteFenced(LakeWriteError):
+    """A conditional blob write found the file changed since its writer read it: another
+    writer holds the day now (this one's lease lapsed). Nothing of this write landed."""
+
+
+# The ETag a conditional write expects (``if_match`` of write_files_atomic): the blob's
+# ETag, or ABSENT for "the blob must not exist yet" (If-None-Match: *).
+ABSENT = None
+
+
 def write_files_atomic(
-    location: LakeLocation, files: Mapping[str, bytes], check_held: Callable[[], None] = lambda: None
+    location: LakeLocation,
+    files: Mapping[str, bytes],
+    check_held: Callable[[], None] = lambda: None,
+    *,
+    if_match: Mapping[str, str | None] | None = None,
 ) -> dict[str, str]:
     """Write each ``relative path -> bytes`` so that readers see the old file or the new one.
 
     All files are prepared first (local) or uploaded (blob) and committed back to back;
     ``check_held`` runs just before the first commit (it raises when the caller's lock
-    was lost). Returns ``relative path -> uri``.
+    was lost). ``if_match`` (blob only; a local flock cannot be lost by a live writer):
+    relative path -> the ETag the blob must still have (:func:`blob_etag`, or ``ABSENT``)
+    for its Put Block List to land, the fence of a writer whose lease lapsed while it
+    stalled after ``check_held`` (:class:`LakeWriteFenced`). Returns ``relative path -> uri``.
     """
     if location.is_local:
         return _write_local(location, files, check_held)
-    return _write_blob(location, files, check_held)
+    return _write_blob(location, files, check_held, dict(if_match or {}))
+
+
+def blob_etag(location: LakeLocation, relative: str) -> str | None:
+    """The ETag of a blob of the lake now (``ABSENT`` when there is none); blob lakes only."""
+    from azure.core.exceptions import ResourceNotFoundError
+    from fsspec.asyn import sync
+
+    container, blob = location.path(relative).split("/", 1)
+    client = location.fs.service_client.get_blob_client(container, blob)
+    try:
+        return sync(location.fs.loop, client.get_blob_properties).etag
+    except ResourceNotFoundError:
+        return ABSENT
 
 
 def _open_new_file(path: str) -> IO[bytes]:
@@ -105,12 +135,12 @@ def _write_local(location: LakeLocation, files: Mapping[str, bytes], check_held:
         raise
     # The renames are durable once their directories are synced.
     for directory in {os.path.dirname(final) for _, final in prepared}:
-        _fsync_directory(directory)
+        fsync_directory(directory)
         remove_stale_temp_files(directory)
     return {relative: location.uri(relative) for relative in files}
 
 
-def _fsync_directory(directory: str) -> None:
+def fsync_directory(directory: str) -> None:
     with suppress(OSError):  # not every filesystem lets a directory be opened
         fd = os.open(directory, os.O_RDONLY)
         try:
@@ -135,11 +165,16 @@ def remove_stale_temp_files(directory: str, older_than: timedelta = STALE_TEMP_A
     return removed
 
 
-def _write_blob(location: LakeLocation, files: Mapping[str, bytes], check_held: Callable[[], None]) -> dict[str, str]:
+def _write_blob(
+    location: LakeLocation, files: Mapping[str, bytes], check_held: Callable[[], None], if_match: dict[str, str | None]
+) -> dict[str, str]:
     from fsspec.asyn import sync
 
     fs: Any = location.fs
-    items = [(location.uri(relative), location.path(relative), data) for relative, data in files.items()]
+    items = [
+        (location.uri(relative), location.path(relative), data, _match_conditions(relative, if_match))
+        for relative, data in files.items()
+    ]
     try:
         sync(fs.loop, _stage_then_commit_blobs, fs, items, check_held)
     finally:
@@ -147,7 +182,21 @@ def _write_blob(location: LakeLocation, files: Mapping[str, bytes], check_held: 
     return {relative: location.uri(relative) for relative in files}
 
 
-async def _stage_then_commit_blobs(fs: Any, items: list[tuple[str, str, bytes]], check_held: Callable[[], None]) -> None:
+def _match_conditions(relative: str, if_match: Mapping[str, str | None]) -> dict[str, Any]:
+    """The azure-core conditional-request keywords of one file's Put Block List."""
+    from azure.core import MatchConditions
+
+    if relative not in if_match:
+        return {}
+    etag = if_match[relative]
+    if etag is ABSENT:
+        return {"match_condition": MatchConditions.IfMissing}
+    return {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+
+
+async def _stage_then_commit_blobs(
+    fs: Any, items: list[tuple[str, str, bytes, dict[str, Any]]], check_held: Callable[[], None]
+) -> None:
     """Put Block for every block of every file, then one Put Block List per file.
 
     Staged blocks are invisible to readers; each Put Block List swaps its blob whole.
@@ -157,8 +206,10 @@ async def _stage_then_commit_blobs(fs: Any, items: list[tuple[str, str, bytes]],
 
     from azure.storage.blob import BlobBlock
 
+    from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+
     staged = []
-    for uri, path, data in items:
+    for uri, path, data, conditions in items:
         container, blob = path.split("/", 1)
         client = fs.service_client.get_blob_client(container, blob)
         block_ids = []
@@ -170,12 +221,19 @@ async def _stage_then_commit_blobs(fs: Any, items: list[tuple[str, str, bytes]],
                 block_ids.append(BlobBlock(block_id=block_id))
         except Exception as exc:
             raise LakeWriteError(f"upload of {uri} failed ({type(exc).__name__}); nothing was committed") from exc
-        staged.append((uri, client, block_ids))
+        staged.append((uri, client, block_ids, conditions))
     check_held()
-    for uri, client, block_ids in staged:
+    for uri, client, block_ids, conditions in staged:
         try:
             # metadata as adlfs' own writes set it, so adlfs lists these as files.
-            await client.commit_block_list(block_ids, metadata={"is_directory": "false"})
+            await client.commit_block_list(block_ids, metadata={"is_directory": "false"}, **conditions)
+        except (ResourceModifiedError, ResourceExistsError) as exc:
+            if not conditions:
+                raise LakeWriteError(f"commit of {uri} failed ({type(exc).__name__}); that file is unchanged") from exc
+            raise LakeWriteFenced(
+                f"{uri} changed since this writer read it: another writer holds its day (this writer's lock lapsed); "
+                "nothing was written"
+            ) from exc
         except Exception as exc:
             raise LakeWriteError(f"commit of {uri} failed ({type(exc).__name__}); that file is unchanged") from exc
 
@@ -205,7 +263,7 @@ def _fsync_tree(directory: str) -> None:
     for name in os.listdir(directory):
         with open(os.path.join(directory, name), "rb") as handle:
             os.fsync(handle.fileno())
-    _fsync_directory(directory)
+    fsync_directory(directory)
 
 
 def swap_checkpoint(step: str) -> None:
