@@ -14,7 +14,7 @@ DEBUG only. To notify instead (docs/OPERATORS.md, "Freshness alerts"), give the 
 ``DeadlineAlert`` whose callback is a notifier, e.g.
 ``AsyncCallback(SlackWebhookNotifier, kwargs={"slack_webhook_conn_id": ..., "text": ...})``.
 ``MDE_FRESHNESS_DEADLINE_MINUTES=0`` leaves the DAG without a deadline (see
-:func:`freshness_deadline`).
+:func:`freshness_deadline`). ``airflow dags test`` works with the alert on.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 
 from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
 
+from mde_pipeline.airflow.dag_test_deadlines import allow_dag_test
 from mde_pipeline.airflow.settings import FRESHNESS_DEADLINE as DEADLINE
 
 log = logging.getLogger("mde_pipeline.freshness")
@@ -50,13 +51,14 @@ async def hour_not_committed(context: dict[str, Any] | None = None, **kwargs: An
 def freshness_deadline() -> DeadlineAlert | None:
     """The DAG's deadline alert, or None when ``MDE_FRESHNESS_DEADLINE_MINUTES`` is 0.
 
-    0 is for ``dag.test()`` / ``airflow dags test``: in Airflow 3.3.2 a successful test run
-    of a DAG with a deadline fails at the end (its in-memory DAG holds the encoded alerts
-    where the pruning of deadlines expects their ids: "'dict' object has no attribute
-    'hex'"), so include/dag_runs.py and `make run` set it. Scheduled runs are unaffected.
+    Also lets ``airflow dags test`` finish a run of the DAG that has it (Airflow 3.3.2
+    fails the end of such a run: mde_pipeline.airflow.dag_test_deadlines). A ``dags test``
+    run gets no deadline of its own: Airflow skips ``DAGRUN_QUEUED_AT`` for a run never
+    queued.
     """
     if DEADLINE.total_seconds() <= 0:
         return None
+    allow_dag_test()
     return DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
         interval=DEADLINE,
