@@ -8,7 +8,7 @@ triggerer: it is an ``AsyncCallback``). A run that succeeds before its deadline 
 it (Airflow prunes the deadline).
 
 The callback logs one WARNING line (logger ``mde_pipeline.freshness``) naming the hour,
-the run and the deadline. Backfill runs get deadlines too (Airflow creates them queued,
+the DAG (so the tenant), the run and the deadline. Backfill runs get deadlines too (Airflow creates them queued,
 all at once), so their misses say nothing about freshness: the callback logs them at
 DEBUG only. To notify instead (docs/OPERATORS.md, "Freshness alerts"), give the DAG a
 ``DeadlineAlert`` whose callback is a notifier, e.g.
@@ -36,7 +36,8 @@ def describe_miss(context: dict[str, Any] | None) -> tuple[bool, str]:
     deadline = (context or {}).get("deadline") or {}
     message = (
         f"MDE lake not fresh: hour {run.get('data_interval_start')} -> {run.get('data_interval_end')} "
-        f"(run {run.get('dag_run_id') or run.get('run_id')}, {run.get('run_type')}, state {run.get('state')}) "
+        f"(DAG {run.get('dag_id')}, run {run.get('dag_run_id') or run.get('run_id')}, {run.get('run_type')}, "
+        f"state {run.get('state')}) "
         f"was not committed by its deadline {deadline.get('deadline_time')}"
     )
     return run.get("run_type") != "backfill", message
