@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from datetime import datetime
 
@@ -29,9 +28,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conf", default=None)
     args = parser.parse_args(argv)
 
-    # Airflow 3.3.2's dag.test() fails a successful run of a DAG with a deadline alert
-    # (plugins/mde_pipeline/airflow/freshness.py): test runs go without it.
-    os.environ.setdefault("MDE_FRESHNESS_DEADLINE_MINUTES", "0")
     from airflow.cli.commands.dag_command import get_bagged_dag
     from airflow.utils.session import create_session
 

@@ -82,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             invalid_ip_rate=0.05,
             vanish_rate=0.03,
         )
-        # No deadline alert under `dags test` (Airflow 3.3.2 bug, see airflow/freshness.py).
-        home.extra_env = {**simulators_env(sims), **lake_env(args.lake), "MDE_FRESHNESS_DEADLINE_MINUTES": "0"}
+        home.extra_env = {**simulators_env(sims), **lake_env(args.lake)}
         if names:
             home.import_pools()  # mde_api_<name> for each tenant
         began = time.monotonic()

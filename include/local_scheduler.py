@@ -43,6 +43,8 @@ from typing import Any, Callable, Iterable
 from local_airflow import AIRFLOW, AirflowHome
 
 SERVICES = ("api-server", "dag-processor", "scheduler")
+# Deferred tasks and Deadline Alerts' AsyncCallbacks run here (``triggerer=True``).
+TRIGGERER = "triggerer"
 
 # Knobs that only make a test or benchmark quicker on a small machine; names checked
 # against Airflow 3.3's config.yml (`airflow config list --defaults`).
@@ -104,8 +106,10 @@ class AirflowServices:
         api_port: int | None = None,
         extra_env: dict[str, str] | None = None,
         startup_timeout: float = 120.0,
+        triggerer: bool = False,
     ) -> None:
         self.home = home
+        self.services = SERVICES + ((TRIGGERER,) if triggerer else ())
         self.api_port = api_port or free_port()
         self.startup_timeout = startup_timeout
         self.log_dir = Path(home.path) / "services"
@@ -140,7 +144,7 @@ class AirflowServices:
             self.cli("config", "get-value", "core", "executor")
         atexit.register(self.stop)
         try:
-            for name in SERVICES:
+            for name in self.services:
                 log = open(self.log_dir / f"{name}.log", "ab")
                 self._log_files.append(log)
                 self.processes[name] = subprocess.Popen(
@@ -298,7 +302,7 @@ class AirflowServices:
 
     def log_tails(self, lines: int = 40) -> str:
         parts = []
-        for name in SERVICES:
+        for name in self.services:
             parts.append(f"--- {name} (last {lines} lines of {self.log_dir / (name + '.log')}) ---")
             parts.append(tail(self.log_dir / f"{name}.log", lines))
         return "\n".join(parts)

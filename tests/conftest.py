@@ -28,6 +28,7 @@ LONGEST_FIRST = (
     "tests/scheduler/test_backfill_priority.py",
     "tests/integration/test_dag_end_to_end.py",
     "tests/scheduler/test_celery_two_hosts.py",
+    "tests/scheduler/test_freshness_deadline.py",
     "tests/deploy/test_deploy_init.py",
     "tests/status/test_status_browser.py",
     "tests/status/test_lineage.py",

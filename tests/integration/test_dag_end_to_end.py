@@ -255,3 +255,25 @@ def test_poison_alerts_land_recorded_and_every_other_alert_is_exact(template_db,
     assert {r[-1] for r in rows.values()} == {"added later"}  # the new field, queryable at once
     assert all(r[7] is None for a, r in rows.items() if a != fields_bad)
     assert truth[fields_bad]["ips"]  # the ground truth itself was never poisoned
+
+
+def test_airflow_dags_test_exits_0_with_the_freshness_alert_on(template_db, tmp_path):
+    """The documented `airflow dags test mde_alert_ips <date>` on a stock config: only the
+    folders, the connection and the lake Variable set (no pools), the deadline alert at its
+    default (Airflow 3.3.2 used to fail the end of the run: airflow/dag_test_deadlines.py)."""
+    lake = tmp_path / "lake"
+    with start_simulator(tmp_path, alerts=10, invalid_ip_rate=0.0, vanish_rate=0.0) as sim:
+        # "" reads as unset: the code's default, whatever this process's environment says.
+        home = fresh_home(template_db, tmp_path / "airflow", **sim.env(**CLIENT), **lake_env(lake),
+                          MDE_FRESHNESS_DEADLINE_MINUTES="")  # fmt: skip
+        proc = home.cli("dags", "test", "mde_alert_ips", run_at(HOURS[0]).isoformat(), check=False)
+        output = proc.stdout + proc.stderr
+        assert proc.returncode == 0, output[-8000:]
+        assert_exact(lake, sim, [HOURS[0]])
+    assert "Traceback" not in output, output[-8000:]
+    db = sqlite3.connect(home.path / "airflow.db")
+    assert db.execute("SELECT state FROM dag_run WHERE dag_id = 'mde_alert_ips'").fetchall() == [("success",)]
+    # The alert really was on: the DAG that ran carries it (a `dags test` run is never
+    # queued, so Airflow gives that run itself no deadline).
+    alerts = db.execute("SELECT name, interval FROM deadline_alert").fetchall()
+    assert [(name, json.loads(interval)["__data__"]) for name, interval in alerts] == [("mde_hour_committed", 3600.0)]
