@@ -16,6 +16,7 @@ import os
 import re
 from pathlib import Path
 
+from mde_pipeline.lake.commit_log import recorded_hours
 from mde_pipeline.lake.ip_index import INDEXED_TABLE, valid_month_indexes
 from mde_pipeline.lake.layout import DATE_PREFIX, day_has_data, list_names, table_days
 from mde_pipeline.lake.location import TENANT_PREFIX, LakeLocation, LakeLocationError, resolve_lake_location
@@ -25,6 +26,8 @@ from mde_pipeline.lake.tenants import LegacyLakeLayoutError, check_not_legacy, t
 VIEWS_SQL = Path(__file__).resolve().parents[3] / "include" / "sql" / "duckdb" / "views.sql"
 ROOT_PLACEHOLDER = "${LAKE_ROOT}"
 BASE_TABLES = ("alerts", "alert_ips")
+_UNFILTERED = "_unfiltered_"  # a base view's name before pending hours are left out
+_PENDING_HOURS = "_pending_hours"
 DEFAULT_MAX_ROWS = 1000
 
 # The partition columns' types: a tenant id that looks like a number stays text.
@@ -167,7 +170,7 @@ class LakeSession:
             if day_has_data(self.location.for_tenant(tenant), INDEXED_TABLE, day)
         )
         started = tuple(t for t in self._empty_tables if fs.glob(self._table_files(t)))
-        return days, filled, started
+        return days, filled, started, tuple(sorted(recorded_hours(self.location)))
 
     def refresh(self, force: bool = False) -> None:
         """Make the views again if the lake's tenants or days changed (always with ``force``)."""
@@ -177,13 +180,16 @@ class LakeSession:
             # The day directories as listed *before* the views were made, and the days and
             # tables still waiting for a file as unfilled: whatever changed meanwhile
             # differs from this at the next check and makes the views again.
-            self._state = (state[0], (), ())
+            self._state = (state[0], (), (), state[3])
 
     def _make_views(self) -> None:
         fs = self.location.fs
         fs.invalidate_cache()
         lake_root = self.location.uri()
         self._watched_days, empty = (), []
+        # Hours an interrupted commit left half-applied (lake.commit_log) are left out of
+        # both base views until a writer finishes them: a half-written hour never counts.
+        pending = sorted(recorded_hours(self.location))
         for statement in split_statements(self._script):
             match = _BASE_VIEW.match(statement)
             table = match.group(1) if match else None
@@ -192,12 +198,27 @@ class LakeSession:
                 _create_empty_view(self.connection, table, SCHEMAS[table])
                 empty.append(table)
                 continue
+            if table in BASE_TABLES and pending:
+                statement = statement.replace(f"VIEW {table} AS", f"VIEW {_UNFILTERED}{table} AS", 1)
             self.connection.execute(statement.replace(ROOT_PLACEHOLDER, _sql_literal(lake_root)))
+            if table in BASE_TABLES and pending:
+                self._leave_out(table, pending)
         self._empty_tables = tuple(empty)
         if self.use_ip_index and INDEXED_TABLE not in empty:
-            self._use_ip_index()
+            self._use_ip_index(pending)
 
-    def _use_ip_index(self) -> None:
+    def _leave_out(self, table: str, pending: list) -> None:
+        """View ``table`` = its unfiltered view without the rows of ``pending`` hours."""
+        import pyarrow as pa
+
+        hours = pa.table({"tenant_id": [t for t, _ in pending], "interval_start": pa.array([h for _, h in pending], pa.timestamp("us", tz="UTC"))})
+        self.connection.register(_PENDING_HOURS, hours)
+        self.connection.execute(
+            f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {_UNFILTERED}{table} AS t WHERE NOT EXISTS "
+            f"(SELECT 1 FROM {_PENDING_HOURS} AS p WHERE p.tenant_id = t.tenant_id AND p.interval_start = t.interval_start)"
+        )
+
+    def _use_ip_index(self, pending: list) -> None:
         """Read the days each tenant's IP index covers from it, every other day from its day files.
 
         Only indexes that match the lake right now are used (lake/ip_index.py). The day
@@ -227,7 +248,8 @@ class LakeSession:
         if patterns:
             globs = ", ".join(f"'{_sql_literal(p)}'" for p in patterns)
             parts.append(f"SELECT * FROM read_parquet([{globs}], hive_partitioning = true, hive_types = {HIVE_TYPES}, union_by_name = true)")
-        self.connection.execute(f"CREATE OR REPLACE VIEW {INDEXED_TABLE} AS\n" + "\nUNION ALL BY NAME\n".join(parts))
+        name = f"{_UNFILTERED}{INDEXED_TABLE}" if pending else INDEXED_TABLE
+        self.connection.execute(f"CREATE OR REPLACE VIEW {name} AS\n" + "\nUNION ALL BY NAME\n".join(parts))
 
 
 def _uncovered_day_globs(tenant: LakeLocation, covered: set[str]) -> tuple[list[str], list[str]]:

@@ -43,6 +43,7 @@ from mde_pipeline.lake.layout import (
     COMMIT_RECORD,
     COMMITS_DIR,
     MANIFEST_NAME,
+    STAGING_DIR,
     commit_path,
     day_directory,
     interval_file,
@@ -52,7 +53,7 @@ from mde_pipeline.lake.layout import (
     parse_interval_key,
     partition_date,
 )
-from mde_pipeline.lake.location import LakeLocation
+from mde_pipeline.lake.location import TENANT_PREFIX, LakeLocation
 from mde_pipeline.lake.locks import check_day_held
 from mde_pipeline.lake.parquet import read_parquet
 from mde_pipeline.lake.schema import ALERT_IPS, ALERTS
@@ -220,16 +221,23 @@ def pending_hours(location: LakeLocation) -> list[datetime]:
     return sorted(hours)
 
 
-def recorded_hours(location: LakeLocation) -> list[datetime]:
-    """Hours with a complete record not yet cleared: written, not (wholly) applied.
-    Readers leave these hours out; the next writer of the tenant finishes them."""
-    result = []
-    for hour in pending_hours(location):
-        for token in list_names(location, commit_path(hour)) or ():
-            if COMMIT_RECORD in (list_names(location, commit_path(hour, token)) or ()):
-                result.append(hour)
-                break
-    return result
+def recorded_hours(location: LakeLocation) -> set[tuple[str, datetime]]:
+    """``(tenant id, hour)`` of every hour with a commit record not yet cleared (written,
+    not wholly applied), of one tenant or, given the root, of every tenant: one glob.
+    Readers leave these hours out (their two tables may disagree); the next writer of the
+    tenant finishes them."""
+    fs = location.fs
+    fs.invalidate_cache()
+    if location.tenant_id is None:  # the root: path() inserts no tenant, so name every one
+        pattern = location.path(STAGING_DIR, f"{TENANT_PREFIX}*", COMMITS_DIR.removeprefix(f"{STAGING_DIR}/"), "*", "*", COMMIT_RECORD)
+    else:
+        pattern = location.path(COMMITS_DIR, "*", "*", COMMIT_RECORD)
+    found = set()
+    for path in fs.glob(pattern):
+        parts = path.split("/")  # .../tenant_id=T/commits/<hour>/<token>/_commit.json
+        with suppress(Exception):
+            found.add((parts[-5].removeprefix(TENANT_PREFIX), parse_interval_key(parts[-3])))
+    return found
 
 
 def recover_commits(location: LakeLocation, day: str) -> list[str]:

@@ -19,12 +19,14 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from mde_pipeline.lake.commit_log import recorded_hours
 from mde_pipeline.lake.layout import (
     INTERVAL,
     STAGING_DIR,
     base_name,
     day_directory,
     list_day,
+    interval_key,
     parse_interval_key,
     table_days,
 )
@@ -160,6 +162,11 @@ def lake_status(
     alerts = cache.table_figures(location, ALERTS)
     ips = cache.table_figures(location, ALERT_IPS)
     committed = {key: rows for figures in alerts.values() for key, rows in figures.intervals.items()}
+    # An hour whose commit record is not cleared may have its two tables apart: pending,
+    # never committed, until the next writer finishes it (lake.commit_log).
+    pending = sorted(interval_key(hour) for _, hour in recorded_hours(location))
+    for key in pending:
+        committed.pop(key, None)
     last_complete = now.replace(minute=0, second=0, microsecond=0) - INTERVAL
     first = last_complete - timedelta(days=retention_days) + INTERVAL  # retention_days x 24 hours
     missing = []
@@ -180,6 +187,7 @@ def lake_status(
         "retention_window": {"first_hour": first.isoformat(), "last_complete_hour": last_complete.isoformat()},
         "hours_committed": sum(1 for k in committed if first_key <= k <= last_key),
         "hours_missing": len(missing),
+        "hours_pending_commit": [parse_interval_key(k).isoformat() for k in pending],
         "missing_ranges": ranges[-MAX_MISSING_RANGES:],
         "missing_ranges_total": len(ranges),
         "alerts_per_hour_recent": round(sum(recent) / len(recent), 2) if recent else None,
