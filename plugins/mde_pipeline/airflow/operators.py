@@ -30,7 +30,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from mde_pipeline.airflow import settings
 from mde_pipeline.airflow.batching import DEFAULT_MAX_BATCHES, make_batches
 from mde_pipeline.airflow.cached_fetch import as_flag, fetch_batch_cached
-from mde_pipeline.airflow.lake_location import configured_tenant_location
+from mde_pipeline.airflow.lake_location import check_lake_writable, configured_tenant_location
 from mde_pipeline.airflow.lake_tasks import stage_listing
 from mde_pipeline.airflow.lookback import LOOKBACK_MAX_BATCHES, list_lookback, stage_lookback
 from mde_pipeline.airflow.settings import DEFAULT_BATCH_SIZE, MDE_CONN_ID, MDE_POOL
@@ -127,6 +127,7 @@ class MdeListAlertsOperator(BaseOperator):
                 # The tenant's own part of the lake: staging, look-back and commits never
                 # touch another tenant's files.
                 location = configured_tenant_location(client.tenant_id)
+                check_lake_writable(location)  # a lake that cannot take the listing: before any call
                 before = stats_of(client)
                 listing = list_interval(client, self.data_interval_start, self.data_interval_end, self.page_size)
                 late = list_lookback(
