@@ -6,8 +6,9 @@ and the lake steps of :mod:`mde_pipeline.airflow.lake_tasks`.
 
 Failure policy: errors that a retry cannot cure (a connection that does not parse, a CA
 bundle that is missing or does not verify the server, a token request refused by Entra
-ID or a 401 that a fresh token did not cure, a missing permission (403), a request the
-service rejects (400) on the listing) fail the task at once through
+ID (any 400 of its metadata or token endpoint, a 401) or a 401 that a fresh token did not
+cure, a missing permission (403), a request the service rejects (400) on the listing, a
+lake root that cannot be written, probed before any call) fail the task at once through
 ``AirflowFailException``, keeping the typed error as its cause. On ``/ips`` a failure of
 one alert (5xx or timeout after the client's retries, an unparseable answer, a 400, an id
 that is not an MDE id) is that alert's ``error`` result, up to a threshold past which
