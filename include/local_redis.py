@@ -39,17 +39,19 @@ def _free_port() -> int:
 class RedisServer:
     """``with RedisServer(tmp_path) as server: server.url``: a password-protected redis-server."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, password: str = PASSWORD) -> None:
         self.directory = directory
         self.port = _free_port()
-        self.url = f"redis://:{PASSWORD}@127.0.0.1:{self.port}/0"
+        self.password = password
+        # Written as given, not percent-encoded, as operators write generated passwords.
+        self.url = f"redis://:{password}@127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> "RedisServer":
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory), "--requirepass", PASSWORD],
+             "--appendonly", "no", "--dir", str(self.directory), "--requirepass", self.password],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 30

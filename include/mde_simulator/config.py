@@ -35,7 +35,7 @@ RUNTIME_KEYS = (
     "limit_scope", "token_lifetime", "next_link", "default_top", "extra_scopes",
     "retry_after_script", "proxy_404",
     "poison_fields", "extra_fields", "ips_fail", "ips_non_string",
-    "late_share", "late_minutes", "now",
+    "late_share", "late_minutes", "now", "entra_400",
 )
 SCRIPTED_STATUSES = (429, 503)
 RUNTIME_ACTIONS = ("clients", "client_certificates", "revoke_tokens")
@@ -150,6 +150,16 @@ def validate_runtime(update: dict) -> dict:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ValueError(f"{key} must be a list of alert ids")
             clean[key] = value
+        elif key == "entra_400":
+            if value is not None and not (
+                    isinstance(value, dict) and set(value) <= {"endpoint", "code"}
+                    and value.get("endpoint") in ("metadata", "token")
+                    and (value.get("code") is None or (isinstance(value["code"], int)
+                                                       and not isinstance(value["code"], bool)))):
+                raise ValueError('entra_400 must be null or {"endpoint": "metadata"|"token", '
+                                 '"code": AADSTS number|null}')
+            clean[key] = None if value is None else {"endpoint": value["endpoint"],
+                                                     "code": value.get("code")}
         elif key == "clients":
             if not isinstance(value, list):
                 raise ValueError("clients must be a list of objects")

@@ -31,7 +31,7 @@ REQUIRED_ROLES = {
 class EntraError(Exception):
     """An OAuth error response: HTTP status plus Entra's JSON body."""
 
-    def __init__(self, status: int, error: str, code: int, description: str,
+    def __init__(self, status: int, error: str, code: int | None, description: str,
                  correlation_id: str | None = None):
         super().__init__(description)
         now = datetime.now(timezone.utc)
@@ -39,16 +39,18 @@ class EntraError(Exception):
         correlation_id = correlation_id or str(uuid.uuid4())
         stamp = now.strftime("%Y-%m-%d %H:%M:%SZ")
         self.status = status
+        prefix = f"AADSTS{code}: " if code is not None else ""
         self.body = {
             "error": error,
-            "error_description": (f"AADSTS{code}: {description} Trace ID: {trace_id} "
+            "error_description": (f"{prefix}{description} Trace ID: {trace_id} "
                                   f"Correlation ID: {correlation_id} Timestamp: {stamp}"),
-            "error_codes": [code],
             "timestamp": stamp,
             "trace_id": trace_id,
             "correlation_id": correlation_id,
-            "error_uri": f"https://login.microsoftonline.com/error?code={code}",
         }
+        if code is not None:  # code None: a 400 without any AADSTS code (entra_400)
+            self.body["error_codes"] = [code]
+            self.body["error_uri"] = f"https://login.microsoftonline.com/error?code={code}"
 
 
 class TokenError(Exception):
@@ -100,6 +102,8 @@ class Entra:
         self.scopes = list(scopes)
         self.token_lifetime = token_lifetime
         self._revoked_before = 0.0
+        # entra_400: {"endpoint": "metadata" | "token", "code": int | None} or None.
+        self.refuse_400: dict | None = None
 
     # -------------------------------------------------------------- registry
     def register(self, client_id: str, tenant_id: str, secret: str | None, roles,
@@ -140,7 +144,16 @@ class Entra:
             self._revoked_before = time.time()
 
     # -------------------------------------------------------------- metadata
+    def refuse(self, endpoint: str, tenant: str, correlation_id: str | None = None) -> None:
+        """entra_400: every call of ``endpoint`` answers 400 (with the AADSTS code set, or none)."""
+        refusal = self.refuse_400
+        if refusal and refusal["endpoint"] == endpoint:
+            raise EntraError(400, "invalid_request", refusal["code"],
+                             f"The request for tenant '{tenant}' is not valid (simulated).",
+                             correlation_id)
+
     def openid_configuration(self, base_url: str, tenant: str) -> dict:
+        self.refuse("metadata", tenant)
         self.check_tenant(tenant)
         root = f"{base_url}/{tenant}"
         return {
@@ -188,6 +201,7 @@ class Entra:
         def fail(status, error, code, text):
             return EntraError(status, error, code, text, correlation_id)
 
+        self.refuse("token", tenant, correlation_id)
         self.check_tenant(tenant, correlation_id)
         grant_type = form.get("grant_type")
         if not grant_type:

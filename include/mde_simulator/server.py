@@ -123,6 +123,7 @@ class Simulator:
             "next_link": self.next_link,
             "default_top": self.default_top,
             "extra_scopes": [s for s in self.entra.scopes if s not in cfg.DEFAULT_SCOPES],
+            "entra_400": self.entra.refuse_400,
             "clients": self.entra.clients(),
         }
 
@@ -151,6 +152,8 @@ class Simulator:
             self.limiter.configure(clean.get("rate_limits"), clean.get("limit_scope"))
         if "token_lifetime" in clean:
             self.entra.token_lifetime = clean["token_lifetime"]
+        if "entra_400" in clean:
+            self.entra.refuse_400 = clean["entra_400"]
         if "next_link" in clean:
             self.next_link = clean["next_link"]
         if "default_top" in clean:

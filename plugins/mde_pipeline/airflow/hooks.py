@@ -18,8 +18,8 @@ from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
 from mde_pipeline.api.client import MdeClient
-from mde_pipeline.api.config import MdeConnectionConfig
-from mde_pipeline.api.ledger_backends import ledger_password
+from mde_pipeline.api.config import MdeConnectionConfig, pem_lines
+from mde_pipeline.api.ledger_backends import ledger_secrets
 from mde_pipeline.api.errors import MdeConfigurationError
 from mde_pipeline.airflow.settings import MDE_CONN_ID
 
@@ -28,27 +28,24 @@ __all__ = ["MdeHook", "MdeConnectionConfig", "MdeConfigurationError", "connectio
 # Extra keys that hold secrets although their names hold none of Airflow's sensitive
 # words, so Airflow would not mask them by itself.
 SECRET_EXTRA_KEYS = ("certificate_data", "certificate_password")
-_MIN_LINE_TO_MASK = 16
 
 
 def mask_connection_secrets(extra: Any) -> None:
     """Register the connection's secret extras with Airflow's log masker (task and
     supervisor): the whole value and, for PEM text, each line long enough to be key
-    material, since a traceback or a wrapped log line may show it line by line."""
+    material, since a traceback or a wrapped log line may show it line by line; a Redis
+    ledger URL's password in every form it can take (api/redis_url.py)."""
     if not isinstance(extra, dict):
         return
-    password = ledger_password(str(extra.get("rate_limit_ledger") or ""))
-    if password:  # a Redis ledger URL's password: the URL as a whole stays readable
-        mask_secret(password)
+    for secret in ledger_secrets(str(extra.get("rate_limit_ledger") or "")):
+        mask_secret(secret)  # the URL as a whole stays readable
     for key in SECRET_EXTRA_KEYS:
         value = extra.get(key)
         if not isinstance(value, str) or not value:
             continue
         mask_secret(value)
-        for line in value.splitlines():
-            line = line.strip()
-            if len(line) >= _MIN_LINE_TO_MASK and not line.startswith("-----"):
-                mask_secret(line)
+        for line in pem_lines(value):
+            mask_secret(line)
 
 
 def _host_with_port(host: str | None, port: int | None) -> str | None:

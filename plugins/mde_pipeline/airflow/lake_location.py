@@ -9,11 +9,14 @@ filesystem factory from here.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
+from mde_pipeline.api.errors import MdeConfigurationError
 from mde_pipeline.common.redaction import redact
 from mde_pipeline.lake.location import LakeLocation, LakeLocationError, resolve_lake_location
 
@@ -94,3 +97,49 @@ def _quiet_azure_http_logging() -> None:
     logger = logging.getLogger("azure.core.pipeline.policies.http_logging_policy")
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.WARNING)
+
+
+# Local errors only a configuration change cures (not a full disk, not an I/O error).
+_LOCAL_CONFIG_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EEXIST)
+
+
+def check_lake_writable(location: LakeLocation) -> None:
+    """Fail before any API call when the lake cannot take this run's files: make the
+    tenant's staging folder, write and delete a small file there (local and abfs alike;
+    on abfs the container must exist first). A refusal is an MdeConfigurationError naming
+    Variable ``mde_lake_root`` (and ``mde_lake_conn_id`` for abfs); anything else (a
+    network blip) is raised as is, so the task's retries apply."""
+    folder = location.path("_staging")
+    probe = f"{folder}/.mde-write-probe-{uuid.uuid4().hex}"
+    fs = location.fs
+    try:
+        if not location.is_local:
+            container = location.root.split("/", 1)[0]
+            if not fs.exists(container):
+                raise FileNotFoundError(errno.ENOENT, f"container {container!r} does not exist")
+        fs.makedirs(folder, exist_ok=True)
+        fs.pipe_file(probe, b"probe")
+        fs.rm_file(probe)
+    except Exception as exc:
+        if not _is_configuration_refusal(exc):
+            raise
+        where = f"Variable {ROOT_VARIABLE} = {location.url!r}"
+        if not location.is_local:
+            where += f" with connection {location.conn_id!r} (Variable {CONN_ID_VARIABLE})"
+        raise MdeConfigurationError(
+            f"the lake root cannot be written: {where}: {type(exc).__name__}: {redact(str(exc))[:300]}; "
+            f"set {ROOT_VARIABLE} to a folder this worker can create and write"
+            + ("" if location.is_local else " and a connection that may write to that container")
+        ) from None
+
+
+def _is_configuration_refusal(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in _LOCAL_CONFIG_ERRNOS:
+        return True
+    if isinstance(exc, (PermissionError, FileNotFoundError, NotADirectoryError)):
+        return True
+    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+
+    if isinstance(exc, (ClientAuthenticationError, ResourceNotFoundError)):
+        return True
+    return isinstance(exc, HttpResponseError) and exc.status_code in (401, 403, 404)

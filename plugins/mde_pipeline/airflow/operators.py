@@ -6,8 +6,9 @@ and the lake steps of :mod:`mde_pipeline.airflow.lake_tasks`.
 
 Failure policy: errors that a retry cannot cure (a connection that does not parse, a CA
 bundle that is missing or does not verify the server, a token request refused by Entra
-ID or a 401 that a fresh token did not cure, a missing permission (403), a request the
-service rejects (400) on the listing) fail the task at once through
+ID (any 400 of its metadata or token endpoint, a 401) or a 401 that a fresh token did not
+cure, a missing permission (403), a request the service rejects (400) on the listing, a
+lake root that cannot be written, probed before any call) fail the task at once through
 ``AirflowFailException``, keeping the typed error as its cause. On ``/ips`` a failure of
 one alert (5xx or timeout after the client's retries, an unparseable answer, a 400, an id
 that is not an MDE id) is that alert's ``error`` result, up to a threshold past which
@@ -30,7 +31,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from mde_pipeline.airflow import settings
 from mde_pipeline.airflow.batching import DEFAULT_MAX_BATCHES, make_batches
 from mde_pipeline.airflow.cached_fetch import as_flag, fetch_batch_cached
-from mde_pipeline.airflow.lake_location import configured_tenant_location
+from mde_pipeline.airflow.lake_location import check_lake_writable, configured_tenant_location
 from mde_pipeline.airflow.lake_tasks import stage_listing
 from mde_pipeline.airflow.lookback import LOOKBACK_MAX_BATCHES, list_lookback, stage_lookback
 from mde_pipeline.airflow.settings import DEFAULT_BATCH_SIZE, MDE_CONN_ID, MDE_POOL
@@ -127,6 +128,7 @@ class MdeListAlertsOperator(BaseOperator):
                 # The tenant's own part of the lake: staging, look-back and commits never
                 # touch another tenant's files.
                 location = configured_tenant_location(client.tenant_id)
+                check_lake_writable(location)  # a lake that cannot take the listing: before any call
                 before = stats_of(client)
                 listing = list_interval(client, self.data_interval_start, self.data_interval_end, self.page_size)
                 late = list_lookback(

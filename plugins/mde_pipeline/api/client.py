@@ -30,15 +30,14 @@ from azure.core.rest import HttpRequest
 from mde_pipeline import __version__
 from mde_pipeline.api.config import MdeConnectionConfig
 from mde_pipeline.api.credentials import build_credential, credential_factory, transport_for
+from mde_pipeline.api.entra_answers import EntraAnswers, token_request_error
 from mde_pipeline.api.deadline import DeadlineExceededError, DeadlinePolicy
 from mde_pipeline.api.errors import (
     InvalidAlertIdError,
     MdeApiError,
-    MdeAuthenticationError,
     MdeMalformedResponseError,
     MdeServerError,
     MdeTrustError,
-    aadsts_code,
     error_from_response,
     is_service_error_answer,
     redact,
@@ -63,7 +62,6 @@ log = logging.getLogger(__name__)
 USER_AGENT = f"mde-alert-ips-airflow/{__version__}"
 MAX_TOP = 10_000
 ALERT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_CORRELATION = re.compile(r"Correlation ID:\s*([0-9a-fA-F-]{36})")
 
 
 # Response bodies larger than these are refused (a page of 10,000 alerts is ~30 MB;
@@ -153,10 +151,13 @@ class MdeClient:
             share=config.rate_limit_share,
             max_blocked_wait=config.max_throttle_wait_seconds,
         )
+        # What Entra answered our credential's requests: a 400 is configuration, not bad luck.
+        self._entra_answers = EntraAnswers()
         # An injected credential is not ours to rebuild; ours is rebuilt on a 401.
-        fresh = None if credential is not None else credential_factory(config)
+        fresh = None if credential is not None else credential_factory(config, self._entra_answers)
         self._auth_policy = RefreshingBearerPolicy(
-            credential or build_credential(config), config.endpoints.scope, fresh_credential=fresh
+            credential or build_credential(config, answers=self._entra_answers), config.endpoints.scope,
+            fresh_credential=fresh,
         )
         # One reader per client: it logs an implausible Retry-After once per client.
         self._retry_after = RetryAfterReader(
@@ -295,6 +296,7 @@ class MdeClient:
     def _get(self, url: str, *, not_found_ok: bool = False) -> bytes | None:
         request = HttpRequest("GET", url)
         secrets = self.config.secrets()
+        self._entra_answers.forget()
         try:
             response = self._pipeline_client.send_request(request)
         except MdeApiError as exc:  # raised inside the pipeline (the limiter)
@@ -308,16 +310,8 @@ class MdeClient:
                     f"its certificate is not trusted by {trust_sources_text(self.config.ca_bundle)} (add its CA "
                     "with REQUESTS_CA_BUNDLE or extra ca_bundle; verification stays on)"
                 ) from None
-            message = redact(str(exc.message or exc), secrets)
-            correlation = _CORRELATION.search(message)
-            raise MdeAuthenticationError(
-                f"could not get an access token from {self.config.endpoints.authority_host} "
-                f"({self.config.auth_method}, tenant {self.tenant_id}, scope {self.config.endpoints.scope}): "
-                f"{message[:600]}",
-                code=aadsts_code(message),
-                target=correlation.group(1) if correlation else None,
-                request_url=url,
-            ) from None
+            raise token_request_error(self.config, str(exc.message or exc), self._entra_answers.last(), url,
+                                      secrets, exc.__cause__) from None  # fmt: skip
         except DeadlineExceededError:
             raise MdeServerError(
                 f"MDE API gave no complete answer within request_deadline_seconds="

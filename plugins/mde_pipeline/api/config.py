@@ -15,10 +15,11 @@ from typing import Any, Mapping
 
 from mde_pipeline.api.clouds import Endpoints, resolve_endpoints
 from mde_pipeline.api.errors import MdeConfigurationError
-from mde_pipeline.api.ledger_backends import check_ledger_spec, ledger_password
+from mde_pipeline.api.ledger_backends import check_ledger_spec, ledger_secrets
 from mde_pipeline.api.ledgers import ledger_key
 from mde_pipeline.api.rate_limiter import DEFAULT_MARGIN_SECONDS
 from mde_pipeline.api.windows import Window, parse_rate_limits
+from mde_pipeline.common.redaction import remember_secrets
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,18 @@ KNOWN_EXTRA_KEYS = frozenset(
         "ca_bundle",
     }
 )  # fmt: skip
+
+
+# A PEM line this long is key material (a traceback may show the PEM line by line).
+_MIN_PEM_LINE = 16
+
+
+def pem_lines(value: Any) -> list[str]:
+    """The key-material lines of PEM text (each a secret of its own)."""
+    if not isinstance(value, str):
+        return []
+    lines = (line.strip() for line in value.splitlines())
+    return [line for line in lines if len(line) >= _MIN_PEM_LINE and not line.startswith("-----")]
 
 
 def _number(extra: Mapping[str, Any], key: str, default: float, *, minimum: float = 0.0) -> float:
@@ -141,9 +154,10 @@ class MdeConnectionConfig:
         return ledger_key(self.tenant_id, principal)
 
     def secrets(self) -> tuple[str, ...]:
-        candidates = (self.client_secret, self.certificate_password, self.certificate_data,
-                      ledger_password(self.rate_limit_ledger))  # fmt: skip
-        return tuple(s for s in candidates if s)
+        """Every secret value of the connection, in every form it may show up in text."""
+        candidates = [self.client_secret, self.certificate_password, self.certificate_data,
+                      *pem_lines(self.certificate_data), *ledger_secrets(self.rate_limit_ledger)]  # fmt: skip
+        return tuple(dict.fromkeys(s for s in candidates if s))
 
     @classmethod
     def from_parts(
@@ -174,12 +188,17 @@ class MdeConnectionConfig:
                 f"{where}: TLS verification cannot be turned off; add your CA with REQUESTS_CA_BUNDLE "
                 "or extra ca_bundle"
             )
+        # Known before anything can fail: redact() strips them from every message after.
+        remember_secrets([password, extra.get("certificate_password"), *pem_lines(extra.get("certificate_data")),
+                          *ledger_secrets(str(extra.get("rate_limit_ledger") or ""))])  # fmt: skip
         try:
-            return cls._from_extra(host=host, login=login, password=password, extra=extra, conn_id=conn_id)
+            config = cls._from_extra(host=host, login=login, password=password, extra=extra, conn_id=conn_id)
         except MdeConfigurationError as exc:
             raise MdeConfigurationError(f"{where}: {exc}") from None
         except ValueError as exc:  # from clouds / rate_limiter validation
             raise MdeConfigurationError(f"{where}: {exc}") from None
+        remember_secrets(config.secrets())
+        return config
 
     @classmethod
     def _from_extra(cls, *, host, login, password, extra, conn_id) -> "MdeConnectionConfig":

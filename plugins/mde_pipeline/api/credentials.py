@@ -31,7 +31,10 @@ from azure.core.credentials import TokenCredential
 from azure.core.pipeline.transport import RequestsTransport
 
 from mde_pipeline.api.config import AUTH_METHODS, MdeConnectionConfig
+from mde_pipeline.api.entra_answers import EntraAnswers
+from mde_pipeline.api.errors import MdeConfigurationError
 from mde_pipeline.api.tls import build_transport
+from mde_pipeline.common.redaction import redact
 
 
 def transport_for(config: MdeConnectionConfig) -> RequestsTransport:
@@ -51,8 +54,26 @@ def _certificate_bytes(config: MdeConnectionConfig) -> bytes | None:
         raise ValueError("certificate_data is neither PEM text nor base64 PKCS#12") from None
 
 
-def build_credential(config: MdeConnectionConfig, *, transport: RequestsTransport | None = None) -> TokenCredential:
-    """The azure-identity credential for ``config.auth_method``."""
+def build_credential(config: MdeConnectionConfig, *, transport: RequestsTransport | None = None,
+                     answers: EntraAnswers | None = None) -> TokenCredential:  # fmt: skip
+    """The azure-identity credential for ``config.auth_method``; ``answers`` records what
+    Entra answers it (api/entra_answers.py). A value azure-identity refuses (a tenant id
+    with characters no tenant has, a certificate that does not load) is an
+    MdeConfigurationError naming the setting."""
+    try:
+        return _credential(config, transport or transport_for(config), answers)
+    except ValueError as exc:
+        setting = "extra tenant_id" if "tenant" in str(exc).lower() else {
+            "certificate": "extra certificate_path / certificate_data / certificate_password",
+            "workload_identity": "extra federated_token_file and login (client id)",
+        }.get(config.auth_method, "the connection's login, password and extra")  # fmt: skip
+        raise MdeConfigurationError(
+            f"azure-identity refused the {config.auth_method} credential: check {setting}: "
+            f"{redact(str(exc), config.secrets())[:300]}"
+        ) from None
+
+
+def _credential(config: MdeConnectionConfig, transport: RequestsTransport, answers: EntraAnswers | None) -> TokenCredential:
     from azure.identity import (
         CertificateCredential,
         ClientSecretCredential,
@@ -60,7 +81,6 @@ def build_credential(config: MdeConnectionConfig, *, transport: RequestsTranspor
         WorkloadIdentityCredential,
     )
 
-    transport = transport or transport_for(config)
     authority = {
         "authority": config.endpoints.authority_host,
         "disable_instance_discovery": config.disable_instance_discovery,
@@ -69,6 +89,8 @@ def build_credential(config: MdeConnectionConfig, *, transport: RequestsTranspor
         "retry_backoff_factor": config.retry_backoff_factor,
         "retry_backoff_max": config.retry_backoff_max,
     }
+    if answers is not None:  # azure-core's CustomHookPolicy calls it with every answer
+        authority["raw_response_hook"] = answers.record
     method = config.auth_method
     if method == "client_secret":
         return ClientSecretCredential(
@@ -97,7 +119,7 @@ def build_credential(config: MdeConnectionConfig, *, transport: RequestsTranspor
     raise ValueError(f"unknown auth_method {method!r}; expected one of {AUTH_METHODS}")
 
 
-def credential_factory(config: MdeConnectionConfig) -> Callable[[], TokenCredential]:
+def credential_factory(config: MdeConnectionConfig, answers: EntraAnswers | None = None) -> Callable[[], TokenCredential]:
     """A factory of fresh credentials (each with an empty token cache and its own
     transport): used to get a new token when the service rejects a cached one."""
-    return lambda: build_credential(config)
+    return lambda: build_credential(config, answers=answers)

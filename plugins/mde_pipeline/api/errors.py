@@ -158,6 +158,13 @@ class MdeConfigurationError(ValueError):
     The message says what to fix."""
 
 
+class MdeEntraConfigurationError(MdeAuthenticationError, MdeConfigurationError):
+    """Entra ID answered 400 to the tenant's metadata lookup or to the token request (an
+    unknown tenant, the wrong cloud, an unknown client id or scope), or MSAL refused the
+    authority: an authentication error that only the configuration can fix; the message
+    names the setting (api/entra_answers.py)."""
+
+
 class MdeTrustError(MdeConfigurationError):
     """TLS verification failed: the server's certificate is not trusted by the bundle named."""
 

@@ -9,43 +9,48 @@ host, so all workers together get exactly the app's budget and every caller sees
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit, urlunsplit
+import re
 
 from mde_pipeline.api.ledgers import LEDGER_FILE_NAME, Ledger, SqliteLedger, default_ledger_dir
-from mde_pipeline.api.redis_ledger import RedisLedger, is_redis_url
+from mde_pipeline.api.redis_ledger import RedisLedger
+from mde_pipeline.api.redis_url import is_redis_url, parse_redis_url
 
 SQLITE = "sqlite"
 LEDGER_CHOICES = "'sqlite' or a redis:// / rediss:// URL"
 
 
 def check_ledger_spec(value: str | None) -> str:
-    """The normalised ``rate_limit_ledger`` value; ValueError for anything else."""
+    """The normalised ``rate_limit_ledger`` value; ValueError for anything else (never
+    echoing a password: api/redis_url.py)."""
     text = (value or SQLITE).strip()
     if text.lower() == SQLITE:
         return SQLITE
     if is_redis_url(text):
-        parts = urlsplit(text)
-        if not parts.hostname:
-            raise ValueError(f"rate_limit_ledger {safe_ledger_display(text)!r} names no Redis host")
+        parse_redis_url(text)  # names no host, bad port: ValueError naming host and port only
         return text
-    raise ValueError(f"rate_limit_ledger must be {LEDGER_CHOICES}, got {safe_ledger_display(text)!r}")
+    # A mistyped URL may hold a password: only a plain word is echoed.
+    shown = repr(text) if re.fullmatch(r"[A-Za-z0-9_.-]{1,20}", text) else "a value that is neither"
+    raise ValueError(f"rate_limit_ledger must be {LEDGER_CHOICES}, got {shown}")
 
 
 def safe_ledger_display(spec: str) -> str:
-    """The spec without a password, for messages and logs."""
+    """The spec without user info or query, for messages, logs and the status page."""
     if not is_redis_url(spec):
         return spec
-    parts = urlsplit(spec)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ("***@" if parts.password else "")
-    return urlunsplit((parts.scheme, user + host, parts.path, "", ""))
+    try:
+        return parse_redis_url(spec).display
+    except ValueError:
+        return spec.split("://", 1)[0].lower() + "://..."
 
 
-def ledger_password(spec: str) -> str | None:
-    """The password in a Redis URL (a secret to keep out of logs and messages)."""
-    return urlsplit(spec).password if is_redis_url(spec) else None
+def ledger_secrets(spec: str) -> tuple[str, ...]:
+    """Every form of the password in a Redis URL (secrets to keep out of logs and messages)."""
+    if not is_redis_url(spec):
+        return ()
+    try:
+        return parse_redis_url(spec).secrets()
+    except ValueError:  # unparseable: the whole text after the scheme is the secret
+        return (spec.split("://", 1)[1],)
 
 
 def open_ledger(spec: str, directory: str | None = None, *, ca_file: str | None = None) -> Ledger:

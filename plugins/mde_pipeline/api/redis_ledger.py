@@ -30,11 +30,13 @@ import time
 from typing import Any, Sequence
 
 from mde_pipeline.api.ledgers import HISTORY_SECONDS, Decision
+from mde_pipeline.api.redis_url import REDIS_SCHEMES, is_redis_url, parse_redis_url
 from mde_pipeline.api.windows import Window, max_block_seconds
+
+__all__ = ["REDIS_SCHEMES", "RedisLedger", "is_redis_url"]
 
 log = logging.getLogger(__name__)
 
-REDIS_SCHEMES = ("redis", "rediss")
 KEY_PREFIX = "mde-ledger:"
 _EPSILON = 1e-6  # as in windows.seconds_until_free
 HISTORY_MINUTES = HISTORY_SECONDS // 60
@@ -96,10 +98,6 @@ return 0
 """
 
 
-def is_redis_url(value: str) -> bool:
-    return value.split("://", 1)[0].lower() in REDIS_SCHEMES and "://" in value
-
-
 class RedisLedger:
     """:class:`~mde_pipeline.api.ledgers.Ledger` on a Redis server shared by every host."""
 
@@ -107,9 +105,14 @@ class RedisLedger:
         import redis
 
         options: dict[str, Any] = {"socket_timeout": 30, "socket_connect_timeout": 10, "health_check_interval": 30}
-        if url.lower().startswith("rediss://") and ca_file:
-            options["ssl_ca_certs"] = ca_file  # TLS stays verified: certifi + REQUESTS_CA_BUNDLE
-        self._redis = client if client is not None else redis.Redis.from_url(url, **options)
+        if client is None:
+            # Parsed here, not by redis-py: a password with '/', '#' or '?' would be cut in
+            # two and half of it taken for the host (api/redis_url.py).
+            parsed = parse_redis_url(url)
+            if parsed.scheme == "rediss" and ca_file:
+                options["ssl_ca_certs"] = ca_file  # TLS stays verified: certifi + REQUESTS_CA_BUNDLE
+            client = redis.Redis.from_url(parsed.normalised, **options)
+        self._redis = client
         self._reserve = self._redis.register_script(_RESERVE)
         self._block = self._redis.register_script(_BLOCK)
 
