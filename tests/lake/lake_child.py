@@ -10,6 +10,13 @@
   START's day on Azurite and stops at STEP (a ``storage.swap_checkpoint`` name, the
   first time it is reached, or ``staging``: after the first staged file is committed,
   before the staged manifest), writes MARKER and waits to be killed.
+* ``commit-kill [CONNECTION_STRING] ROOT SCENARIO STEP MARKER``: makes the commit of
+  commit_scenarios.SCENARIOS[SCENARIO] (its lake set up by the parent) and stops at STEP
+  (a commit_log.commit_checkpoint name), writes MARKER and waits to be killed.
+* ``commit-stall-after-check CONNECTION_STRING ROOT MARKER SEED``: commits its own version
+  of START's hour on Azurite and stalls right before the first Put Block List into the
+  hour's live files (its lock check passed), writes MARKER, waits for a line on stdin,
+  then goes on; exits 5 with the error's type on stderr when the commit fails.
 * ``commit-loop ROOT SEED TIMES [CONNECTION_STRING]``: commits its own version of one
   interval TIMES times (local root, or an abfs root through CONNECTION_STRING).
 """
@@ -116,6 +123,43 @@ def commit_loop(root: str, seed: str, times: str, connection_string: str | None 
         commit_interval(location, START, tables)
 
 
+def commit_kill(*arguments: str) -> None:
+    from commit_scenarios import SCENARIOS
+
+    from mde_pipeline.lake import commit_log
+
+    *connection, root, name, step, marker = arguments
+    location = (_blob_location(connection[0], root) if connection else resolve_lake_location(root)).for_tenant(TENANT)
+    commit_log.commit_checkpoint = lambda reached: _wait_to_be_killed(marker, reached) if reached == step else None
+    SCENARIOS[name].commit(location)
+    os._exit(4)
+
+
+def commit_stall_after_check(connection_string: str, root: str, marker: str, seed: str) -> None:
+    import traceback
+
+    from azure.storage.blob.aio import BlobClient
+
+    original = BlobClient.commit_block_list
+
+    async def stall_before_the_live_hour(self, *args, **kwargs):
+        if "/alert_ips/" in self.blob_name and "/interval=" in self.blob_name:
+            Path(marker).write_text("stalled")
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        return await original(self, *args, **kwargs)
+
+    BlobClient.commit_block_list = stall_before_the_live_hour
+    location = _blob_location(connection_string, root).for_tenant(TENANT)
+    try:
+        commit_interval(location, START.replace(hour=22), sample_interval(START.replace(hour=22), seed=int(seed)))
+    except Exception:
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(5)
+    os._exit(0)
+
+
 if __name__ == "__main__":
     command, *arguments = sys.argv[1:]
-    {"stall-local": stall_local, "stall-blob": stall_blob, "compact-stall": compact_stall, "commit-loop": commit_loop}[command](*arguments)
+    {"stall-local": stall_local, "stall-blob": stall_blob, "compact-stall": compact_stall, "commit-loop": commit_loop,
+     "commit-kill": commit_kill, "commit-stall-after-check": commit_stall_after_check}[command](*arguments)  # fmt: skip

@@ -124,7 +124,6 @@ def stage(location: LakeLocation, interval_start: datetime, files: Mapping[str, 
     }
     held = lambda: check_day_held(location, partition_date(interval_start))  # noqa: E731
     write_files_atomic(location, {record.path(COMMIT_RECORD): json.dumps(body, sort_keys=True).encode()}, held)
-    commit_checkpoint("recorded")
     return record
 
 
@@ -132,6 +131,7 @@ def apply(location: LakeLocation, record: Record, tables: Mapping[str, pa.Table]
     """Steps 2 and 3 (also the recovery of a record): every table not applied yet, in ORDER,
     then the record cleared. ``tables``: the staged rows when the caller has them (else read
     from the staging). Returns table -> uri of what now holds the hour."""
+    commit_checkpoint("recorded")
     day = partition_date(record.interval_start)
     held = lambda: check_day_held(location, day)  # noqa: E731
     written: dict[str, str] = {}
