@@ -138,6 +138,8 @@ class LakeComparison:
             f"expected {self.expected_alerts} alerts / {self.expected_ips} alert IPs; "
             f"lake has {self.lake_alerts} / {self.lake_ips}"
         )
+        if self.error_versions:
+            head += f" ({self.error_versions} versions with ips_status 'error')"
         if self.exact:
             return head + ": exact"
         return head + f"; {len(self.problems)} problems:\n  " + "\n  ".join(self.problems[:20])
