@@ -17,8 +17,10 @@
 - Idempotent and safe beside hourly loads and reruns: each day is swapped in atomically
   under the day's lake lock, and reruns of hours in compacted days are published into
   the compacted file by the writer. ``catchup=False``: one run does all pending days.
-- The compact task first finishes any interrupted day swap (of any day), and sweeps the
-  staging folders of failed runs older than ``MDE_STAGING_MAX_AGE_DAYS`` (7).
+- The compact task first finishes any interrupted day swap (of any day), and sweeps, in
+  every ``tenant_id=`` folder under ``_staging/`` (also of tenants that never committed
+  or left Variable ``mde_tenants``), the staging folders of failed runs older than
+  ``MDE_STAGING_MAX_AGE_DAYS`` (7) and the fetch cache no run may still publish.
 - The lake root and its connection come from Variables ``mde_lake_root`` and
   ``mde_lake_conn_id``, as for ``mde_alert_ips`` (mde_pipeline.airflow.lake_location).
 """
@@ -43,11 +45,13 @@ with DAG(
     @task
     def compact(**context) -> dict:
         from mde_pipeline.airflow.lake_location import configured_lake_location
-        from mde_pipeline.airflow.settings import STAGING_MAX_AGE
+        from mde_pipeline.airflow.settings import LOOKBACK, STAGING_MAX_AGE
         from mde_pipeline.lake.compaction import compaction_step
 
         location = configured_lake_location()
-        return compaction_step(location, closed_before=context["data_interval_end"], staging_max_age=STAGING_MAX_AGE)
+        return compaction_step(
+            location, closed_before=context["data_interval_end"], staging_max_age=STAGING_MAX_AGE, cache_lookback=LOOKBACK
+        )
 
     @task
     def index() -> list[str]:

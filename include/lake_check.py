@@ -8,10 +8,19 @@ intervals: each has exactly one ``alerts`` row of that version, with the simulat
 status and invalid strings, and its ``alert_ips`` rows are exactly its canonical IP set,
 once each. Besides, the lake may keep earlier versions of an alert (the pipeline never
 drops a version it loaded, issue 11): each at most once, a version the simulator really
-had, with that version's IPs (or none, when /ips answered 404); they are counted in
-``kept_versions``. Nothing else is in the lake (or, with ``tenant_id``, in that tenant's
-partition: a lake of several tenants is checked one simulator, so one tenant, at a time),
-and every file's rows carry the tenant of its ``tenant_id=`` folder.
+had; they are counted in ``kept_versions``. Nothing else is in the lake (or, with
+``tenant_id``, in that tenant's partition: a lake of several tenants is checked one
+simulator, so one tenant, at a time), and every file's rows carry the tenant of its
+``tenant_id=`` folder.
+
+Every version the lake holds, current or kept, is checked against the IPs the simulator
+recorded for it (``ground_truth["alerts"][id]["ips"]``, or that version's entry of
+``versions``): ``ip_count`` equals its ``alert_ips`` rows; ``ok`` has exactly the truth's
+IP set (never no IPs, unless every value served was invalid); ``empty`` has none and the
+truth none; ``not_found`` (the service's 404 then) has none. ``alert_ips`` rows of a
+version ``alerts`` lacks are a problem. A version recorded as ``error`` (its IPs could
+not be fetched) is counted in ``error_versions`` and is a problem unless the caller
+passes ``allow_errors=True`` (a fault test).
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import duckdb
 
 from mde_pipeline.analytics.session import HIVE_TYPES
+from mde_pipeline.common.fetch_result import IPS_EMPTY, IPS_ERROR, IPS_NOT_FOUND, IPS_OK
 from mde_pipeline.common.timestamps import to_utc_datetime
 
 if TYPE_CHECKING:
@@ -116,6 +126,7 @@ class LakeComparison:
     lake_alerts: int = 0
     lake_ips: int = 0
     kept_versions: int = 0
+    error_versions: int = 0  # versions with ips_status 'error' (problems unless allowed)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -127,6 +138,8 @@ class LakeComparison:
             f"expected {self.expected_alerts} alerts / {self.expected_ips} alert IPs; "
             f"lake has {self.lake_alerts} / {self.lake_ips}"
         )
+        if self.error_versions:
+            head += f" ({self.error_versions} versions with ips_status 'error')"
         if self.exact:
             return head + ": exact"
         return head + f"; {len(self.problems)} problems:\n  " + "\n  ".join(self.problems[:20])
@@ -150,8 +163,11 @@ def compare(
     conn_id: str | None = None,
     *,
     tenant_id: str | None = None,
+    allow_errors: bool = False,
 ) -> LakeComparison:
-    """The lake (or ``tenant_id``'s partition of it) against one simulator's ground truth."""
+    """The lake (or ``tenant_id``'s partition of it) against one simulator's ground truth.
+
+    ``allow_errors``: versions recorded as ``error`` are counted, not problems."""
     intervals = list(intervals)
     expected = expected_rows(ground_truth, intervals)
     result = LakeComparison(
@@ -169,27 +185,32 @@ def compare(
 
     seen: dict[str, int] = {}
     kept: dict[tuple, int] = {}
+    unexpected: set[str] = set()
+    # (alert_id, version) -> (label, ips_status, ip_count, invalid strings, the truth's IPs of that version)
+    versions: dict[tuple, tuple[str, str, int, list, list[str]]] = {}
     for alert_id, updated, status, ip_count, invalid, tenant, date in alerts:
         known = ground_truth["alerts"].get(alert_id)
-        if known and updated != parse_time(known["lastUpdateTime"]) and any(
-            updated == parse_time(v["lastUpdateTime"]) for v in known.get("versions", [])
-        ):
-            kept[(alert_id, updated)] = kept.get((alert_id, updated), 0) + 1
-            if str(date) != updated.strftime("%Y-%m-%d"):
-                problems.append(f"alerts: {alert_id} kept version in partition date={date} but updated {updated}")
-            continue
+        if known and updated != parse_time(known["lastUpdateTime"]):
+            (version, *_) = [v for v in known.get("versions", []) if parse_time(v["lastUpdateTime"]) == updated] or [None]
+            if version is not None:
+                kept[(alert_id, updated)] = kept.get((alert_id, updated), 0) + 1
+                versions[(alert_id, updated)] = (f"kept version {alert_id} {updated}", status, ip_count, invalid or [], version["ips"])
+                if str(date) != updated.strftime("%Y-%m-%d"):
+                    problems.append(f"alerts: {alert_id} kept version in partition date={date} but updated {updated}")
+                continue
         seen[alert_id] = seen.get(alert_id, 0) + 1
         truth = expected.get(alert_id)
         if truth is None:
             problems.append(f"alerts: {alert_id} is in the lake but not expected")
+            unexpected.add(alert_id)
             continue
+        versions[(alert_id, updated)] = (alert_id, status, ip_count, invalid or [], truth["ips"])
         if updated != parse_time(truth["lastUpdateTime"]):
             problems.append(f"alerts: {alert_id} version {updated} != {truth['lastUpdateTime']}")
-        if status != truth["ips_status"]:
+        # A version recorded as 'error' is counted (and reported unless allowed) below.
+        if status != truth["ips_status"] and status != IPS_ERROR:
             problems.append(f"alerts: {alert_id} ips_status {status} != {truth['ips_status']}")
-        if ip_count != len(truth["ips"]):
-            problems.append(f"alerts: {alert_id} ip_count {ip_count} != {len(truth['ips'])}")
-        if sorted(invalid or []) != sorted(truth.get("invalid_ips") or []):
+        if sorted(invalid or []) != sorted(truth.get("invalid_ips") or []) and status != IPS_ERROR:
             problems.append(f"alerts: {alert_id} invalid_ip_values {invalid} != {truth.get('invalid_ips')}")
         if tenant != ground_truth["tenant_id"]:
             problems.append(f"alerts: {alert_id} tenant {tenant}")
@@ -199,26 +220,46 @@ def compare(
     problems.extend(f"alerts: kept version {a} {u} appears {n} times" for (a, u), n in kept.items() if n > 1)
     result.kept_versions = len(kept)
     problems.extend(f"alerts: {a} is missing" for a in expected.keys() - seen.keys())
+    for alert_id in expected.keys() - seen.keys():
+        if expected[alert_id]["ips"]:
+            problems.append(f"alert_ips: {alert_id} has [], expected {sorted(expected[alert_id]['ips'])}")
 
-    lake_ips: dict[str, list[str]] = {}
-    kept_ips: dict[tuple, list[str]] = {}
+    by_version: dict[tuple, list[str]] = {}
     for alert_id, updated, ip, version in ips:
-        if (alert_id, updated) in kept:
-            kept_ips.setdefault((alert_id, updated), []).append(ip)
-        else:
-            lake_ips.setdefault(alert_id, []).append(ip)
+        by_version.setdefault((alert_id, updated), []).append(ip)
         if ":" in ip and version != 6 or ":" not in ip and version != 4:
             problems.append(f"alert_ips: {alert_id} {ip} has ip_version {version}")
-    for alert_id in expected.keys() | lake_ips.keys():
-        want = sorted(expected.get(alert_id, {}).get("ips", []))
-        got = sorted(lake_ips.get(alert_id, []))
-        if want != got:
-            problems.append(f"alert_ips: {alert_id} has {got}, expected {want}")
-    for (alert_id, updated), got in kept_ips.items():
-        (version,) = [v for v in ground_truth["alerts"][alert_id]["versions"] if parse_time(v["lastUpdateTime"]) == updated]
-        if sorted(got) not in (sorted(version["ips"]), []):  # [] when /ips answered 404 then
-            problems.append(f"alert_ips: kept version {alert_id} {updated} has {sorted(got)}, expected {version['ips']}")
+    for (alert_id, updated), rows in sorted(by_version.items()):
+        if (alert_id, updated) not in versions and alert_id not in unexpected:  # that one is reported already
+            problems.append(f"alert_ips: {len(rows)} rows of {alert_id} {updated}, a version alerts does not hold")
+    for key, (label, status, ip_count, invalid, want) in versions.items():
+        problems.extend(_version_problems(label, status, ip_count, invalid, sorted(want), sorted(by_version.get(key, []))))
+        if status == IPS_ERROR:
+            result.error_versions += 1
+            if not allow_errors:
+                problems.append(f"alerts: {label} has ips_status error (its IPs were not fetched)")
     return result
+
+
+def _version_problems(label: str, status: str, ip_count: int, invalid: list, want: list[str], got: list[str]) -> list[str]:
+    """What is wrong with one version's IPs: ``want`` from the truth, ``got`` its alert_ips rows."""
+    found = []
+    if ip_count != len(got):
+        found.append(f"alerts: {label} ip_count {ip_count} but {len(got)} alert_ips rows")
+    if status == IPS_OK:
+        if not got and not invalid:
+            found.append(f"alert_ips: {label} is 'ok' without IPs, expected {want}")
+        elif got != want:
+            found.append(f"alert_ips: {label} has {got}, expected {want}")
+    elif status == IPS_EMPTY:
+        if want or got:
+            found.append(f"alert_ips: {label} is 'empty' with {got}, expected {want}")
+    elif status in (IPS_NOT_FOUND, IPS_ERROR):
+        if got:
+            found.append(f"alert_ips: {label} is '{status}' with {got}")
+    else:
+        found.append(f"alerts: {label} has unknown ips_status {status!r}")
+    return found
 
 
 def summary(root: str | Path) -> str:

@@ -3,10 +3,14 @@ by tenant + (id, lastUpdateTime), newest wins, failures not kept, old hours swep
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 
-from mde_pipeline.lake.fetch_cache import FetchCache, sweep_fetch_cache, version_key
+import pytest
+
+from mde_pipeline.lake.fetch_cache import CACHE_MIN_IDLE, FetchCache, cache_retention, sweep_fetch_cache, version_key
 from mde_pipeline.lake.layout import fetch_cache_path
+from mde_pipeline.lake.staging import clear_staging, write_staging_json
 
 UTC = timezone.utc
 
@@ -55,8 +59,33 @@ def test_sweep_drops_old_idle_hours_only(local_location):
     recorder.add(result("old", "2024-06-01T06:00:00Z"))
     recorder.add(result("new", "2024-07-01T06:00:00Z"))
     cutoff = datetime(2024, 6, 30, tzinfo=UTC)
-    assert sweep_fetch_cache(local_location, "t", cutoff, idle=timedelta(hours=1)) == []  # just written
-    assert sweep_fetch_cache(local_location, "t", cutoff, idle=timedelta(0)) == ["20240601T06"]
+    now = time.time()
+    assert sweep_fetch_cache(local_location, "t", cutoff, lookback=timedelta(0), now=now) == []  # just written
+    # idle, but not yet for CACHE_MIN_IDLE (whatever the look-back): kept
+    assert sweep_fetch_cache(local_location, "t", cutoff, lookback=timedelta(0), now=now + 47 * 3600) == []
+    assert sweep_fetch_cache(local_location, "t", cutoff, lookback=timedelta(0), now=now + CACHE_MIN_IDLE.total_seconds() + 60) == [
+        "20240601T06"
+    ]
     assert set(cache.lookup([entry("old", "2024-06-01T06:00:00Z"), entry("new", "2024-07-01T06:00:00Z")])) == {
         version_key("new", "2024-07-01T06:00:00Z")
     }
+
+
+@pytest.mark.parametrize("lookback_hours", [0, 24])
+def test_sweep_keeps_the_hours_a_staged_run_may_still_publish(local_location, lookback_hours):
+    """A staged run (a backfill running, or failed and still clearable) keeps its own
+    hour and the hours its look-back reaches (+1 day), however idle; the rest goes."""
+    lookback = timedelta(hours=lookback_hours)
+    backfilled = datetime(2024, 6, 1, 6, tzinfo=UTC)
+    write_staging_json(local_location, backfilled, "backfill__2024-06-01T06:00:00+00:00", "listing", {"alerts": []})
+    recorder = FetchCache(local_location, "t").recorder("x")
+    within = backfilled - cache_retention(lookback)
+    for hour in (backfilled, within, within - timedelta(hours=1), backfilled + timedelta(hours=1)):
+        recorder.add(result(f"a{hour:%d%H}", f"{hour:%Y-%m-%dT%H}:10:00Z"))
+    later = time.time() + 30 * 86400  # everything idle for a month
+    swept = sweep_fetch_cache(local_location, "t", datetime(2024, 7, 1, tzinfo=UTC), lookback=lookback, now=later)
+    assert swept == sorted(f"{h:%Y%m%dT%H}" for h in (within - timedelta(hours=1), backfilled + timedelta(hours=1)))
+    # the run published (its folder cleared): its hours go too
+    clear_staging(local_location, backfilled)
+    swept = sweep_fetch_cache(local_location, "t", datetime(2024, 7, 1, tzinfo=UTC), lookback=lookback, now=later)
+    assert swept == sorted(f"{h:%Y%m%dT%H}" for h in (within, backfilled))

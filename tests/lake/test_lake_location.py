@@ -164,8 +164,10 @@ def test_error_texts_are_redacted():
         ("AccountName=acct;AccountKey=x;BlobEndpoint=http://localhost:10000/acct;", False),
         ("AccountName=acct;AccountKey=x;BlobEndpoint=http://[::1]:10000/acct;", False),
         ("AccountName=acct;AccountKey=x;BlobEndpoint=https://acct.blob.core.windows.net;", False),
-        # the docker-compose sandbox: Azurite's public development account on a service name
-        ("AccountName=devstoreaccount1;AccountKey=x;BlobEndpoint=http://azurite:10000/devstoreaccount1;", False),
+        ("AccountName=acct;AccountKey=x;BlobEndpoint=http://127.8.9.10:10000/acct;", False),  # all of 127/8
+        # Azurite's public development account earns nothing off loopback (the sandbox opts in: below)
+        ("AccountName=devstoreaccount1;AccountKey=x;BlobEndpoint=http://azurite:10000/devstoreaccount1;", True),
+        ("AccountName=devstoreaccount1;AccountKey=x;BlobEndpoint=http://localhost.example.org/devstoreaccount1;", True),
     ],
 )
 def test_plain_http_blob_endpoint_is_refused_except_on_loopback(connection_string, refused):
@@ -191,3 +193,51 @@ def test_plain_http_account_url_of_a_real_adlfs_filesystem_is_refused():
 
     with pytest.raises(LakeLocationError, match="http://acct.blob.core.windows.net"):
         resolve_lake_location("abfs://lake@acct.dfs.core.windows.net/p", "c", blob_filesystem=factory)
+
+
+def test_plain_http_off_loopback_only_with_the_connections_opt_in():
+    def factory(protocol, root, conn_id):
+        return FakeBlobFs(connection_string="AccountName=devstoreaccount1;AccountKey=x;BlobEndpoint=http://azurite:10000/devstoreaccount1;")
+
+    asked = []
+
+    def policy(conn_id):
+        asked.append(conn_id)
+        return conn_id == "sandbox"
+
+    root = "abfs://lake@devstoreaccount1.dfs.core.windows.net/p"
+    assert resolve_lake_location(root, "sandbox", blob_filesystem=factory, plain_http_allowed=policy).root == "lake/p"
+    with pytest.raises(LakeLocationError, match="allow_plain_http"):
+        resolve_lake_location(root, "prod", blob_filesystem=factory, plain_http_allowed=policy)
+    assert asked == ["sandbox", "prod"]
+    # never asked for https or loopback
+    resolve_lake_location(root, "prod", blob_filesystem=lambda *a: FakeBlobFs(
+        connection_string="AccountName=devstoreaccount1;BlobEndpoint=http://127.0.0.1:10000/x;"), plain_http_allowed=policy)
+    assert asked == ["sandbox", "prod"]
+
+
+@pytest.mark.parametrize(
+    "extra, allowed",
+    [({"allow_plain_http": True}, True), ({"allow_plain_http": "true"}, True), ({}, False),
+     ({"allow_plain_http": False}, False), ({"allow_plain_http": "yes"}, "refused")],
+)
+def test_the_airflow_face_reads_allow_plain_http_from_the_lake_connection(monkeypatch, extra, allowed):
+    import json
+    import uuid
+
+    from mde_pipeline.airflow.lake_location import configured_lake_location
+
+    conn_id = f"mde_lake_http_{uuid.uuid4().hex[:8]}"  # Airflow caches a filesystem per connection id
+    connection_string = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=eA==;BlobEndpoint=http://azurite:10000/devstoreaccount1;"
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{conn_id.upper()}",
+        json.dumps({"conn_type": "adls", "extra": {"connection_string": connection_string, **extra}}),
+    )
+    root = "abfs://mde-lake@devstoreaccount1.dfs.core.windows.net/mde"
+    if allowed is True:
+        assert configured_lake_location(root, conn_id).account_name == "devstoreaccount1"
+        return
+    match = "extra 'allow_plain_http' must be true or false" if allowed == "refused" else "plain-http endpoint"
+    with pytest.raises(LakeLocationError, match=match) as caught:
+        configured_lake_location(root, conn_id)
+    assert "eA==" not in str(caught.value)

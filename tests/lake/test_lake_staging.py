@@ -110,3 +110,58 @@ def test_compaction_step_sweeps_old_staging(local_location):
     summary = compaction_step(local_location, closed_before=START, staging_max_age=timedelta(0))
     assert summary["staging_swept"] == 1
     assert staged_names(local_location, START, SCHEDULED) == []
+
+
+def test_a_restaged_run_keeps_its_folder_and_drops_its_other_documents(local_location):
+    from mde_pipeline.lake.staging import staged_intervals
+
+    write_staging_json(local_location, START, SCHEDULED, "listing", {"alerts": [1]})
+    write_staging_json(local_location, START, SCHEDULED, "lookback", {"hours": {}})
+    assert staged_intervals(local_location) == [START]
+    write_staging_json(local_location, START, SCHEDULED, "listing", {"alerts": [2]})
+    clear_staging(local_location, START, SCHEDULED, keep=("listing",))
+    assert staged_names(local_location, START, SCHEDULED) == ["listing.json"]
+    assert read_staging_json(local_location, START, SCHEDULED, "listing") == {"alerts": [2]}
+    clear_staging(local_location, START, SCHEDULED)
+    assert staged_intervals(local_location) == []
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("abfs", marks=pytest.mark.slow)])
+def test_compaction_sweeps_every_tenant_folder_under_staging(request, backend):
+    """Tenants that never committed (every run failed) or left Variable mde_tenants keep a
+    `_staging/tenant_id=` folder only: the compaction step sweeps their failed runs'
+    staging and their idle fetch cache too, and leaves a live run's cache."""
+    import time
+
+    from mde_pipeline.lake.compaction import compaction_step
+    from mde_pipeline.lake.fetch_cache import FetchCache
+    from mde_pipeline.lake.layout import fetch_cache_path
+    from mde_pipeline.lake.sweeps import sweep_every_tenant_staging
+    from mde_pipeline.lake.tenants import lake_tenants, replace_tenant, staged_tenants
+
+    committed = request.getfixturevalue(f"{backend}_location")
+    root = replace_tenant(committed, None)
+    commit_interval(committed, START, sample_interval(START, alerts=2))
+    never, removed = root.for_tenant("tenant-never-committed"), root.for_tenant("tenant-removed")
+    for tenant in (never, removed, committed):
+        write_staging_json(tenant, START, SCHEDULED, "listing", {"alerts": [{"relatedUser": {"userName": "alice"}}]})
+        FetchCache(tenant, tenant.tenant_id).recorder("x").add({
+            "alert_id": "a", "last_update_time": "2024-06-20T06:10:00Z", "status": "empty", "ips": [],
+            "invalid_ip_values": [], "fetched_at": "2024-06-20T06:20:00+00:00",
+        })
+    assert lake_tenants(root) == [committed.tenant_id]
+    assert staged_tenants(root) == sorted(t.tenant_id for t in (never, removed, committed))
+
+    # Just written: nothing goes (the failed runs are younger than the age, the cache is not idle).
+    assert sweep_every_tenant_staging(root, now=START) == {"staging_swept": 0, "fetch_cache_swept": 0}
+    in_a_week = time.time() + 8 * 86400
+    swept = sweep_every_tenant_staging(root, now=START, wall_clock=in_a_week)
+    assert swept == {"staging_swept": 3, "fetch_cache_swept": 3}
+    root.fs.invalidate_cache()
+    for tenant in (never, removed, committed):
+        assert staged_names(tenant, START, SCHEDULED) == []
+        assert not tenant.fs.exists(tenant.path(fetch_cache_path(tenant.tenant_id, datetime(2024, 6, 20, 6, tzinfo=timezone.utc))))
+    if backend == "local":  # the compaction step runs it, with its own summary
+        write_staging_json(never, START, SCHEDULED, "listing", {"alerts": []})
+        summary = compaction_step(root, closed_before=START, staging_max_age=timedelta(0))
+        assert (summary["staging_swept"], summary["fetch_cache_swept"]) == (1, 0)

@@ -55,3 +55,38 @@ def test_publish_refuses_a_listing_of_another_tenant_in_its_partition(lake, tmp_
     with pytest.raises(ValueError, match="staged listing of tenant 'tenant-west' found in the lake part of tenant 'tenant-east'"):
         publish_interval(CONTEXT, [], mde_conn_id="mde_east")
     assert not (tmp_path / "lake" / "alerts").exists()
+
+
+def test_publish_with_the_look_back_off_keeps_the_cache_runs_may_still_publish(lake, monkeypatch):
+    """MDE_ALERT_IPS_LOOKBACK_HOURS=0: a publish of the current hour keeps the cache of a
+    3-day-old hour a running backfill wrote (and of a failed run's hour, still clearable),
+    and sweeps an idle old hour no staged run covers."""
+    import os
+    import time
+    from datetime import timedelta
+
+    from mde_pipeline.airflow import settings
+    from mde_pipeline.lake.fetch_cache import FetchCache
+    from mde_pipeline.lake.layout import fetch_cache_path
+
+    monkeypatch.setattr(settings, "LOOKBACK", timedelta(0))
+    east = lake.for_tenant("tenant-east")
+    cache = FetchCache(east, "tenant-east")
+    running, failed, idle = (START - timedelta(days=d) for d in (3, 4, 6))
+    for hour in (running, failed, idle):
+        cache.recorder(f"run-{hour:%d}").add({
+            "alert_id": f"a{hour:%d}", "last_update_time": f"{hour:%Y-%m-%dT%H}:10:00.1234567Z", "status": "ok",
+            "ips": [["10.0.0.1", 4]], "invalid_ip_values": [], "fetched_at": f"{hour:%Y-%m-%dT%H}:20:00+00:00",
+        })
+    for hour in (running, failed):  # both have listed their hour (the failed one three days ago)
+        stage_listing(listing("tenant-east"), {**CONTEXT, "data_interval_start": hour, "run_id": f"backfill__{hour:%d}"}, east)
+    days_ago = time.time() - 3 * 86400
+    for hour in (failed, idle):
+        for path in east.fs.find(east.path(fetch_cache_path("tenant-east", hour))):
+            os.utime(path, (days_ago, days_ago))
+
+    stage_listing(listing("tenant-east"), CONTEXT, east)
+    publish_interval(CONTEXT, [], mde_conn_id="mde_east")
+    east.fs.invalidate_cache()
+    kept = {hour for hour in (running, failed, idle) if east.fs.exists(east.path(fetch_cache_path("tenant-east", hour)))}
+    assert kept == {running, failed}

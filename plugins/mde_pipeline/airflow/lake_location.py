@@ -5,6 +5,10 @@ Variable ``mde_lake_conn_id`` (default ``mde_lake``) names the Azure connection 
 ``abfs://`` roots, whose filesystem comes from Airflow's ``ObjectStoragePath`` and the
 Azure provider (adlfs). The lake layer itself never imports Airflow: it gets the
 filesystem factory from here.
+
+A plain-http blob endpoint off loopback (the docker-compose sandbox reaches Azurite as
+``http://azurite:10000``) is refused unless the lake connection's extra says
+``"allow_plain_http": true`` (:func:`connection_allows_plain_http`): local sandboxes only.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from mde_pipeline.lake.location import LakeLocation, LakeLocationError, resolve_
 ROOT_VARIABLE = "mde_lake_root"
 CONN_ID_VARIABLE = "mde_lake_conn_id"
 DEFAULT_CONN_ID = "mde_lake"
+PLAIN_HTTP_EXTRA = "allow_plain_http"  # lake connection extra: sandboxes only
 # plugins/mde_pipeline/airflow/lake_location.py -> <repo>/lake
 DEFAULT_ROOT = Path(__file__).resolve().parents[3] / "lake"
 
@@ -35,7 +40,12 @@ def configured_lake_location(root: str | os.PathLike | None = None, conn_id: str
     """
     if root is None:
         root = configured_lake_root()
-    return resolve_lake_location(root, conn_id or configured_lake_conn_id(), blob_filesystem=airflow_blob_filesystem)
+    return resolve_lake_location(
+        root,
+        conn_id or configured_lake_conn_id(),
+        blob_filesystem=airflow_blob_filesystem,
+        plain_http_allowed=connection_allows_plain_http,
+    )
 
 
 def configured_tenant_location(tenant_id: str, root: str | os.PathLike | None = None) -> LakeLocation:
@@ -73,6 +83,24 @@ def _variable(key: str) -> str | None:
             return None
         raise
     return str(value).strip() or None
+
+
+def connection_allows_plain_http(conn_id: str | None) -> bool:
+    """The lake connection's extra ``allow_plain_http`` (true/false, default false): whether
+    a plain-http blob endpoint off loopback is accepted. Any other value is a configuration
+    mistake and refused, naming the extra."""
+    if not conn_id:
+        return False
+    from airflow.sdk import BaseHook
+
+    value = BaseHook.get_connection(conn_id).extra_dejson.get(PLAIN_HTTP_EXTRA, False)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        value = value.strip().lower() == "true"
+    if not isinstance(value, bool):
+        raise LakeLocationError(
+            f"connection {conn_id!r}: extra {PLAIN_HTTP_EXTRA!r} must be true or false, got {value!r}"
+        )
+    return value
 
 
 def airflow_blob_filesystem(protocol: str, root: str, conn_id: str) -> Any:

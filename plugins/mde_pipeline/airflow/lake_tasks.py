@@ -43,8 +43,11 @@ def stage_listing(listing: Mapping[str, Any], context: Mapping[str, Any], locati
     ``location`` is the listed tenant's (``configured_tenant_location``)."""
     start = interval_start_of(context["data_interval_start"])
     run_id = context["run_id"]
-    clear_staging(location, start, run_id)
-    return write_staging_json(location, start, run_id, LISTING, listing)
+    # Listing first, then the rest of the folder: the run folder never vanishes meanwhile
+    # (the fetch-cache sweep keeps the hours of staged runs: a cleared run keeps its cache).
+    uri = write_staging_json(location, start, run_id, LISTING, listing)
+    clear_staging(location, start, run_id, keep=(LISTING,))
+    return uri
 
 
 def publish_interval(
@@ -92,7 +95,8 @@ def publish_interval(
     committed = commit_interval(location, start, tables, keep_versions=not refetch)
     late = publish_lookback(context, [r for r in results if version_key(r["alert_id"], r["last_update_time"]) not in own], location)
     clear_staging(location, start, run_id)
-    sweep_fetch_cache(location, listing["tenant_id"], start - cache_retention(settings.LOOKBACK), idle=settings.LOOKBACK)
+    # Never an hour a live run (a backfill, also with the look-back off) may still publish.
+    sweep_fetch_cache(location, listing["tenant_id"], start - cache_retention(settings.LOOKBACK), lookback=settings.LOOKBACK)
     report_lake_outputs(location, committed.files)  # OpenLineage, when configured (lineage.py)
     summary = {
         "interval_start": start.isoformat(),

@@ -33,7 +33,8 @@ from mde_pipeline.lake.layout import check_table, day_of, days_with_interval_fil
 from mde_pipeline.lake.location import LakeLocation
 from mde_pipeline.lake.locks import day_lock
 from mde_pipeline.lake.schema import SCHEMAS
-from mde_pipeline.lake.staging import STAGING_MAX_AGE, sweep_staging
+from mde_pipeline.lake.staging import STAGING_MAX_AGE
+from mde_pipeline.lake.sweeps import sweep_every_tenant_staging
 from mde_pipeline.lake.tenants import check_not_legacy, tenant_locations
 
 # A day is compacted once it ended this long ago (late reruns of its last hours are
@@ -142,17 +143,18 @@ def compaction_step(
     grace: timedelta = DEFAULT_GRACE,
     quiet_period: timedelta = DEFAULT_QUIET_PERIOD,
     staging_max_age: timedelta = STAGING_MAX_AGE,
+    cache_lookback: timedelta = timedelta(0),
 ) -> dict[str, Any]:
     """The compaction DAG's first task: for each tenant of the lake (or the one tenant of
-    a tenant's location), compact the closed days (after recovering any interrupted swap)
-    and sweep staging of failed runs older than ``staging_max_age``; a summary for XCom
-    and the log."""
+    a tenant's location), compact the closed days (after recovering any interrupted swap);
+    then, in every tenant folder under ``_staging/`` (lake.sweeps), sweep staging of failed
+    runs older than ``staging_max_age`` and the fetch cache no run may still publish
+    (``cache_lookback``: the hourly DAG's look-back); a summary for XCom and the log."""
     check_not_legacy(location)
     moment = datetime.fromtimestamp(closed_before.timestamp(), timezone.utc)
-    swept, days = 0, []
+    days = []
     for tenant in tenant_locations(location):
         results = compact_closed_days(tenant, closed_before=moment, grace=grace, quiet_period=quiet_period)
-        swept += len(sweep_staging(tenant, staging_max_age))
         log.info(
             "lake %s tenant %s: %d table-days compacted (closed before %s)",
             location.url, tenant.tenant_id, sum(r.action == "compacted" for r in results), (moment - grace).isoformat(),
@@ -162,4 +164,5 @@ def compaction_step(
              "intervals": r.intervals, "source_files": r.source_files, "seconds": round(r.seconds, 3)}
             for r in results
         ]
-    return {"staging_swept": swept, "days": days}
+    swept = sweep_every_tenant_staging(location, now=moment, staging_max_age=staging_max_age, cache_lookback=cache_lookback)
+    return {**swept, "days": days}

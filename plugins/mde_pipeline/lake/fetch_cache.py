@@ -14,8 +14,21 @@ version, the newest ``fetched_at`` wins (a ``refetch`` run's results replace old
 Only final answers are kept (status ok / empty / not_found): a version whose fetch
 failed is not in the cache, so a later run or look-back tries it again.
 
-Lifetime: :func:`sweep_fetch_cache` drops the hours older than the look-back window plus
-a margin (the publish step calls it); a rerun of an older hour fetches again.
+Lifetime: the cache of an hour may go only once no run may still publish it. A run may
+publish the versions of its own hour and, through its look-back, of the hours up to
+``cache_retention(lookback)`` (look-back + 1 day) before it; every run that may still
+publish has its folder in the tenant's staging (from its listing until its publish
+succeeded; a failed run's until the staging sweep removes it, 7 days). So
+:func:`sweep_fetch_cache` removes a cached hour only when all of these hold:
+
+* it starts more than ``cache_retention(lookback)`` before the sweeping run's interval;
+* no staged run's interval lies in ``[hour, hour + cache_retention(lookback)]`` (a
+  backfill of an old hour keeps its hour and its look-back hours, also with the
+  look-back off, as long as it runs or may be cleared and rerun);
+* nothing was written to it for ``CACHE_MIN_IDLE`` (2 days, whatever the look-back).
+
+The publish step sweeps its tenant; the compaction step sweeps every tenant folder
+under ``_staging/`` (lake.sweeps). A rerun of an older hour after that fetches again.
 """
 
 from __future__ import annotations
@@ -29,8 +42,9 @@ from datetime import datetime, timedelta
 
 from mde_pipeline.common.fetch_result import IPS_EMPTY, IPS_NOT_FOUND, IPS_OK, FetchResult
 from mde_pipeline.common.timestamps import parse_timestamp, ticks_to_datetime
-from mde_pipeline.lake.layout import fetch_cache_path, list_names, parse_interval_key
+from mde_pipeline.lake.layout import FETCH_CACHE_DIR, fetch_cache_path, list_names, parse_interval_key
 from mde_pipeline.lake.location import LakeLocation
+from mde_pipeline.lake.staging import staged_intervals
 from mde_pipeline.lake.storage import write_files_atomic
 
 log = logging.getLogger(__name__)
@@ -38,6 +52,9 @@ log = logging.getLogger(__name__)
 PART_SUFFIX = ".jsonl"
 CACHED_STATUSES = (IPS_OK, IPS_EMPTY, IPS_NOT_FOUND)  # answers; never 'error' (tried again)
 VersionKey = tuple[str, int]  # (alert_id, lastUpdateTime ticks)
+# A cached hour with a write this recent stays whatever the look-back (belt to the
+# staged-run rule: see the module docstring).
+CACHE_MIN_IDLE = timedelta(days=2)
 
 
 def version_key(alert_id: str, last_update_time: str) -> VersionKey:
@@ -131,24 +148,60 @@ class CacheRecorder:
         self.unflushed = 0
 
 
-def sweep_fetch_cache(location: LakeLocation, tenant_id: str, older_than: datetime, *, idle: timedelta) -> list[str]:
-    """Remove the cached hours of a tenant that start before ``older_than`` and had no
-    write for ``idle`` (a backfill of old hours keeps its cache while it runs); returns
-    their keys."""
+def sweep_fetch_cache(
+    location: LakeLocation,
+    tenant_id: str,
+    older_than: datetime,
+    *,
+    lookback: timedelta,
+    now: float | None = None,
+) -> list[str]:
+    """Remove the cached hours of a tenant that no run may still publish (see the module
+    docstring): before ``older_than``, outside every staged run's look-back reach, and
+    idle for ``CACHE_MIN_IDLE``; returns their keys. ``now``: epoch seconds (tests)."""
+    return _sweep_folder(location, fetch_cache_path(tenant_id), older_than, lookback=lookback, now=now)
+
+
+def sweep_every_fetch_cache(
+    location: LakeLocation, older_than: datetime, *, lookback: timedelta, now: float | None = None
+) -> list[str]:
+    """:func:`sweep_fetch_cache` over every cache folder of the location's staging (also
+    ones whose name no current tenant id gives); returns ``<folder>/<hour>`` keys."""
+    removed = []
+    for name in list_names(location, FETCH_CACHE_DIR) or ():
+        if name.startswith("."):
+            continue
+        folder = f"{FETCH_CACHE_DIR}/{name}"
+        removed += [f"{name}/{hour}" for hour in _sweep_folder(location, folder, older_than, lookback=lookback, now=now)]
+    return removed
+
+
+def _sweep_folder(
+    location: LakeLocation, folder: str, older_than: datetime, *, lookback: timedelta, now: float | None
+) -> list[str]:
+    retention = cache_retention(lookback)
+    since = (time.time() if now is None else now) - CACHE_MIN_IDLE.total_seconds()
+    # Read before the cache listing: a run staged after this has not fetched anything yet.
+    live = staged_intervals(location)
     removed = []
     location.fs.invalidate_cache()
-    for name in list_names(location, fetch_cache_path(tenant_id)) or ():
+    for name in list_names(location, folder) or ():
         try:
             hour = parse_interval_key(name)
         except ValueError:
             continue
-        if hour < older_than and not _written_since(location, fetch_cache_path(tenant_id, hour), time.time() - idle.total_seconds()):
-            try:
-                location.fs.rm(location.path(fetch_cache_path(tenant_id, hour)), recursive=True)
-            except FileNotFoundError:
-                pass
-            removed.append(name)
+        if hour >= older_than or any(hour <= start <= hour + retention for start in live):
+            continue
+        if _written_since(location, f"{folder}/{name}", since):
+            continue
+        try:
+            location.fs.rm(location.path(folder, name), recursive=True)
+        except FileNotFoundError:
+            pass
+        removed.append(name)
     location.fs.invalidate_cache()
+    if removed:
+        log.info("fetch cache %s: swept %d hours no run may still publish", folder, len(removed))
     return removed
 
 
@@ -166,5 +219,6 @@ def _written_since(location: LakeLocation, relative: str, since: float) -> bool:
 
 
 def cache_retention(lookback: timedelta) -> timedelta:
-    """How long cached results stay: the look-back window plus a day."""
+    """How far back of a run's interval its cached results stay: the look-back window
+    plus a day."""
     return lookback + timedelta(days=1)

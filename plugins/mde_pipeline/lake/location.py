@@ -10,6 +10,10 @@ Accepted roots:
   a connection (mde_pipeline.airflow.lake_location, which also reads the Variables
   ``mde_lake_root`` / ``mde_lake_conn_id``); tests build it for Azurite.
 
+A blob endpoint over plain http is refused unless its host is loopback, or the caller's
+``plain_http_allowed(conn_id)`` says the connection opted in (the Airflow face: the
+connection's extra ``allow_plain_http: true``, for a local sandbox's Azurite only).
+
 A local lake needs neither a metadata DB nor Airflow at all.
 """
 
@@ -32,9 +36,10 @@ if TYPE_CHECKING:
 
 # (protocol, root in the filesystem's terms "container/prefix", connection id) -> filesystem
 BlobFilesystemFactory = Callable[[str, str, "str | None"], "AbstractFileSystem"]
+# connection id -> whether it opted in to a plain-http blob endpoint off loopback
+PlainHttpPolicy = Callable[["str | None"], bool]
 
 BLOB_PROTOCOLS = ("abfs", "abfss")
-EMULATOR_ACCOUNT = "devstoreaccount1"  # Azurite's fixed account; its key is published
 _CONTAINER = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
 _TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 TENANT_PREFIX = "tenant_id="  # the partition level above date= (and month= in the IP index)
@@ -124,11 +129,13 @@ def resolve_lake_location(
     conn_id: str | None = None,
     *,
     blob_filesystem: BlobFilesystemFactory | None = None,
+    plain_http_allowed: PlainHttpPolicy | None = None,
 ) -> LakeLocation:
     """The lake location for ``root``.
 
-    ``conn_id`` and ``blob_filesystem`` are used for ``abfs`` roots only, which need
-    the factory (a local root needs neither).
+    ``conn_id``, ``blob_filesystem`` and ``plain_http_allowed`` are used for ``abfs``
+    roots only, which need the factory (a local root needs neither).
+    ``plain_http_allowed`` is asked only about a plain-http endpoint off loopback.
     """
     if root is None:
         raise LakeLocationError("no lake root given")
@@ -139,7 +146,7 @@ def resolve_lake_location(
     if scheme in ("", "file", "local"):
         return _local_location(text, scheme)
     if scheme in BLOB_PROTOCOLS:
-        return _blob_location(text, conn_id, blob_filesystem)
+        return _blob_location(text, conn_id, blob_filesystem, plain_http_allowed)
     raise LakeLocationError(
         f"unsupported lake root scheme {scheme!r} in {text!r}: use a local path, file:// or "
         f"abfs://container@account.dfs.core.windows.net/prefix"
@@ -195,7 +202,12 @@ def parse_blob_root(text: str) -> tuple[str, str, str | None, str]:
     return protocol, container, account, prefix
 
 
-def _blob_location(text: str, conn_id: str | None, blob_filesystem: BlobFilesystemFactory | None) -> LakeLocation:
+def _blob_location(
+    text: str,
+    conn_id: str | None,
+    blob_filesystem: BlobFilesystemFactory | None,
+    plain_http_allowed: PlainHttpPolicy | None = None,
+) -> LakeLocation:
     protocol, container, account, prefix = parse_blob_root(text)
     root = f"{container}/{prefix}" if prefix else container
     if blob_filesystem is None:
@@ -211,7 +223,7 @@ def _blob_location(text: str, conn_id: str | None, blob_filesystem: BlobFilesyst
             f"cannot open lake root {text!r} with connection {conn_id!r}: {type(exc).__name__}: {redact(str(exc))}"
         ) from exc
     check_account(text, account, fs, conn_id)
-    check_endpoint(text, fs, conn_id)
+    check_endpoint(text, fs, conn_id, plain_http_allowed)
     return LakeLocation(
         url=text, protocol="abfs", root=root, fs=fs, conn_id=conn_id, account_name=account or _filesystem_account(fs)
     )
@@ -254,19 +266,26 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-def check_endpoint(text: str, fs: Any, conn_id: str | None) -> None:
+def check_endpoint(text: str, fs: Any, conn_id: str | None, plain_http_allowed: PlainHttpPolicy | None = None) -> None:
     """Refuse a plain-http blob endpoint (keys and SAS tokens would travel in clear),
-    except on loopback, or for the storage emulator's development account (Azurite's
-    ``devstoreaccount1``, whose key is public: the docker-compose sandbox)."""
-    if _filesystem_account(fs) == EMULATOR_ACCOUNT:
-        return
+    except on a loopback host (127.0.0.0/8, ::1, localhost: Azurite on this machine), or
+    when ``plain_http_allowed(conn_id)`` says the connection opted in (a sandbox reaching
+    Azurite by its compose service name). The storage account's name earns no exemption."""
     for endpoint in _filesystem_endpoints(fs):
         parts = urlsplit(endpoint.strip())
-        if parts.scheme.lower() == "http" and not _is_loopback(parts.hostname):
-            raise LakeLocationError(
-                f"lake root {text!r}: connection {conn_id!r} uses the plain-http endpoint "
-                f"{parts.scheme}://{parts.netloc}; use https (http is allowed on loopback only, e.g. Azurite)"
+        if parts.scheme.lower() != "http" or _is_loopback(parts.hostname):
+            continue
+        if plain_http_allowed is not None and plain_http_allowed(conn_id):
+            log.warning(
+                "lake connection %r uses the plain-http endpoint %s://%s (opted in: for a local sandbox only)",
+                conn_id, parts.scheme, parts.netloc,
             )
+            return
+        raise LakeLocationError(
+            f"lake root {text!r}: connection {conn_id!r} uses the plain-http endpoint "
+            f"{parts.scheme}://{parts.netloc}; use https (http is allowed on loopback only, e.g. Azurite, or for a "
+            f"local sandbox with the connection extra allow_plain_http: true)"
+        )
 
 
 def _filesystem_account(fs: Any) -> str | None:

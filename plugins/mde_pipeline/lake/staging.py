@@ -12,6 +12,9 @@ staged listing (user names, hosts, comments): :func:`sweep_staging`, run by ever
 compaction run, removes run folders whose newest file is older than
 ``STAGING_MAX_AGE`` (7 days; ``MDE_STAGING_MAX_AGE_DAYS``), so a failed run can still be
 cleared and rerun within a week, and nothing personal lingers beyond it.
+:func:`staged_intervals` tells the fetch-cache sweep which hours still have a run that
+may publish (lake.fetch_cache). The compaction step sweeps every ``tenant_id=`` folder
+under ``_staging/`` (lake.sweeps), also of tenants that never committed or were removed.
 """
 
 from __future__ import annotations
@@ -61,11 +64,33 @@ def read_staging_json(location: LakeLocation, interval_start: datetime | str, ru
     return json.loads(data)
 
 
-def clear_staging(location: LakeLocation, interval_start: datetime | str, run_id: str | None = None) -> None:
-    """Remove a run's staging folder, or with ``run_id=None`` every run's of the interval."""
+def clear_staging(
+    location: LakeLocation, interval_start: datetime | str, run_id: str | None = None, *, keep: tuple[str, ...] = ()
+) -> None:
+    """Remove a run's staging folder, or with ``run_id=None`` every run's of the interval.
+
+    ``keep`` (document names, with ``run_id`` only): remove the run's other documents
+    and keep these, so the run folder never disappears meanwhile (the fetch-cache sweep
+    keeps the hours of every staged run)."""
     directory = location.path(staging_path(interval_start, run_id))
     fs = location.fs
     fs.invalidate_cache()
+    if keep:
+        if run_id is None:
+            raise ValueError("keep= needs a run_id")
+        kept = {_file_name(name) for name in keep}
+        try:
+            names = [info["name"] for info in fs.ls(directory, detail=True)]
+        except FileNotFoundError:
+            names = []
+        for name in names:
+            if base_name(name) not in kept:
+                try:
+                    fs.rm(name, recursive=True)
+                except FileNotFoundError:
+                    pass
+        fs.invalidate_cache()
+        return
     try:
         fs.rm(directory, recursive=True)
     except FileNotFoundError:
@@ -112,6 +137,23 @@ def sweep_staging(location: LakeLocation, older_than: timedelta = STAGING_MAX_AG
     if removed:
         log.info("swept %d staging folders of failed runs older than %s", len(removed), older_than)
     return removed
+
+
+def staged_intervals(location: LakeLocation) -> list[datetime]:
+    """The intervals (hour starts, sorted) with at least one run folder in the location's
+    staging: runs still going, and failed ones that may be cleared and rerun until
+    :func:`sweep_staging` removes them."""
+    fs = location.fs
+    fs.invalidate_cache()
+    found = []
+    for interval in _listing(fs, location.path(STAGING_DIR)):
+        try:
+            start = parse_interval_key(base_name(interval["name"]))
+        except ValueError:
+            continue
+        if _listing(fs, interval["name"]):
+            found.append(start)
+    return sorted(found)
 
 
 def _listing(fs: Any, path: str) -> list[dict[str, Any]]:

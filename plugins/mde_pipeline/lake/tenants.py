@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace as dataclass_replace
 
-from mde_pipeline.lake.layout import DATE_PREFIX, INDEX_DIR, MONTH_PREFIX, list_names
+from mde_pipeline.lake.layout import DATE_PREFIX, INDEX_DIR, MONTH_PREFIX, STAGING_DIR, list_names
 from mde_pipeline.lake.location import TENANT_PREFIX, LakeLocation, LakeLocationError, check_tenant_id
 from mde_pipeline.lake.schema import ALERT_IPS, ALERTS, LakeSchemaError
 
@@ -42,6 +42,20 @@ def lake_tenants(location: LakeLocation) -> list[str]:
                     tenants.add(check_tenant_id(name.removeprefix(TENANT_PREFIX)))
                 except LakeLocationError:
                     continue
+    return sorted(tenants)
+
+
+def staged_tenants(location: LakeLocation) -> list[str]:
+    """The tenant ids with a ``tenant_id=`` folder under ``_staging/`` (staged runs, fetch
+    cache), sorted: also tenants that never committed or left Variable ``mde_tenants``."""
+    root = replace_tenant(location, None)
+    tenants = set()
+    for name in list_names(root, STAGING_DIR) or ():
+        if name.startswith(TENANT_PREFIX):
+            try:
+                tenants.add(check_tenant_id(name.removeprefix(TENANT_PREFIX)))
+            except LakeLocationError:
+                continue
     return sorted(tenants)
 
 
