@@ -7,6 +7,9 @@ environment is an isolated Airflow home (see local_airflow.AirflowHome.test_runs
     python include/dag_runs.py mde_alert_ips 2026-11-23T06:00:00+00:00 [...] [--conf JSON]
     python include/dag_runs.py mde_alert_ips_a,mde_alert_ips_b 2026-11-23T06:00:00+00:00 [...]
 
+``--fail-commit STEP@N`` (tests): the N-th lake commit of this process that reaches
+commit_log checkpoint STEP fails there once, as a storage error at that step would.
+
 Several DAG ids (comma-separated, e.g. one per tenant) run each logical date in turn,
 in the same process (its start-up is the slow part). Prints one JSON line per run:
 {"dag_id", "run_at", "run_id", "state", "tasks": {task[map]: state}, "data_interval":
@@ -21,15 +24,33 @@ import sys
 from datetime import datetime
 
 
+def _fail_commit(step: str, number: str) -> None:
+    from mde_pipeline.lake import commit_log
+
+    reached = []
+
+    def checkpoint(name: str) -> None:
+        if name == step:
+            reached.append(name)
+            if len(reached) == int(number):
+                raise OSError(f"injected storage failure at commit step {step!r}")
+
+    commit_log.commit_checkpoint = checkpoint
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("dag_id")
     parser.add_argument("run_at", nargs="+", help="logical dates: a manual run at T loads the hour ending at T")
     parser.add_argument("--conf", default=None)
+    parser.add_argument("--fail-commit", default=None, metavar="STEP@N")
     args = parser.parse_args(argv)
 
-    from airflow.cli.commands.dag_command import get_bagged_dag
+    from airflow.cli.commands.dag_command import get_bagged_dag  # puts plugins/ on sys.path
     from airflow.utils.session import create_session
+
+    if args.fail_commit:
+        _fail_commit(*args.fail_commit.rsplit("@", 1))
 
     dags = [get_bagged_dag(bundle_names=None, dag_id=dag_id, dagfile_path=None) for dag_id in args.dag_id.split(",")]
     conf = json.loads(args.conf) if args.conf else None

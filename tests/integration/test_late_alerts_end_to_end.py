@@ -23,6 +23,8 @@ import lake_check
 from local_airflow import fresh_home, lake_env, migrated_template
 from mde_pipeline.airflow.batching import make_batches
 from mde_pipeline.api.listing import list_interval
+from mde_pipeline.analytics.session import connect as analysts_session
+from mde_pipeline.lake.commit_log import recorded_hours
 from mde_pipeline.lake.fetch_cache import FetchCache
 from mde_pipeline.lake.location import resolve_lake_location
 from mde_simulator.process import SimulatorProcess
@@ -138,6 +140,36 @@ def test_late_alerts_are_found_once_reruns_duplicate_nothing_and_refetch_replace
         assert ips_calls(sim) == before + in_first
         assert lake_check.compare(lake, sim.ground_truth(), HOURS).exact
         assert found_by_lookback(lake) == {a: t for a, t in found.items() if a not in late_first}
+
+
+def test_a_look_back_failing_between_its_two_tables_never_succeeds_and_the_next_run_makes_it_exact(template_db, tmp_path):
+    """The look-back's commit into the first hour fails right after its alert_ips file was
+    replaced (a storage error before alerts): publish does not succeed over the half hour,
+    readers leave it out, and the next run finishes it: exact, each version fetched once."""
+    lake = tmp_path / "lake"
+    with start(tmp_path) as sim:
+        # No task retry: the failed publish stays failed, so what it left can be looked at.
+        home = fresh_home(template_db, tmp_path / "airflow", **sim.env(**CLIENT), **lake_env(lake),
+                          MDE_ALERT_IPS_TASK_RETRIES="0")  # fmt: skip
+        home.import_pools()
+        play(home, sim, HOURS[0])
+        assert missed(lake, sim, HOURS[0]), "some alerts of the first hour must have been late"
+        sim.configure(now=(run_at(HOURS[1]) + SETTLE).isoformat())
+        # Commit 1 is the run's own hour; commit 2 the look-back's, into HOURS[0].
+        (run,) = home.test_runs("mde_alert_ips", [run_at(HOURS[1])], fail_commit="applied alert_ips@2")
+        assert run["tasks"]["publish"] == "failed", run
+        assert "LakeCommitPending" in home.last_output
+        assert {hour for _, hour in recorded_hours(resolve_lake_location(str(lake)))} == {HOURS[0]}
+        with analysts_session(str(lake)) as session:  # a half-written hour is never counted by readers
+            for table in ("alerts", "alert_ips"):
+                assert session.execute(f"SELECT count(*) FROM {table} WHERE interval_start = ?", [HOURS[0]]).fetchall() == [(0,)]
+            assert session.execute("SELECT count(*) FROM alerts WHERE interval_start = ?", [HOURS[1]]).fetchall() != [(0,)]
+        # The next run: the failed hour rerun later (its own late alerts listable by now).
+        play(home, sim, HOURS[1], now=run_at(HOURS[2]) + SETTLE)
+        assert recorded_hours(resolve_lake_location(str(lake))) == set()
+        comparison = lake_check.compare(lake, sim.ground_truth(), HOURS[:2])
+        assert comparison.exact, str(comparison)
+        assert ips_calls(sim) == lake_rows(lake, "SELECT count(*) FROM alerts")[0][0]  # each version once
 
 
 def test_an_alert_updated_into_a_later_hour_keeps_its_earlier_version(template_db, tmp_path):
