@@ -168,3 +168,31 @@ def test_a_domain_folder_holding_another_tenants_alerts_is_not_merged(tmp_path, 
     assert migrate_main(["--lake", str(lake), *MERGE]) == 2
     assert "nothing merged" in capsys.readouterr().err
     assert folders(lake)["alerts"] == [f"tenant_id={DOMAIN}"]
+
+
+def test_the_status_page_and_lake_check_name_the_command(tmp_path, monkeypatch):
+    import lake_check
+    from mde_pipeline.airflow.status.report import build_status
+    from mde_pipeline.airflow.tenants import DEFAULT_TENANT_DAG, tenant_dag
+
+    lake = tmp_path / "lake"
+    build(lake)
+    monkeypatch.setenv("MDE_RATE_LIMIT_LEDGER_DIR", str(tmp_path / "ledger"))
+    monkeypatch.setenv("AIRFLOW_CONN_MDE_DEFAULT", json.dumps({
+        "conn_type": "http", "host": "https://127.0.0.1:9", "login": "client", "password": "not-used",
+        "extra": {"tenant_id": UPPER},
+    }))
+    status = build_status(location=resolve_lake_location(lake), tenants=[DEFAULT_TENANT_DAG], backfills=lambda dag_id: [])
+    [entry] = status["tenants"]
+    assert entry["tenant_id"] == GUID and entry["lake"]["rows_per_day"]  # the canonical partition, still shown
+    assert any("python -m mde_pipeline.airflow.migrate_lake" in line for line in status["errors"]), status["errors"]
+    with pytest.raises(NonCanonicalTenantError, match="migrate_lake"):
+        lake_check.connect(lake)
+    # A connection naming its tenant by a domain: no lake section without a token, and a line saying why.
+    monkeypatch.setenv("AIRFLOW_CONN_MDE_BYDOMAIN", json.dumps({
+        "conn_type": "http", "host": "https://127.0.0.1:9", "login": "client", "password": "not-used",
+        "extra": {"tenant_id": DOMAIN},
+    }))
+    status = build_status(location=resolve_lake_location(lake), tenants=[tenant_dag("bydomain")], backfills=lambda dag_id: [])
+    assert status["tenants"][0]["tenant_id"] is None
+    assert any("is a domain name" in line for line in status["errors"]), status["errors"]
