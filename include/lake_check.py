@@ -66,15 +66,17 @@ def connect(
 
     A local root is read directly; an ``abfs://`` one through the project's own
     filesystem (see :func:`open_lake`), registered with DuckDB. A lake in the layout from
-    before tenants is refused (lake.tenants.check_not_legacy).
+    before tenants is refused (lake.tenants.check_not_legacy), and so is one holding a
+    tenant folder not named by the lower-case GUID (check_canonical_tenants).
     """
     from mde_pipeline.lake.location import TENANT_PREFIX
-    from mde_pipeline.lake.tenants import check_not_legacy, replace_tenant
+    from mde_pipeline.lake.tenants import check_canonical_tenants, check_not_legacy, replace_tenant
 
     location = open_lake(root, conn_id)
     tenant_id = tenant_id or location.tenant_id  # a tenant's location: that tenant's rows
     location = replace_tenant(location, None)
     check_not_legacy(location)
+    check_canonical_tenants(location)  # one tenant in two folders (upper case, a domain): migrate
     con = duckdb.connect()
     if not location.is_local:
         con.register_filesystem(location.fs)

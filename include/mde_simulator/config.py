@@ -305,7 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="page size when $top is absent")
 
     auth = parser.add_argument_group("identity")
-    auth.add_argument("--tenant-id", default=DEFAULT_TENANT_ID)
+    auth.add_argument("--tenant-id", default=DEFAULT_TENANT_ID,
+                      help="the main tenant's GUID (any case on the command line; lower case in tokens)")
+    auth.add_argument("--tenant-domain", default=None,
+                      help="a verified domain name the main tenant also answers to, e.g. "
+                           "contoso.onmicrosoft.com (token tid: the GUID)")
     auth.add_argument("--client-id", default=DEFAULT_CLIENT_ID,
                       help="client with Alert.Read.All and Ip.Read.All")
     auth.add_argument("--client-secret", default=DEFAULT_CLIENT_SECRET)

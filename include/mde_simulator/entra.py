@@ -1,5 +1,9 @@
 """Microsoft Entra ID stand-in: client registry, token endpoint, OIDC metadata.
 
+A tenant is its GUID, accepted in any letter case, or a verified domain name registered
+with ``add_domain`` (``--tenant-domain``); tokens carry the lower-case GUID in ``tid``,
+as Entra's do.
+
 Error bodies follow Entra's shape (error, error_description with an AADSTS code,
 error_codes, timestamp, trace_id, correlation_id, error_uri). Secrets are never echoed.
 """
@@ -97,6 +101,7 @@ class Entra:
         # Keyed by (client id, tenant): one multi-tenant app can be registered in several
         # tenants, and limits count per application + tenant.
         self._clients: dict[tuple[str, str], Client] = {}
+        self._domains: dict[str, str] = {}  # verified domain name (lower case) -> tenant GUID
         self._signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self._kid = uuid.uuid4().hex
         self.scopes = list(scopes)
@@ -106,8 +111,20 @@ class Entra:
         self.refuse_400: dict | None = None
 
     # -------------------------------------------------------------- registry
+    def canonical(self, tenant: str) -> str:
+        """The tenant's GUID (lower case) for any spelling: a GUID in any case, a domain."""
+        spelled = tenant.strip().lower()
+        with self._lock:
+            return self._domains.get(spelled, spelled)
+
+    def add_domain(self, domain: str, tenant_id: str) -> None:
+        """``domain`` names tenant ``tenant_id`` too (a verified domain of the directory)."""
+        with self._lock:
+            self._domains[domain.strip().lower()] = tenant_id.strip().lower()
+
     def register(self, client_id: str, tenant_id: str, secret: str | None, roles,
                  certificates=()) -> None:
+        tenant_id = tenant_id.strip().lower()
         with self._lock:
             client = Client(client_id, tenant_id, secret, list(roles))
             for other in self._clients.values():   # certificates belong to the app
@@ -155,12 +172,12 @@ class Entra:
     def openid_configuration(self, base_url: str, tenant: str) -> dict:
         self.refuse("metadata", tenant)
         self.check_tenant(tenant)
-        root = f"{base_url}/{tenant}"
+        root = f"{base_url}/{self.canonical(tenant)}"  # Entra answers with the GUID
         return {
             "token_endpoint": f"{root}/oauth2/v2.0/token",
             "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt",
                                                       "client_secret_basic"],
-            "jwks_uri": f"{base_url}/{tenant}/discovery/v2.0/keys",
+            "jwks_uri": f"{root}/discovery/v2.0/keys",
             "response_modes_supported": ["query", "fragment", "form_post"],
             "subject_types_supported": ["pairwise"],
             "id_token_signing_alg_values_supported": ["RS256"],
@@ -187,7 +204,7 @@ class Entra:
         return {"keys": [jws.rsa_jwk(self._signing_key.public_key(), self._kid)]}
 
     def check_tenant(self, tenant: str, correlation_id: str | None = None) -> None:
-        if tenant not in self.tenants():
+        if self.canonical(tenant) not in self.tenants():
             raise EntraError(
                 400, "invalid_request", 90002,
                 f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant "
@@ -203,6 +220,7 @@ class Entra:
 
         self.refuse("token", tenant, correlation_id)
         self.check_tenant(tenant, correlation_id)
+        spelled, tenant = tenant, self.canonical(tenant)
         grant_type = form.get("grant_type")
         if not grant_type:
             raise fail(400, "invalid_request", 900144,
@@ -228,7 +246,7 @@ class Entra:
             raise fail(400, "invalid_request", 900144,
                        "The request body must contain the following parameter: 'scope'.")
         if "client_assertion" in form:
-            self._check_assertion(client, form, base_url, tenant, fail)
+            self._check_assertion(client, form, base_url, {spelled, tenant}, fail)
         elif "client_secret" in form:
             given = form["client_secret"].encode()
             if client.secret is None or not hmac.compare_digest(given, client.secret.encode()):
@@ -274,7 +292,7 @@ class Entra:
         return {"token_type": "Bearer", "expires_in": expires_in, "ext_expires_in": expires_in,
                 "access_token": token}
 
-    def _check_assertion(self, client: Client, form: dict, base_url: str, tenant: str, fail):
+    def _check_assertion(self, client: Client, form: dict, base_url: str, tenants: set, fail):
         if form.get("client_assertion_type") != ASSERTION_TYPE:
             raise fail(400, "invalid_request", 700025,
                        f"client_assertion_type must be '{ASSERTION_TYPE}'.")
@@ -309,8 +327,9 @@ class Entra:
             raise fail(401, "invalid_client", 700021,
                        "Client assertion application identifier doesn't match "
                        "'client_id' parameter.")
-        accepted = {f"{base_url}/{tenant}/oauth2/v2.0/token", f"{base_url}/{tenant}/v2.0",
-                    f"{base_url}/{tenant}/oauth2/token", f"{base_url}/{tenant}"}
+        accepted = {url for tenant in tenants for url in (
+            f"{base_url}/{tenant}/oauth2/v2.0/token", f"{base_url}/{tenant}/v2.0",
+            f"{base_url}/{tenant}/oauth2/token", f"{base_url}/{tenant}")}
         audience = claims.get("aud")
         audiences = audience if isinstance(audience, list) else [audience]
         if not any(a in accepted for a in audiences):

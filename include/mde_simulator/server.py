@@ -49,6 +49,7 @@ class Simulator:
     """Everything the handlers share; built once per process from the parsed arguments."""
 
     def __init__(self, args):
+        args.tenant_id = args.tenant_id.strip().lower()  # the canonical GUID (a token's tid)
         self.args = args
         self.state_dir: Path = args.state_dir
         self.base_url = ""
@@ -75,6 +76,8 @@ class Simulator:
                             cfg.ROLES_LIMITED)
         for client in args.client:
             self._register(client)
+        if args.tenant_domain:
+            self.entra.add_domain(args.tenant_domain, args.tenant_id)
         self.limiter = SlidingWindowLimiter(args.rate_limits, args.limit_scope)
         self.faults = Faults(args.seed, fault_5xx=args.fault_5xx, fault_slow=args.fault_slow,
                              slow_seconds=args.slow_seconds, fault_drop=args.fault_drop,
@@ -196,6 +199,7 @@ class Simulator:
             "base_url": self.base_url,
             "authority_host": self.base_url,
             "tenant_id": self.args.tenant_id,
+            "tenant_domain": self.args.tenant_domain,
             "client_id": self.args.client_id,
             "client_secret": self.args.client_secret,
             "ca_bundle": str(self.state_dir / "ca.pem"),

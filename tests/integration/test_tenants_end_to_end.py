@@ -9,6 +9,7 @@ pools mde_api_east and mde_api_west. Both load the same hours into one lake root
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
@@ -19,7 +20,9 @@ import pytest
 import lake_check
 from local_airflow import fresh_home, lake_env, migrated_template
 from mde_pipeline.lake.location import resolve_lake_location
+from mde_pipeline.airflow.tenants import TENANTS_ENV
 from mde_pipeline.lake.tenants import lake_tenants
+from mde_simulator.process import SimulatorProcess
 from tenant_simulators import simulators_env, start_simulators
 
 pytestmark = pytest.mark.slow
@@ -88,3 +91,35 @@ def test_two_tenants_from_one_dag_file_land_exact_and_apart(template_db, tmp_pat
     db = sqlite3.connect(home.path / "airflow.db")
     used = set(db.execute("SELECT dag_id, task_id, pool FROM task_instance WHERE task_id IN ('list_alerts', 'fetch_ips')"))
     assert used == {(f"mde_alert_ips_{n}", task, f"mde_api_{n}") for n in NAMES for task in ("list_alerts", "fetch_ips")}
+
+
+def test_one_tenant_spelled_three_ways_lands_in_one_partition_once(template_db, tmp_path):
+    """The same hour loaded through three connections to one tenant: its GUID in upper
+    case, in lower case, and its verified domain name (the list task resolves it from the
+    token's tid). One tenant_id=<lower-case GUID> folder, every version once, and the
+    later runs take their IPs from the first one's fetch cache."""
+    guid, domain = "6a1f0c2e-4b7d-4e9a-8c3f-1d2e3f4a5b6c", "fabrikam.onmicrosoft.com"
+    spellings = {"upper": guid.upper(), "lower": guid, "domain": domain}
+    lake = tmp_path / "lake"
+    with SimulatorProcess(tmp_path / "sim", alerts=12, start=T0.isoformat(), end=(T0 + timedelta(hours=1)).isoformat(),
+                          seed=9, tenant_id=guid.upper(), tenant_domain=domain, rate_limits=LIMITS,
+                          invalid_ip_rate=0.1, vanish_rate=0.1) as sim:
+        env = {TENANTS_ENV: json.dumps(list(spellings))}
+        for name, tenant in spellings.items():
+            env[f"AIRFLOW_CONN_MDE_{name.upper()}"] = sim.connection_uri(
+                tenant_id=tenant, ca_bundle=sim.ca_bundle, rate_limit_margin_seconds=0.5)
+        home = fresh_home(template_db, tmp_path / "airflow", **env, **lake_env(lake))
+        runs = home.test_runs([f"mde_alert_ips_{name}" for name in spellings], [T0 + timedelta(hours=1)])  # in this order
+        truth, stats = sim.ground_truth(), sim.stats()
+
+    assert [r["state"] for r in runs] == ["success"] * 3, home.last_output[-6000:]
+    assert truth["tenant_id"] == guid
+    root = resolve_lake_location(lake)
+    assert lake_tenants(root) == [guid]
+    for top in ("alerts", "alert_ips", "_staging", "_locks"):
+        assert [p.name for p in (lake / top).iterdir()] == [f"tenant_id={guid}"], top
+    comparison = lake_check.compare(root.for_tenant(guid), truth, [T0])  # each version once, its IPs exact
+    assert comparison.exact, str(comparison)
+    assert comparison.expected_alerts > 0 and comparison.lake_ips == comparison.expected_ips > 0
+    # One fetch cache for the tenant: only the first run called /ips, once per alert.
+    assert sum(stats["calls"]["ips"].values()) == len(truth["alerts"]), stats["calls"]

@@ -82,7 +82,10 @@ def test_a_tenants_location_puts_the_tenant_level_below_each_top_folder(tmp_path
     assert tenant.path() == root.path() == str(tmp_path / "lake")
     assert tenant.table_glob("alerts") == f"{tmp_path}/lake/alerts/{level}/*/*.parquet"
     assert root.tenant_id is None and tenant.tenant_id == "72f988bf-86f1-41af-91ab-2d7cd011db47"
-    assert tenant.for_tenant("contoso.onmicrosoft.com").path("alerts") == f"{tmp_path}/lake/alerts/tenant_id=contoso.onmicrosoft.com"
+    # One tenant, one folder: a GUID in any case is lower-cased, a domain name refused.
+    assert tenant.for_tenant("72F988BF-86F1-41AF-91AB-2D7CD011DB47").path("alerts") == f"{tmp_path}/lake/alerts/{level}"
+    with pytest.raises(LakeLocationError, match="domain name"):
+        root.for_tenant("contoso.onmicrosoft.com")
 
 
 @pytest.mark.parametrize("bad", ["", "a/b", "..", ".hidden", "a=b", "x" * 129, "tenant id", None])

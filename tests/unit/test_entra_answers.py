@@ -65,7 +65,7 @@ def test_the_simulator_knob_is_validated():
 
 
 def test_a_certificate_azure_identity_cannot_load_is_configuration_naming_it(mde_make_config):
-    from conftest import mde_self_signed_pem
+    from tests.unit.conftest import mde_self_signed_pem
 
     from mde_pipeline.api.credentials import build_credential
     from mde_pipeline.api.errors import MdeConfigurationError

@@ -90,3 +90,48 @@ def test_publish_with_the_look_back_off_keeps_the_cache_runs_may_still_publish(l
     east.fs.invalidate_cache()
     kept = {hour for hour in (running, failed, idle) if east.fs.exists(east.path(fetch_cache_path("tenant-east", hour)))}
     assert kept == {running, failed}
+
+
+GUID = "6a1f0c2e-4b7d-4e9a-8c3f-1d2e3f4a5b6c"
+
+
+class ListedTenant:
+    """The task instance's XCom as publish sees it: what list_alerts pushed."""
+
+    def __init__(self, tenant):
+        self.tenant, self.pulled = tenant, []
+
+    def xcom_pull(self, *, task_ids, key):
+        self.pulled.append((task_ids, key))
+        return self.tenant
+
+
+@pytest.fixture
+def spelled(monkeypatch):
+    for name, tenant in (("UPPER", GUID.upper()), ("DOMAIN", "fabrikam.onmicrosoft.com")):
+        monkeypatch.setenv(f"AIRFLOW_CONN_MDE_{name}", json.dumps({
+            "conn_type": "http", "host": "https://127.0.0.1:9", "login": "client", "password": "not-used",
+            "extra": {"tenant_id": tenant},
+        }))
+
+
+def test_a_connection_with_an_upper_case_guid_publishes_into_the_lower_case_partition(lake, spelled, tmp_path):
+    from mde_pipeline.airflow.hooks import connection_tenant_id
+
+    assert connection_tenant_id("mde_upper") == GUID
+    stage_listing(listing(GUID), CONTEXT, lake.for_tenant(GUID.upper()))
+    summary = publish_interval(CONTEXT, [], mde_conn_id="mde_upper")
+    assert f"tenant_id={GUID}/" in summary["files"]["alerts"]
+    assert [p.name for p in (tmp_path / "lake" / "alerts").iterdir()] == [f"tenant_id={GUID}"]
+
+
+def test_a_domain_named_connection_publishes_with_the_tenant_list_alerts_resolved(lake, spelled, tmp_path):
+    from mde_pipeline.airflow.hooks import MdeConfigurationError, connection_tenant_id
+
+    with pytest.raises(MdeConfigurationError, match="domain name"):
+        connection_tenant_id("mde_domain")  # no network call to learn its GUID here
+    stage_listing(listing(GUID), CONTEXT, lake.for_tenant(GUID))
+    ti = ListedTenant(GUID)
+    summary = publish_interval({**CONTEXT, "ti": ti}, [], mde_conn_id="mde_domain")
+    assert ti.pulled == [("list_alerts", "tenant_id")]
+    assert f"tenant_id={GUID}/" in summary["files"]["alerts"]

@@ -22,6 +22,7 @@ from mde_pipeline.api.config import MdeConnectionConfig, pem_lines
 from mde_pipeline.api.ledger_backends import ledger_secrets
 from mde_pipeline.api.errors import MdeConfigurationError
 from mde_pipeline.airflow.settings import MDE_CONN_ID
+from mde_pipeline.common.tenant_ids import offline_tenant_id
 
 __all__ = ["MdeHook", "MdeConnectionConfig", "MdeConfigurationError", "connection_tenant_id", "mask_connection_secrets"]
 
@@ -59,9 +60,19 @@ def _host_with_port(host: str | None, port: int | None) -> str | None:
 
 
 def connection_tenant_id(conn_id: str) -> str:
-    """The Entra tenant id of an MDE connection (extra ``tenant_id``), without a network call:
-    the lake partition ``tenant_id=<id>`` of what that connection lists."""
-    return MdeHook(conn_id).get_config().tenant_id
+    """The canonical tenant of an MDE connection (extra ``tenant_id``, a GUID lower-cased),
+    without a network call: the lake partition ``tenant_id=<id>`` of what it lists.
+
+    A tenant given by a domain name has no canonical id without a token: the caller takes
+    it from where the list task put it (XCom), or this raises naming the fix."""
+    configured = MdeHook(conn_id).get_config().tenant_id
+    canonical = offline_tenant_id(configured)
+    if canonical is None:
+        raise MdeConfigurationError(
+            f"connection {conn_id!r}: extra tenant_id {configured!r} is a domain name, whose lake partition "
+            f"(the tenant's GUID) is known only from an access token here; set extra tenant_id to the GUID"
+        )
+    return canonical
 
 
 class MdeHook(BaseHook):

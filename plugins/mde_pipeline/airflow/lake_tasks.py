@@ -33,6 +33,8 @@ from mde_pipeline.lake.records import interval_tables, recorded_problems
 from mde_pipeline.lake.staging import clear_staging, read_staging_json, write_staging_json
 
 LISTING = "listing"
+LIST_TASK_ID = "list_alerts"
+TENANT_XCOM_KEY = "tenant_id"  # the canonical tenant list_alerts resolved (a domain name: from its token)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,22 @@ def stage_listing(listing: Mapping[str, Any], context: Mapping[str, Any], locati
     return uri
 
 
+def push_listed_tenant(context: Mapping[str, Any], tenant_id: str) -> None:
+    """Hand the canonical tenant to ``publish`` (which makes no network call to learn it)."""
+    ti = context.get("ti")
+    if ti is not None:
+        ti.xcom_push(key=TENANT_XCOM_KEY, value=tenant_id)
+
+
+def listed_tenant(context: Mapping[str, Any]) -> str | None:
+    """The canonical tenant ``list_alerts`` pushed for this run, or None."""
+    ti = context.get("ti")
+    if ti is None:
+        return None
+    value = ti.xcom_pull(task_ids=LIST_TASK_ID, key=TENANT_XCOM_KEY)
+    return value if isinstance(value, str) and value else None
+
+
 def publish_interval(
     context: Mapping[str, Any],
     batch_results: Iterable[Iterable[FetchResult] | None],
@@ -59,14 +77,18 @@ def publish_interval(
 ) -> dict[str, Any]:
     """Commit the interval of this run; returns a summary (also the asset events' extra).
 
-    ``location`` defaults to the part of the configured lake of connection
-    ``mde_conn_id``'s tenant (its extra ``tenant_id``, read without a network call):
-    where ``list_alerts`` staged the listing.
+    ``location`` defaults to the part of the configured lake of the canonical tenant
+    ``list_alerts`` pushed to XCom (``push_listed_tenant``), else of connection
+    ``mde_conn_id``'s tenant (its extra ``tenant_id`` lower-cased, without a network
+    call): where ``list_alerts`` staged the listing.
     """
     if location is None:
-        from mde_pipeline.airflow.hooks import connection_tenant_id  # azure-core only when a task runs
+        tenant_id = listed_tenant(context)
+        if tenant_id is None:
+            from mde_pipeline.airflow.hooks import connection_tenant_id  # azure-core only when a task runs
 
-        location = configured_tenant_location(connection_tenant_id(mde_conn_id))
+            tenant_id = connection_tenant_id(mde_conn_id)
+        location = configured_tenant_location(tenant_id)
     start = interval_start_of(context["data_interval_start"])
     run_id = context["run_id"]
     listing = read_staging_json(location, start, run_id, LISTING)

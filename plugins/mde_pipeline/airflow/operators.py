@@ -32,7 +32,7 @@ from mde_pipeline.airflow import settings
 from mde_pipeline.airflow.batching import DEFAULT_MAX_BATCHES, make_batches
 from mde_pipeline.airflow.cached_fetch import as_flag, fetch_batch_cached
 from mde_pipeline.airflow.lake_location import check_lake_writable, configured_tenant_location
-from mde_pipeline.airflow.lake_tasks import stage_listing
+from mde_pipeline.airflow.lake_tasks import push_listed_tenant, stage_listing
 from mde_pipeline.airflow.lookback import LOOKBACK_MAX_BATCHES, list_lookback, stage_lookback
 from mde_pipeline.airflow.settings import DEFAULT_BATCH_SIZE, MDE_CONN_ID, MDE_POOL
 from mde_pipeline.api.errors import (
@@ -126,9 +126,11 @@ class MdeListAlertsOperator(BaseOperator):
         def run() -> list[dict[str, Any]]:
             with _mde_client(self.mde_conn_id) as client:
                 # The tenant's own part of the lake: staging, look-back and commits never
-                # touch another tenant's files.
+                # touch another tenant's files. client.tenant_id is canonical (a domain
+                # name resolved from the token); publish finds it in XCom.
                 location = configured_tenant_location(client.tenant_id)
                 check_lake_writable(location)  # a lake that cannot take the listing: before any call
+                push_listed_tenant(context, client.tenant_id)
                 before = stats_of(client)
                 listing = list_interval(client, self.data_interval_start, self.data_interval_end, self.page_size)
                 late = list_lookback(

@@ -21,7 +21,7 @@ from mde_pipeline.lake.ip_index import INDEXED_TABLE, valid_month_indexes
 from mde_pipeline.lake.layout import DATE_PREFIX, day_has_data, list_names, table_days
 from mde_pipeline.lake.location import TENANT_PREFIX, LakeLocation, LakeLocationError, resolve_lake_location
 from mde_pipeline.lake.schema import SCHEMAS
-from mde_pipeline.lake.tenants import LegacyLakeLayoutError, check_not_legacy, tenant_locations
+from mde_pipeline.lake.tenants import LegacyLakeLayoutError, check_canonical_tenants, check_not_legacy, tenant_locations
 
 VIEWS_SQL = Path(__file__).resolve().parents[3] / "include" / "sql" / "duckdb" / "views.sql"
 ROOT_PLACEHOLDER = "${LAKE_ROOT}"
@@ -97,6 +97,7 @@ class LakeSession:
             )
         try:
             check_not_legacy(location)
+            check_canonical_tenants(location)  # one tenant in two folders: its rows twice
         except LegacyLakeLayoutError as exc:
             raise LakeSessionError(str(exc)) from exc
         self.location = location
@@ -150,6 +151,8 @@ class LakeSession:
                 tenant = self.location.for_tenant(name.removeprefix(TENANT_PREFIX))
             except LakeLocationError:
                 continue  # not a tenant folder (lake.tenants.lake_tenants skips it too)
+            if name != TENANT_PREFIX + tenant.tenant_id:
+                continue  # not canonical: the migration's (lake.tenants.check_canonical_tenants)
             days += [(tenant.tenant_id, day) for day in table_days(tenant, INDEXED_TABLE)]
         return tuple(days)
 

@@ -55,7 +55,9 @@ from mde_pipeline.api.policies import (
 from mde_pipeline.api.rate_limiter import Clock, RateLimiter, SystemClock
 from mde_pipeline.api.stats import ClientStats
 from mde_pipeline.api.tls import is_tls_failure, trust_bundle, trust_sources_text
+from mde_pipeline.api.tenant_resolution import token_tenant_id
 from mde_pipeline.api.waits import RetryAfterReader
+from mde_pipeline.common.tenant_ids import offline_tenant_id
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,7 @@ class MdeClient:
     ) -> None:
         self.config = config
         self.stats = ClientStats()
+        self._tenant_id = offline_tenant_id(config.tenant_id)  # a domain name: from the token's tid
         self._clock = clock or SystemClock()
         # An injected ledger (tests, benchmarks) is not ours to close.
         self._owned_ledger = None if ledger is not None else open_ledger(
@@ -192,7 +195,14 @@ class MdeClient:
 
     @property
     def tenant_id(self) -> str:
-        return self.config.tenant_id
+        """The canonical tenant (lower-case GUID): the lake partition, the rows' tenant_id.
+
+        Extra ``tenant_id`` lower-cased when it is a GUID; a verified domain name is resolved
+        once from the ``tid`` claim of the access token the calls use anyway (the credential
+        caches it, so this costs no extra token request)."""
+        if self._tenant_id is None:
+            self._tenant_id = token_tenant_id(self._auth_policy.credential, self.config)
+        return self._tenant_id
 
     def __enter__(self) -> "MdeClient":
         return self
@@ -207,7 +217,7 @@ class MdeClient:
             self._owned_ledger.close()
 
     def __repr__(self) -> str:
-        return f"MdeClient(api={self.config.api_base_url!r}, tenant_id={self.tenant_id!r})"
+        return f"MdeClient(api={self.config.api_base_url!r}, tenant_id={self.config.tenant_id!r})"
 
     # ------------------------------------------------------------------ API calls
 

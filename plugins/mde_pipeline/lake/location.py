@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from mde_pipeline.common.redaction import redact
+from mde_pipeline.common.tenant_ids import offline_tenant_id
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -80,8 +81,9 @@ class LakeLocation:
         and the same for ``alert_ips``, ``_ip_index``, ``_staging`` and ``_locks``: every
         writer, lock, compaction and index works on one tenant's files without knowing it,
         and two tenants never share a file or a lock. Readers use the root location.
+        The id is canonical (``canonical_partition_id``): one tenant, one folder.
         """
-        return replace(self, tenant_id=check_tenant_id(tenant_id))
+        return replace(self, tenant_id=canonical_partition_id(tenant_id))
 
     def path(self, *parts: str) -> str:
         """A path under the root, in the filesystem's terms (for ``self.fs``)."""
@@ -122,6 +124,27 @@ def check_tenant_id(tenant_id: str) -> str:
             f"starting with a letter or digit"
         )
     return tenant_id
+
+
+def canonical_partition_id(tenant_id: str) -> str:
+    """The partition name of a tenant: its id in lower case (a GUID's canonical form, the
+    token's ``tid``). A domain name is refused: it is the same tenant under another name,
+    and only a token tells its GUID (common/tenant_ids.py)."""
+    canonical = offline_tenant_id(check_tenant_id(tenant_id))
+    if canonical is None:
+        raise LakeLocationError(
+            f"tenant {tenant_id!r} is a domain name: a lake partition is named by the tenant's GUID "
+            f"(the access token's tid claim), never by a domain"
+        )
+    return canonical
+
+
+def is_canonical_partition(name: str) -> bool:
+    """Whether ``name`` (after ``tenant_id=``) is a tenant's canonical partition name."""
+    try:
+        return canonical_partition_id(name) == name
+    except LakeLocationError:
+        return False
 
 
 def resolve_lake_location(

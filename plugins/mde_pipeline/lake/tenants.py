@@ -5,6 +5,11 @@ inserts the level).
 A lake written before tenants had ``<table>/date=...`` directly; every entry point that
 reads or writes refuses it with the migration command (tenant_migration.py) rather than
 mixing two depths, which DuckDB and Spark cannot read as one table.
+
+A partition whose name is not canonical (``tenant_id=<GUID in upper case>`` or a domain
+name, written before ids were canonical) is the same tenant as another partition: the
+steps over every tenant skip it, and the analysts' session, lake_check and the status
+page name the migration command that merges it (tenant_migration.py).
 """
 
 from __future__ import annotations
@@ -12,7 +17,13 @@ from __future__ import annotations
 from dataclasses import replace as dataclass_replace
 
 from mde_pipeline.lake.layout import DATE_PREFIX, INDEX_DIR, MONTH_PREFIX, STAGING_DIR, list_names
-from mde_pipeline.lake.location import TENANT_PREFIX, LakeLocation, LakeLocationError, check_tenant_id
+from mde_pipeline.lake.location import (
+    TENANT_PREFIX,
+    LakeLocation,
+    LakeLocationError,
+    check_tenant_id,
+    is_canonical_partition,
+)
 from mde_pipeline.lake.schema import ALERT_IPS, ALERTS, LakeSchemaError
 
 TENANT_FOLDERS = (ALERTS, ALERT_IPS, INDEX_DIR)  # where a legacy lake put date=/month= directly
@@ -20,6 +31,13 @@ TENANT_FOLDERS = (ALERTS, ALERT_IPS, INDEX_DIR)  # where a legacy lake put date=
 
 class LegacyLakeLayoutError(LakeSchemaError):
     """The lake still has the single-tenant layout (``<table>/date=...``): migrate it first."""
+
+
+class NonCanonicalTenantError(LegacyLakeLayoutError):
+    """A ``tenant_id=`` folder is not named by the canonical (lower-case GUID) id: migrate it."""
+
+
+MIGRATE_COMMAND = "python -m mde_pipeline.airflow.migrate_lake"
 
 
 def require_tenant(location: LakeLocation) -> LakeLocation:
@@ -39,9 +57,11 @@ def lake_tenants(location: LakeLocation) -> list[str]:
         for name in list_names(root, top) or ():
             if name.startswith(TENANT_PREFIX):
                 try:
-                    tenants.add(check_tenant_id(name.removeprefix(TENANT_PREFIX)))
+                    tenant = check_tenant_id(name.removeprefix(TENANT_PREFIX))
                 except LakeLocationError:
                     continue
+                if is_canonical_partition(tenant):  # a non-canonical one waits for the migration
+                    tenants.add(tenant)
     return sorted(tenants)
 
 
@@ -85,7 +105,29 @@ def check_not_legacy(location: LakeLocation) -> None:
         raise LegacyLakeLayoutError(
             f"lake {location.url} has {len(found)} folder(s) from before the tenant_id= partition "
             f"(first: {found[0]}); migrate it once with "
-            f"`python -m mde_pipeline.airflow.migrate_lake --tenant-id <tenant id>` (README, \"The lake\")"
+            f"`{MIGRATE_COMMAND} --tenant-id <tenant id>` (README, \"The lake\")"
+        )
+
+
+def non_canonical_folders(location: LakeLocation, tops: tuple[str, ...] = TENANT_FOLDERS) -> list[str]:
+    """``<top>/tenant_id=<name>`` folders whose name is not canonical (upper case, a domain)."""
+    root = replace_tenant(location, None)
+    return [
+        f"{top}/{name}"
+        for top in tops
+        for name in list_names(root, top) or ()
+        if name.startswith(TENANT_PREFIX) and not is_canonical_partition(name.removeprefix(TENANT_PREFIX))
+    ]
+
+
+def check_canonical_tenants(location: LakeLocation) -> None:
+    """Refuse a lake holding a non-canonical tenant folder (its rows would show twice)."""
+    found = non_canonical_folders(location)
+    if found:
+        raise NonCanonicalTenantError(
+            f"lake {location.url}: run `{MIGRATE_COMMAND}` once to merge {len(found)} tenant folder(s) not named by "
+            f"the lower-case tenant GUID (first: {found[0]}), whose rows may show twice (README, \"The lake\"; "
+            f"a domain-named folder needs --tenant-id <GUID> --domain <name>)"
         )
 
 

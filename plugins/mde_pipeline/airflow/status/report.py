@@ -31,7 +31,8 @@ from mde_pipeline.api.windows import effective_windows, parse_rate_limits
 from mde_pipeline.common.redaction import redact
 from mde_pipeline.lake.lake_status import KEY_FORMAT, LakeStatusCache, lake_status
 from mde_pipeline.lake.location import LakeLocation
-from mde_pipeline.lake.tenants import check_not_legacy, lake_tenants, replace_tenant
+from mde_pipeline.common.tenant_ids import offline_tenant_id
+from mde_pipeline.lake.tenants import check_canonical_tenants, check_not_legacy, lake_tenants, replace_tenant
 
 SCHEMA_VERSION = 1
 DAG_ID = settings.DAG_ID  # without Variable mde_tenants; else one DAG per tenant
@@ -90,8 +91,12 @@ def _tenant_entries(tenant_dags: list[TenantDag], root: LakeLocation | None, now
     entries = []
     for dag in tenant_dags:
         config = _config_of(dag.conn_id, errors)
+        tenant_id = offline_tenant_id(config.tenant_id) if config is not None else None  # canonical
+        if config is not None and tenant_id is None:
+            errors.append(f"connection {dag.conn_id}: extra tenant_id {config.tenant_id!r} is a domain name; its lake "
+                          f"partition (the tenant's GUID) shows here once extra tenant_id is the GUID")
         entries.append({
-            "tenant_id": config.tenant_id if config is not None else None,
+            "tenant_id": tenant_id,
             "name": dag.name, "conn_id": dag.conn_id, "dag_id": dag.dag_id,
             "budget": _budget(config, now, errors, ledger_path) if config is not None else None,
         })
@@ -187,6 +192,7 @@ def build_status(
             location = configured_lake_location()
         root = replace_tenant(location, None)
         check_not_legacy(root)
+        check_canonical_tenants(root)  # names the migration command; the lake is still shown
     except Exception as exc:
         _error(errors, "lake", exc)
     if backfills is None:
