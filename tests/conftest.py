@@ -33,6 +33,7 @@ LONGEST_FIRST = (
     "tests/status/test_status_browser.py",
     "tests/status/test_lineage.py",
     "tests/lake/test_lake_abfs_crash.py",
+    "tests/lake/test_lake_commit_record.py",
     "tests/integration/test_tenants_end_to_end.py",
     "tests/integration/test_dag_azurite.py",
     "tests/analytics/test_spark_sql.py",

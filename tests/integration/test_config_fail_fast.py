@@ -127,3 +127,11 @@ def test_a_lake_root_that_cannot_be_written_fails_the_list_task_before_any_call(
     assert root in str(info.value) and "not retried" in str(info.value)
     assert isinstance(info.value.__cause__, MdeConfigurationError)
     assert entra_calls(sim) == {}  # not even a token
+
+
+def test_a_lake_root_that_does_not_parse_fails_the_list_task_without_retry(sim, monkeypatch):
+    """A malformed abfs root (no container@account) is configuration too: no retry, no call."""
+    with pytest.raises(AirflowFailException, match="not retried") as info:
+        list_operator(sim, monkeypatch, "abfs://no-account-here/lake").execute({"run_id": "manual__bad_root"})
+    assert "LakeLocationError" in str(info.value)
+    assert "list" not in entra_calls(sim) and "ips" not in entra_calls(sim)  # no API call

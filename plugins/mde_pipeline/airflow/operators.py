@@ -45,6 +45,7 @@ from mde_pipeline.api.errors import (
 from mde_pipeline.api.listing import MAX_PAGE_SIZE, list_interval
 from mde_pipeline.api.stats import stats_of
 from mde_pipeline.common.log_text import for_log
+from mde_pipeline.lake.location import LakeLocationError
 
 # Retrying cannot fix these: fail without spending the task's retries (and API budget).
 NOT_RETRYABLE_ERRORS = (MdePermissionError, MdeBadRequestError, InvalidAlertIdError)
@@ -63,8 +64,8 @@ def _mde_client(conn_id: str):
 
 def is_configuration_error(exc: BaseException) -> bool:
     """True when only a change of configuration (not time) can make the call succeed."""
-    if isinstance(exc, (*NOT_RETRYABLE_ERRORS, MdeConfigurationError)):
-        return True
+    if isinstance(exc, (*NOT_RETRYABLE_ERRORS, MdeConfigurationError, LakeLocationError)):
+        return True  # LakeLocationError: Variable mde_lake_root / its connection as configured
     # A refusal (HTTP 401, or Entra ID's AADSTS code: bad secret, unknown tenant or app)
     # is final; a token request that never got an answer (network) is worth a retry.
     return isinstance(exc, MdeAuthenticationError) and (exc.status in (400, 401) or bool(exc.code))

@@ -94,7 +94,7 @@ def commit_interval(
         files = {name: parquet_bytes(name, data) for name, data in merged.items()}
         record = stage(location, start, files, targets)
         try:
-            written = apply(location, record, merged)
+            written = apply(location, record, merged, files)
         except (LakeLockLost, LakeWriteFenced):
             raise  # another writer holds the day: this record is stale, it discards it
         except Exception as exc:

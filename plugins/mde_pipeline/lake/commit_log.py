@@ -111,7 +111,7 @@ def staged_name(table: str) -> str:
 
 
 def stage(location: LakeLocation, interval_start: datetime, files: Mapping[str, bytes], targets: Mapping[str, Target]) -> Record:
-    """Step 1: the staged files, then the record (the commit point). Caller holds the day's lock."""
+    """Step 2: the staged files, then the record (the commit point). Caller holds the day's lock."""
     record = Record(interval_start, uuid.uuid4().hex[:16], dict(targets))
     write_files_atomic(location, {record.path(staged_name(t)): files[t] for t in ORDER})
     commit_checkpoint("staged")
@@ -127,10 +127,16 @@ def stage(location: LakeLocation, interval_start: datetime, files: Mapping[str, 
     return record
 
 
-def apply(location: LakeLocation, record: Record, tables: Mapping[str, pa.Table] | None = None) -> dict[str, str]:
-    """Steps 2 and 3 (also the recovery of a record): every table not applied yet, in ORDER,
-    then the record cleared. ``tables``: the staged rows when the caller has them (else read
-    from the staging). Returns table -> uri of what now holds the hour."""
+def apply(
+    location: LakeLocation,
+    record: Record,
+    tables: Mapping[str, pa.Table] | None = None,
+    files: Mapping[str, bytes] | None = None,
+) -> dict[str, str]:
+    """Steps 3 and 4 (also the recovery of a record): every table not applied yet, in ORDER,
+    then the record cleared. ``tables`` / ``files``: the staged rows and bytes when the
+    caller has them (else read back from the staging). Returns table -> uri of what now
+    holds the hour."""
     commit_checkpoint("recorded")
     day = partition_date(record.interval_start)
     held = lambda: check_day_held(location, day)  # noqa: E731
@@ -159,7 +165,7 @@ def apply(location: LakeLocation, record: Record, tables: Mapping[str, pa.Table]
             written[table] = location.uri(live)
         else:
             invalidate_index(location, table, day)
-            content = location.fs.cat_file(staged)
+            content = files[table] if files is not None else location.fs.cat_file(staged)
             written.update(write_files_atomic(location, {live: content}, held, if_match={live: target.base}))
             written[table] = written.pop(live)
         commit_checkpoint(f"applied {table}")
