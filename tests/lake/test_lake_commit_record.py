@@ -8,19 +8,24 @@ import dataclasses
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 from commit_scenarios import HOUR, OTHER_HOUR, SCENARIOS, STEPS, hour_rows, truth
-from lake_data import TENANT, same_rows, sample_interval, wait_for_marker
+from lake_data import TENANT, same_rows, sample_interval, sample_listing, wait_for_marker
 
 from mde_pipeline.analytics.session import connect
 from mde_pipeline.lake import commit_log
-from mde_pipeline.lake.commit import commit_interval, recover_pending_commits
+from mde_pipeline.lake.commit import commit_interval, read_interval, recover_pending_commits
 from mde_pipeline.lake.commit_log import LakeCommitPending, recorded_hours
-from mde_pipeline.lake.layout import COMMITS_DIR
+from mde_pipeline.lake.layout import COMMITS_DIR, interval_file, list_names
+from mde_pipeline.lake.parquet import parquet_bytes
+from mde_pipeline.lake.records import interval_tables
 from mde_pipeline.lake.schema import ALERT_IPS, ALERTS, SCHEMAS
+from mde_pipeline.lake.storage import LakeWriteFenced
+from mde_pipeline.lake.versions import committed_versions
 from tests.lake.azurite import resolve_with_airflow
 
 CHILD = Path(__file__).resolve().parent / "lake_child.py"
@@ -65,8 +70,9 @@ def _assert_hour(location, expected: dict[str, pa.Table]) -> None:
 
 
 def _commit_staging(location) -> list[str]:
+    """Files and hour folders left under _staging/commits (an empty folder counts too)."""
     location.fs.invalidate_cache()
-    return location.fs.find(location.path(COMMITS_DIR))
+    return location.fs.find(location.path(COMMITS_DIR)) + (list_names(location, COMMITS_DIR) or [])
 
 
 @pytest.mark.parametrize("step", STEPS)
@@ -223,3 +229,67 @@ def test_a_writer_whose_lease_lapsed_cannot_land_its_write(azurite, abfs_root, a
     for table in SCHEMAS:
         assert same_rows(hour_rows(abfs_location)[table], b_tables[table])
     assert _commit_staging(abfs_location) == []
+
+
+def test_a_writer_whose_staging_vanished_after_its_record_is_refused_not_told_success(local_location, monkeypatch):
+    """Another writer discarded this writer's staging (its lease had lapsed before its
+    record landed): the commit must fail, never return success over nothing applied."""
+    scenario, (before, _) = SCENARIOS["lookback"], TRUTH["lookback"]
+    scenario.setup(local_location)
+
+    def discard_staging(name: str) -> None:
+        if name == "recorded":
+            for path in local_location.fs.find(local_location.path(COMMITS_DIR)):
+                if path.endswith(".parquet"):
+                    local_location.fs.rm_file(path)
+
+    monkeypatch.setattr(commit_log, "commit_checkpoint", discard_staging)
+    with pytest.raises(LakeWriteFenced, match="nothing of it was applied"):
+        scenario.commit(local_location)
+    monkeypatch.undo()
+    _assert_hour(local_location, before)
+    recover_pending_commits(local_location)  # the void record goes, nothing changes
+    _assert_hour(local_location, before)
+    assert _commit_staging(local_location) == []
+
+
+def _lost_ips_hour(location) -> dict[str, pa.Table]:
+    """An hour as a lake written before commit records could hold it: the alerts file of
+    a commit that died before its alert_ips file (ip_count > 0, no IP rows at all)."""
+    tables = sample_interval(HOUR, seed=7)
+    path = location.path(interval_file(ALERTS, HOUR))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(parquet_bytes(ALERTS, tables[ALERTS]))
+    return tables
+
+
+def test_an_hour_with_lost_ips_is_healed_by_the_next_write_and_refetched_by_the_look_back(local_location):
+    tables = _lost_ips_hour(local_location)
+    with_ips = {r["alert_id"] for r in tables[ALERTS].to_pylist() if r["ip_count"]}
+    # The look-back counts those versions as missing (only complete versions are held).
+    held = committed_versions(local_location, HOUR, HOUR + timedelta(hours=1))[HOUR]
+    assert with_ips and not {alert_id for alert_id, _ in held} & with_ips
+    # The next write of the hour (a look-back adding nothing of them) records them as
+    # 'error' with the reason, instead of failing check_interval forever.
+    commit_interval(local_location, HOUR, {t: SCHEMAS[t].empty_table() for t in SCHEMAS}, keep_versions=True)
+    rows = {r["alert_id"]: r for r in read_interval(local_location, ALERTS, HOUR).to_pylist()}
+    assert {a for a, r in rows.items() if r["ips_status"] == "error"} == with_ips
+    assert all("IPs lost" in rows[a]["ips_error"] and rows[a]["ip_count"] == 0 for a in with_ips)
+    # The look-back's commit of their answers then makes the hour exact.
+    commit_interval(local_location, HOUR, tables, keep_versions=True, only_if_committed=True)
+    _assert_hour(local_location, tables)
+
+
+def test_answers_rank_and_a_new_answer_never_replaces_a_better_held_one(local_location):
+    listed, results = sample_listing(HOUR, alerts=6, seed=8)  # ok, ok, ok, ok, not_found, empty
+    def tables(rs):
+        return interval_tables(listed, rs, tenant_id=TENANT, interval_start=HOUR, listed_at=HOUR + timedelta(hours=1))
+    commit_interval(local_location, HOUR, tables(results))
+    worse = [{**r, "status": "empty", "ips": []} if r["status"] == "ok" else {**r, "status": "error", "ips": [], "error": "x"}
+             for r in results]  # fmt: skip
+    commit_interval(local_location, HOUR, tables(worse))  # a refetch in a bad hour
+    _assert_hour(local_location, tables(results))
+    better = [{**r, "status": "ok", "ips": [["192.0.2.1", 4]]} if r["status"] == "empty" else r for r in results]
+    commit_interval(local_location, HOUR, tables(better), keep_versions=True)
+    _assert_hour(local_location, tables(better))

@@ -32,7 +32,7 @@ from mde_pipeline.lake.commit_log import LakeCommitPending, apply, current_targe
 from mde_pipeline.lake.days import read_compacted_interval, recover_day
 from mde_pipeline.lake.layout import INTERVAL, interval_file, interval_key, interval_start_of, partition_date
 from mde_pipeline.lake.location import LakeLocation
-from mde_pipeline.lake.locks import LakeLockLost, day_lock
+from mde_pipeline.lake.locks import day_lock
 from mde_pipeline.lake.parquet import parquet_bytes, read_parquet
 from mde_pipeline.lake.records import check_interval
 from mde_pipeline.lake.schema import ALERTS, SCHEMAS, LakeSchemaError, conform
@@ -95,9 +95,9 @@ def commit_interval(
         record = stage(location, start, files, targets)
         try:
             written = apply(location, record, merged, files)
-        except (LakeLockLost, LakeWriteFenced):
-            raise  # another writer holds the day: this record is stale, it discards it
-        except Exception as exc:
+        except LakeWriteFenced:
+            raise  # another writer changed the hour: this record is void, recovery discards it
+        except Exception as exc:  # a lost lease included: the record stands, the next writer applies it
             raise LakeCommitPending(
                 f"interval {interval_key(start)} is committed but not yet applied ({type(exc).__name__}); "
                 "the next run (or this task's retry) finishes it from its commit record"

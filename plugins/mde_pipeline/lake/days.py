@@ -151,8 +151,19 @@ class CompactedDay:
     intervals: dict[str, int]
 
 
-def build_compacted_day(table: str, day: str, rows: pa.Table, intervals: Mapping[str, int], *, now: datetime | None = None) -> CompactedDay:
-    """The files of a compacted day for ``rows`` (any order), with its manifest."""
+def build_compacted_day(
+    table: str,
+    day: str,
+    rows: pa.Table,
+    intervals: Mapping[str, int],
+    *,
+    now: datetime | None = None,
+    commits: Mapping[str, str] | None = None,
+) -> CompactedDay:
+    """The files of a compacted day for ``rows`` (any order), with its manifest.
+
+    ``commits``: interval key -> token of the commit record (commit_log) that last
+    republished it, so a recovery tells its own applied republish from another writer's."""
     day = day_of(day)
     rows = sort_for_queries(table, conform(table, rows))
     token = uuid.uuid4().hex[:12]
@@ -171,6 +182,7 @@ def build_compacted_day(table: str, day: str, rows: pa.Table, intervals: Mapping
         "rows": rows.num_rows,
         "files": file_rows,
         "intervals": dict(sorted(intervals.items())),
+        "commits": dict(sorted((commits or {}).items())),
         "sort_keys": list(SORT_KEYS[table]),
         "row_group_rows": COMPACTED_ROW_GROUP_ROWS,
         "compacted_at": (now or datetime.now(timezone.utc)).isoformat(),
@@ -274,7 +286,13 @@ def check_day(table: str, day: str, rows: pa.Table) -> None:
 
 
 def publish_interval_into_compacted_day(
-    location: LakeLocation, table: str, interval_start: datetime | str, data: pa.Table, *, lock: bool = True
+    location: LakeLocation,
+    table: str,
+    interval_start: datetime | str,
+    data: pa.Table,
+    *,
+    lock: bool = True,
+    commit_token: str | None = None,
 ) -> str:
     """Replace one interval's rows inside a compacted day with ``data``.
 
@@ -288,7 +306,7 @@ def publish_interval_into_compacted_day(
     key, day = interval_key(start), partition_date(start)
     if lock:
         with day_lock(location, day):
-            return publish_interval_into_compacted_day(location, table, start, data, lock=False)
+            return publish_interval_into_compacted_day(location, table, start, data, lock=False, commit_token=commit_token)
     data = conform(table, data)
     check_owned(table, data, key)
     recover_day(location, table, day)
@@ -302,7 +320,8 @@ def publish_interval_into_compacted_day(
     rows = pa.concat_tables([rows, data])
     intervals[key] = data.num_rows
     check_day(table, day, rows)
-    built = build_compacted_day(table, day, rows, intervals)
+    commits = {**(current.manifest or {}).get("commits", {}), **({key: commit_token} if commit_token else {})}
+    built = build_compacted_day(table, day, rows, intervals, commits=commits)
     replace_day(location, built)
     log.info("republished interval %s into compacted %s %s (%d rows)", key, table, day, data.num_rows)
     first = next(iter(built.files))

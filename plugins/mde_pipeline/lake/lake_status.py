@@ -172,7 +172,8 @@ def lake_status(
     missing = []
     hour = first
     while hour <= last_complete:
-        if hour.strftime(KEY_FORMAT) not in committed:  # the key of layout.interval_key, unchecked
+        key = hour.strftime(KEY_FORMAT)  # the key of layout.interval_key, unchecked
+        if key not in committed and key not in pending:  # a pending hour is reported as such
             missing.append(hour)
         hour += INTERVAL
     ranges = _ranges(missing)

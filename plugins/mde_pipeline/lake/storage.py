@@ -77,6 +77,7 @@ def write_files_atomic(
     check_held: Callable[[], None] = lambda: None,
     *,
     if_match: Mapping[str, str | None] | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Write each ``relative path -> bytes`` so that readers see the old file or the new one.
 
@@ -85,24 +86,27 @@ def write_files_atomic(
     was lost). ``if_match`` (blob only; a local flock cannot be lost by a live writer):
     relative path -> the ETag the blob must still have (:func:`blob_etag`, or ``ABSENT``)
     for its Put Block List to land, the fence of a writer whose lease lapsed while it
-    stalled after ``check_held`` (:class:`LakeWriteFenced`). Returns ``relative path -> uri``.
+    stalled after ``check_held`` (:class:`LakeWriteFenced`). ``metadata`` (blob only): set on
+    every file written (a commit record's token). Returns ``relative path -> uri``.
     """
     if location.is_local:
         return _write_local(location, files, check_held)
-    return _write_blob(location, files, check_held, dict(if_match or {}))
+    return _write_blob(location, files, check_held, dict(if_match or {}), dict(metadata or {}))
 
 
-def blob_etag(location: LakeLocation, relative: str) -> str | None:
-    """The ETag of a blob of the lake now (``ABSENT`` when there is none); blob lakes only."""
+def blob_state(location: LakeLocation, relative: str) -> tuple[str | None, dict[str, str]]:
+    """(ETag, metadata) of a blob of the lake now; (``ABSENT``, {}) when there is none.
+    Blob lakes only."""
     from azure.core.exceptions import ResourceNotFoundError
     from fsspec.asyn import sync
 
     container, blob = location.path(relative).split("/", 1)
     client = location.fs.service_client.get_blob_client(container, blob)
     try:
-        return sync(location.fs.loop, client.get_blob_properties).etag
+        properties = sync(location.fs.loop, client.get_blob_properties)
     except ResourceNotFoundError:
-        return ABSENT
+        return ABSENT, {}
+    return properties.etag, dict(properties.metadata or {})
 
 
 def _open_new_file(path: str) -> IO[bytes]:
@@ -166,7 +170,11 @@ def remove_stale_temp_files(directory: str, older_than: timedelta = STALE_TEMP_A
 
 
 def _write_blob(
-    location: LakeLocation, files: Mapping[str, bytes], check_held: Callable[[], None], if_match: dict[str, str | None]
+    location: LakeLocation,
+    files: Mapping[str, bytes],
+    check_held: Callable[[], None],
+    if_match: dict[str, str | None],
+    metadata: dict[str, str],
 ) -> dict[str, str]:
     from fsspec.asyn import sync
 
@@ -176,7 +184,7 @@ def _write_blob(
         for relative, data in files.items()
     ]
     try:
-        sync(fs.loop, _stage_then_commit_blobs, fs, items, check_held)
+        sync(fs.loop, _stage_then_commit_blobs, fs, items, check_held, metadata)
     finally:
         fs.invalidate_cache()
     return {relative: location.uri(relative) for relative in files}
@@ -195,7 +203,7 @@ def _match_conditions(relative: str, if_match: Mapping[str, str | None]) -> dict
 
 
 async def _stage_then_commit_blobs(
-    fs: Any, items: list[tuple[str, str, bytes, dict[str, Any]]], check_held: Callable[[], None]
+    fs: Any, items: list[tuple[str, str, bytes, dict[str, Any]]], check_held: Callable[[], None], metadata: dict[str, str]
 ) -> None:
     """Put Block for every block of every file, then one Put Block List per file.
 
@@ -226,7 +234,7 @@ async def _stage_then_commit_blobs(
     for uri, client, block_ids, conditions in staged:
         try:
             # metadata as adlfs' own writes set it, so adlfs lists these as files.
-            await client.commit_block_list(block_ids, metadata={"is_directory": "false"}, **conditions)
+            await client.commit_block_list(block_ids, metadata={**metadata, "is_directory": "false"}, **conditions)
         except (ResourceModifiedError, ResourceExistsError) as exc:
             if not conditions:
                 raise LakeWriteError(f"commit of {uri} failed ({type(exc).__name__}); that file is unchanged") from exc

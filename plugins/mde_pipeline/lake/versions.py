@@ -87,23 +87,28 @@ def committed_versions(location: LakeLocation, start: datetime, end: datetime) -
             result[parse_interval_key(key)] = set()
         if not alerts:
             continue
-        ip_rows: dict[Version, int] = {}
-        for part in _key_parts(location, ALERT_IPS, day, wanted, _IP_KEY_COLUMNS)[0]:
-            times = pc.cast(part.column("alert_last_update_time"), pa.int64()).to_pylist()
-            for version in zip(part.column("alert_id").to_pylist(), times):
-                ip_rows[version] = ip_rows.get(version, 0) + 1
+        ips = [p.select(["alert_id", "alert_last_update_time"]) for p in _key_parts(location, ALERT_IPS, day, wanted, _IP_KEY_COLUMNS)[0]]
+        ip_rows = _ip_rows(pa.concat_tables(ips)) if ips else {}
         for part in alerts:
+            complete = pc.not_equal(part.column("ips_status"), IPS_ERROR).to_pylist()
             ids = part.column("alert_id").to_pylist()
             times = pc.cast(part.column("last_update_time"), pa.int64()).to_pylist()
             hours_of_rows = pc.cast(part.column("interval_start"), pa.int64()).to_pylist()
-            statuses = part.column("ips_status").to_pylist()
             counts = part.column("ip_count").to_pylist()
-            for alert_id, micros, hour_micros, status, count in zip(ids, times, hours_of_rows, statuses, counts):
+            for alert_id, micros, hour_micros, final, count in zip(ids, times, hours_of_rows, complete, counts):
                 bucket = result.get(_hour_of_micros(hour_micros))
-                complete = status != IPS_ERROR and count == ip_rows.get((alert_id, micros), 0)
-                if bucket is not None and complete:
+                if bucket is not None and final and count == ip_rows.get((alert_id, micros), 0):
                     bucket.add((alert_id, micros))
     return result
+
+
+def _ip_rows(ips: pa.Table) -> dict[Version, int]:
+    """``alert_ips`` rows per version (group_by: no Python loop over the rows)."""
+    if ips.num_rows == 0:
+        return {}
+    counts = ips.group_by(["alert_id", "alert_last_update_time"]).aggregate([([], "count_all")])
+    times = pc.cast(counts.column("alert_last_update_time"), pa.int64()).to_pylist()
+    return dict(zip(zip(counts.column("alert_id").to_pylist(), times), counts.column("count_all").to_pylist()))
 
 
 def _key_parts(location: LakeLocation, table: str, day: str, wanted: set[str], columns: list[str]) -> tuple[list[pa.Table], set[str]]:
@@ -167,8 +172,9 @@ def _held_found_at(held_alerts: pa.Table | None, table: str, rows: pa.Table) -> 
 
 # How good an answer a version holds: a new row never replaces a held one of a higher
 # rank. ``error`` (the fetch failed) never replaces an answer; ``not_found`` (the service
-# no longer has the alert, e.g. past retention) never replaces the IPs it answered before.
-ANSWER_RANK = {IPS_OK: 2, IPS_EMPTY: 2, IPS_NOT_FOUND: 1, IPS_ERROR: 0}
+# no longer has the alert, e.g. past retention) and ``empty`` never replace the IPs it
+# answered before for the same version (a version's IPs do not change; losing them would).
+ANSWER_RANK = {IPS_OK: 3, IPS_EMPTY: 2, IPS_NOT_FOUND: 1, IPS_ERROR: 0}
 LOST_IPS_ERROR = "IPs lost: ip_count {count} but {rows} alert_ips rows held (an interrupted write); fetched again by the look-back"
 
 
@@ -225,8 +231,13 @@ def heal_held(held: Mapping[str, pa.Table | None]) -> dict[str, pa.Table | None]
     recorded as what it is and the next look-back fetches it again. A consistent hour
     (every hour written through commit records) comes back unchanged."""
     alerts, ips = held.get(ALERTS), held.get(ALERT_IPS)
-    if alerts is None or ips is None:
+    if alerts is None and ips is None:
         return dict(held)
+    # One table without the other (a lake written before commit records): its missing
+    # side holds nothing.
+    alerts = SCHEMAS[ALERTS].empty_table() if alerts is None else alerts
+    ips = SCHEMAS[ALERT_IPS].empty_table() if ips is None else ips
+    held = {**held, ALERTS: alerts, ALERT_IPS: ips}
     alert_keys = _version_keys(ALERTS, alerts)
     ip_keys = _version_keys(ALERT_IPS, ips)
     counts = pc.value_counts(ip_keys) if ips.num_rows else None
