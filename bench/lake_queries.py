@@ -42,6 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mde_pipeline.common.ip_scope import ip_scope
 from mde_pipeline.lake.schema import ALERT_IPS, ALERTS, SCHEMAS, TIMESTAMP
 
 TENANT = "00000000-0000-4000-8000-00000000beef"
@@ -166,6 +167,7 @@ def interval_tables(
             "interval_start": interval.take(take),
             "fetched_at": fetched_at.take(take),
             "found_by_lookback_at": pa.nulls(len(pair_alert), TIMESTAMP),
+            "ip_scope": pa.array([ip_scope(ip) for ip in pool.ips[pair_ip]], pa.string()),
         },
         schema=SCHEMAS[ALERT_IPS],
     )

@@ -16,7 +16,8 @@ simulator, so one tenant, at a time), and every file's rows carry the tenant of 
 Every version the lake holds, current or kept, is checked against the IPs the simulator
 recorded for it (``ground_truth["alerts"][id]["ips"]``, or that version's entry of
 ``versions``): ``ip_count`` equals its ``alert_ips`` rows; ``ok`` has exactly the truth's
-IP set (never no IPs, unless every value served was invalid); ``empty`` has none and the
+IP set (never no IPs, unless every value served was invalid), each row with the
+``ip_scope`` of common/ip_scope.py; ``empty`` has none and the
 truth none; ``not_found`` (the service's 404 then) has none. ``alert_ips`` rows of a
 version ``alerts`` lacks are a problem. A version recorded as ``error`` (its IPs could
 not be fetched) is counted in ``error_versions`` and is a problem unless the caller
@@ -34,6 +35,7 @@ import duckdb
 
 from mde_pipeline.analytics.session import HIVE_TYPES
 from mde_pipeline.common.fetch_result import IPS_EMPTY, IPS_ERROR, IPS_NOT_FOUND, IPS_OK
+from mde_pipeline.common.ip_scope import ip_scope
 from mde_pipeline.common.timestamps import to_utc_datetime
 
 if TYPE_CHECKING:
@@ -180,7 +182,7 @@ def compare(
     alerts = con.execute(
         "SELECT alert_id, last_update_time, ips_status, ip_count, invalid_ip_values, tenant_id, date FROM alerts"
     ).fetchall()
-    ips = con.execute("SELECT alert_id, alert_last_update_time, ip, ip_version FROM alert_ips").fetchall()
+    ips = con.execute("SELECT alert_id, alert_last_update_time, ip, ip_version, ip_scope FROM alert_ips").fetchall()
     result.lake_alerts, result.lake_ips = len(alerts), len(ips)
     problems = result.problems
     problems.extend(misplaced_rows(root, conn_id))
@@ -227,10 +229,12 @@ def compare(
             problems.append(f"alert_ips: {alert_id} has [], expected {sorted(expected[alert_id]['ips'])}")
 
     by_version: dict[tuple, list[str]] = {}
-    for alert_id, updated, ip, version in ips:
+    for alert_id, updated, ip, version, scope in ips:
         by_version.setdefault((alert_id, updated), []).append(ip)
         if ":" in ip and version != 6 or ":" not in ip and version != 4:
             problems.append(f"alert_ips: {alert_id} {ip} has ip_version {version}")
+        if scope != ip_scope(ip):
+            problems.append(f"alert_ips: {alert_id} {ip} has ip_scope {scope}, expected {ip_scope(ip)}")
     for (alert_id, updated), rows in sorted(by_version.items()):
         if (alert_id, updated) not in versions and alert_id not in unexpected:  # that one is reported already
             problems.append(f"alert_ips: {len(rows)} rows of {alert_id} {updated}, a version alerts does not hold")

@@ -1,6 +1,6 @@
 """A lake holding hourly files from before an added column (schema.ADDED_COLUMNS, e.g.
-``found_by_lookback_at``) next to newer ones: the analyst views read both, the old rows
-with nulls there, from the day files and next to the IP index alike."""
+``found_by_lookback_at``, ``ip_scope``) next to newer ones: the analyst views read both,
+the old rows with nulls there, from the day files and next to the IP index alike."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from mde_pipeline.analytics.session import connect
+from mde_pipeline.common.ip_scope import ip_scope
 from mde_pipeline.lake.commit import commit_interval
 from mde_pipeline.lake.compaction import compact_day
 from mde_pipeline.lake.ip_index import build_month_index
 from mde_pipeline.lake.layout import interval_file
-from mde_pipeline.lake.schema import ADDED_COLUMNS, FOUND_BY_LOOKBACK_AT, SCHEMAS
+from mde_pipeline.lake.schema import ADDED_COLUMNS, ALERT_IPS, FOUND_BY_LOOKBACK_AT, IP_SCOPE, SCHEMAS
 
 from bench.lake_queries import TENANT
 from tests.analytics.conftest import DAYS, FIRST_DAY, day_name, small_tables
@@ -59,3 +60,26 @@ def test_views_read_files_from_before_an_added_column_with_nulls_there(hourly_la
         assert session.execute(
             f"SELECT DISTINCT {FOUND_BY_LOOKBACK_AT} FROM alerts WHERE {FOUND_BY_LOOKBACK_AT} IS NOT NULL"
         ).fetchall() == [(FOUND_AT,)]
+
+
+def test_ip_scope_of_rows_from_before_the_column_is_null_until_the_day_is_rewritten(hourly_lake):
+    """The views read an old file's ip_scope as null (no SQL fallback); compacting the day
+    rewrites its rows through schema.conform, which computes it from ip."""
+    root, location = hourly_lake
+    location = location if location.tenant_id else location.for_tenant(TENANT)
+    old_rows = 0
+    for hour in range(6):
+        path = location.path(interval_file(ALERT_IPS, LAST_DAY + timedelta(hours=hour)))
+        old = pq.read_table(path).drop_columns([IP_SCOPE])  # as a writer before the column left it
+        pq.write_table(old, path)
+        old_rows += old.num_rows
+    null_scopes = f"SELECT count(*) FILTER (WHERE {IP_SCOPE} IS NULL), count(*) FROM alert_ips"
+    with connect(str(root), use_ip_index=False) as session:
+        nulls, total = session.execute(null_scopes).fetchone()
+        assert nulls == old_rows > 0
+        assert session.execute(f"SELECT count(*) FROM alert_ip_details WHERE {IP_SCOPE} IS NULL").fetchone()[0] == old_rows
+    compact_day(location, ALERT_IPS, LAST_DAY.date().isoformat())
+    with connect(str(root), use_ip_index=False) as session:
+        assert session.execute(null_scopes).fetchone() == (0, total)
+        pairs = session.execute(f"SELECT DISTINCT ip, {IP_SCOPE} FROM alert_ips WHERE date = ?", [LAST_DAY.date()]).fetchall()
+    assert pairs and all(scope == ip_scope(ip) for ip, scope in pairs)

@@ -8,21 +8,27 @@ lake of two tenants that share alert ids, and keep the tenants apart.
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from mde_pipeline.analytics.session import LakeSessionError, connect
+from mde_pipeline.lake.commit import commit_interval
 from mde_pipeline.lake.compaction import compact_day
 from mde_pipeline.lake.ip_index import build_month_index
 from mde_pipeline.lake.location import resolve_lake_location
+from mde_pipeline.lake.records import interval_tables
 from mde_pipeline.lake.schema import ALERT_IPS, ALERTS, SCHEMAS
 
 from tests.analytics.conftest import (
     DAYS, FIRST_DAY, TENANT, TENANT_DATA, day_name, small_tables, tenant_dir, tenant_hours,
 )
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +168,52 @@ def test_ip_summary_counts_alerts_and_first_and_last_sightings(lake, generated):
         key: (first[key], last[key], len(alerts[key]), len(high[key])) for key in first
     }
     assert max(len(a) for a in alerts.values()) > 1  # some IPs recur across alerts
+
+
+def analysts_query(marker: str) -> str:
+    """The SQL block of docs/ANALYSTS.md whose first line is ``-- <marker>``."""
+    blocks = re.findall(r"```sql\n(.*?)```", (REPO / "docs" / "ANALYSTS.md").read_text(), flags=re.DOTALL)
+    found = [b for b in blocks if b.startswith(f"-- {marker}\n")]
+    assert len(found) == 1, f"docs/ANALYSTS.md: one sql block starting with -- {marker}"
+    return found[0]
+
+
+def commit_hour(location, start: datetime, alerts: list[tuple[str, str, int, list[str]]]) -> None:
+    """One hour committed as the DAG does (records.interval_tables): (id, severity,
+    minute of lastUpdateTime, IPs) per alert."""
+    listed, results = [], []
+    for alert_id, severity, minute, ips in alerts:
+        updated = f"{start + timedelta(minutes=minute):%Y-%m-%dT%H:%M:%S}.1234567Z"
+        listed.append({"id": alert_id, "severity": severity, "lastUpdateTime": updated})
+        results.append({"alert_id": alert_id, "last_update_time": updated, "status": "ok", "invalid_ip_values": [],
+                        "ips": [[ip, 6 if ":" in ip else 4] for ip in ips], "fetched_at": start + timedelta(hours=1)})  # fmt: skip
+    commit_interval(location, start, interval_tables(listed, results, tenant_id=TENANT, interval_start=start, listed_at=start))
+
+
+def test_the_documented_public_ips_of_high_alerts_query(hourly_lake):
+    """docs/ANALYSTS.md's example as written, "today" pinned: the global IPs of the High
+    alert versions of the last 7 days, from rows the pipeline's records built."""
+    root, location = hourly_lake
+    today = datetime(2025, 3, 20, tzinfo=timezone.utc)  # the generated days are weeks before
+    commit_hour(location, today + timedelta(hours=9), [
+        ("a1", "High", 10, ["8.8.8.8", "10.0.0.5", "2606:4700::1111", "192.0.2.7", "100.64.1.1", "fe80::1", "127.0.0.1"]),
+        ("a2", "High", 20, ["8.8.8.8", "9.9.9.9", "fd00::1", "2001:db8::5"]),
+        ("a3", "Low", 30, ["1.1.1.1", "8.8.8.8"]),
+    ])  # fmt: skip
+    commit_hour(location, today - timedelta(days=7, hours=-9), [("a4", "High", 0, ["8.8.4.4"])])  # the week before
+    sql = analysts_query("public IPs of High alerts this week").replace("current_date", f"DATE '{today:%Y-%m-%d}'")
+    at = lambda minute: today + timedelta(hours=9, minutes=minute, microseconds=123456)  # noqa: E731
+    expected = [(TENANT, "8.8.8.8", 2, at(20)), (TENANT, "2606:4700::1111", 1, at(10)), (TENANT, "9.9.9.9", 1, at(20))]
+    with connect(str(root)) as session:
+        assert session.execute(sql).fetchall() == expected
+    for day in (today, today - timedelta(days=7)):
+        for table in SCHEMAS:
+            compact_day(location, table, f"{day:%Y-%m-%d}")
+    with connect(str(root)) as session:
+        assert session.execute(sql).fetchall() == expected
+        scopes = dict(session.execute("SELECT ip, ip_scope FROM alert_ip_details WHERE alert_id = 'a1'").fetchall())
+    assert scopes == {"8.8.8.8": "global", "10.0.0.5": "private", "2606:4700::1111": "global", "192.0.2.7": "documentation",
+                      "100.64.1.1": "shared", "fe80::1": "link_local", "127.0.0.1": "loopback"}  # fmt: skip
 
 
 def test_a_lake_from_before_tenants_is_refused_with_the_migration(tmp_path):

@@ -32,7 +32,7 @@ DUCKDB_TYPES_ALERT_IPS = {
     "alert_last_update_time": "TIMESTAMP WITH TIME ZONE", "alert_creation_time": "TIMESTAMP WITH TIME ZONE",
     "severity": "VARCHAR", "incident_id": "BIGINT", "machine_id": "VARCHAR",
     "interval_start": "TIMESTAMP WITH TIME ZONE", "fetched_at": "TIMESTAMP WITH TIME ZONE", "date": "DATE",
-    "found_by_lookback_at": "TIMESTAMP WITH TIME ZONE",
+    "found_by_lookback_at": "TIMESTAMP WITH TIME ZONE", "ip_scope": "VARCHAR",
 }  # fmt: skip
 
 

@@ -19,7 +19,7 @@ from mde_pipeline.lake.commit import commit_interval, read_interval
 from mde_pipeline.lake.compaction import compact_day
 from mde_pipeline.lake.layout import interval_file, list_day
 from mde_pipeline.lake.records import interval_tables
-from mde_pipeline.lake.schema import ALERT_IPS, ALERTS, FOUND_BY_LOOKBACK_AT, SCHEMAS
+from mde_pipeline.lake.schema import ALERT_IPS, ALERTS, FOUND_BY_LOOKBACK_AT, IP_SCOPE, SCHEMAS
 from mde_pipeline.lake.versions import VERSION_COLUMNS, merge_versions
 
 UTC = timezone.utc
@@ -102,13 +102,16 @@ def test_a_look_back_refetching_a_version_held_with_ips_error_leaves_it_null(loc
 
 def test_hour_files_from_before_the_column_merge_and_compact_with_nulls(local_location):
     listed, results = sample_listing(H0, alerts=6, seed=23)
-    # An hour written before found_by_lookback_at existed (the old schema, as a file on disk).
+    # An hour written before found_by_lookback_at existed (the old schema, as a file on disk;
+    # ip_scope came later still).
     for table, data in own_run(listed[:4], results[:4]).items():
         path = local_location.path(interval_file(table, H0))
         local_location.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        pq.write_table(data.drop_columns([FOUND_BY_LOOKBACK_AT]), path)
+        pq.write_table(data.drop_columns([c for c in (FOUND_BY_LOOKBACK_AT, IP_SCOPE) if c in data.schema.names]), path)
     commit_interval(local_location, H0, lookback(listed[4:], results[4:], LOOKBACK_1), keep_versions=True, only_if_committed=True)
     assert found(local_location) == {a["id"]: None for a in listed[:4]} | {a["id"]: LOOKBACK_1 for a in listed[4:]}
+    # The held rows were rewritten through schema.conform: they got their ip_scope.
+    assert read_interval(local_location, ALERT_IPS, H0).column(IP_SCOPE).null_count == 0
     for table in SCHEMAS:
         compact_day(local_location, table, H0.date().isoformat())
     assert found(local_location)[listed[5]["id"]] == LOOKBACK_1

@@ -234,6 +234,7 @@ def test_alert_ip_rows_carry_alert_attributes_and_versions():
     assert table.column("ip").to_pylist() == ["10.1.2.3", "2001:db8::1"]  # distinct
     assert table.column("ip_version").to_pylist() == [4, 6]
     assert table.column("ip_version").type == pa.int8()
+    assert table.column("ip_scope").to_pylist() == ["private", "documentation"]
     first = table.to_pylist()[0]
     assert first["alert_last_update_time"] == datetime(2024, 5, 6, 7, 30, tzinfo=UTC)
     assert first["incident_id"] == 1234 and first["severity"] == "High" and first["machine_id"] == FULL_ALERT["machineId"]
@@ -295,6 +296,7 @@ def test_schemas_match_the_design():
         ("ip_version", "int8", False), ("alert_last_update_time", ts, False), ("alert_creation_time", ts, True),
         ("severity", "string", True), ("incident_id", "int64", True), ("machine_id", "string", True),
         ("interval_start", ts, False), ("fetched_at", ts, False), ("found_by_lookback_at", ts, True),
+        ("ip_scope", "string", True),
     ]  # fmt: skip
     required = [f.name for f in ALERTS_SCHEMA if not f.nullable]
     assert required == ["tenant_id", "alert_id", "last_update_time", "ips_status", "ip_count", "interval_start", "listed_at"]
@@ -314,9 +316,38 @@ def test_a_file_from_before_the_added_columns_reads_with_nulls_there():
     old = empty_table(ALERTS).drop_columns(["ips_error", "field_problems", "raw", "found_by_lookback_at"])
     upgraded = schema.conform(ALERTS, old)
     assert upgraded.schema == ALERTS_SCHEMA
-    assert schema.conform(ALERT_IPS, empty_table(ALERT_IPS).drop_columns(["found_by_lookback_at"])).schema == ALERT_IPS_SCHEMA
+    for added in (["found_by_lookback_at", "ip_scope"], ["ip_scope"]):
+        assert schema.conform(ALERT_IPS, empty_table(ALERT_IPS).drop_columns(added)).schema == ALERT_IPS_SCHEMA
     with pytest.raises(LakeSchemaError, match="missing"):
         schema.conform(ALERTS, empty_table(ALERTS).drop_columns(["raw", "title"]))
+
+
+def new_ip_rows(ips: list[str]) -> pa.Table:
+    return to_table(ALERT_IPS, alert_ip_records(row_of(FULL_ALERT), ips, fetched_at="2024-05-06T08:05:00Z"))
+
+
+def test_new_ip_rows_carry_their_scope():
+    table = new_ip_rows(["8.8.8.8", "10.0.0.1", "100.64.0.1", "fe80::1", "2606:4700::1", "127.0.0.1"])
+    assert dict(zip(table.column("ip").to_pylist(), table.column("ip_scope").to_pylist())) == {
+        "8.8.8.8": "global", "10.0.0.1": "private", "100.64.0.1": "shared", "fe80::1": "link_local",
+        "2606:4700::1": "global", "127.0.0.1": "loopback",
+    }  # fmt: skip
+    assert table.column("ip_scope").null_count == 0
+
+
+def test_conform_computes_ip_scope_for_rows_from_before_the_column():
+    """An old file's rows get ip_scope from ip wherever the lake rewrites them (merge,
+    compaction, the IP index all read through conform); a value already there stays."""
+    new = new_ip_rows(["8.8.8.8", "10.0.0.1", "8.8.4.4"])
+    old = pa.concat_tables([new.slice(0, 1), new.slice(1)]).drop_columns(["ip_scope"])  # two chunks
+    assert schema.conform(ALERT_IPS, old).column("ip_scope").to_pylist() == ["global", "private", "global"]
+    index = new.schema.get_field_index("ip_scope")
+    kept = new.set_column(index, new.schema.field(index), pa.array(["private", None, None], pa.string()))
+    assert schema.conform(ALERT_IPS, kept).column("ip_scope").to_pylist() == ["private", "private", "global"]
+    assert schema.conform(ALERT_IPS, empty_table(ALERT_IPS).drop_columns(["ip_scope"])).num_rows == 0
+    broken = old.set_column(2, "ip", pa.array(["8.8.8.8", "not an ip", "8.8.4.4"]))
+    with pytest.raises(LakeSchemaError, match="alert_ips: ip: .*not an ip"):
+        schema.conform(ALERT_IPS, broken.append_column(new.schema.field(index), pa.nulls(3, pa.string())))
 
 
 def test_conform_reports_type_and_column_differences():

@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS alert_ips (
     interval_start          TIMESTAMP,
     fetched_at              TIMESTAMP,
     found_by_lookback_at    TIMESTAMP,
+    ip_scope                STRING,
     date                    DATE
 )
 USING PARQUET

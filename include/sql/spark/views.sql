@@ -27,7 +27,7 @@ JOIN (
 
 CREATE OR REPLACE TEMPORARY VIEW alert_ip_details AS
 SELECT
-    i.tenant_id, i.alert_id, i.ip, i.ip_version, i.alert_last_update_time,
+    i.tenant_id, i.alert_id, i.ip, i.ip_version, i.ip_scope, i.alert_last_update_time,
     a.alert_creation_time, a.severity, a.status, a.category, a.title,
     a.detection_source, a.threat_family_name, a.threat_name, a.classification, a.determination,
     a.incident_id, a.machine_id, a.computer_dns_name, a.rbac_group_name, a.mitre_techniques,
@@ -44,6 +44,7 @@ SELECT
     tenant_id,
     ip,
     any_value(ip_version) AS ip_version,
+    max(ip_scope) AS ip_scope,  -- one value per IP (max skips the nulls of old rows)
     min(coalesce(alert_creation_time, alert_last_update_time)) AS first_seen,
     max(alert_last_update_time) AS last_seen,
     count(DISTINCT alert_id) AS alert_count,

@@ -42,7 +42,8 @@ WITH (
     machine_id              varchar(128) COLLATE Latin1_General_100_BIN2_UTF8,
     interval_start          datetime2(6),
     fetched_at              datetime2(6),
-    found_by_lookback_at    datetime2(6)
+    found_by_lookback_at    datetime2(6),
+    ip_scope                varchar(16) COLLATE Latin1_General_100_BIN2_UTF8
 ) AS r;
 GO
 
@@ -122,7 +123,7 @@ GO
 
 CREATE OR ALTER VIEW dbo.alert_ip_details AS
 SELECT
-    i.tenant_id, i.alert_id, i.ip, i.ip_version, i.alert_last_update_time,
+    i.tenant_id, i.alert_id, i.ip, i.ip_version, i.ip_scope, i.alert_last_update_time,
     a.alert_creation_time, a.severity, a.status, a.category, a.title,
     a.detection_source, a.threat_family_name, a.threat_name, a.classification, a.determination,
     a.incident_id, a.machine_id, a.computer_dns_name, a.rbac_group_name, a.mitre_techniques,
@@ -140,6 +141,7 @@ SELECT
     tenant_id,
     ip,
     max(ip_version) AS ip_version,
+    max(ip_scope) AS ip_scope,  -- one value per IP (max skips the nulls of old rows)
     min(coalesce(alert_creation_time, alert_last_update_time)) AS first_seen,
     max(alert_last_update_time) AS last_seen,
     count(DISTINCT alert_id) AS alert_count,

@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS hive.mde.alert_ips (
     interval_start          timestamp(6),
     fetched_at              timestamp(6),
     found_by_lookback_at    timestamp(6),
+    ip_scope                varchar,
     tenant_id               varchar,
     "date"                  date
 )

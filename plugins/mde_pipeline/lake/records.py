@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from mde_pipeline.common import timestamps
 from mde_pipeline.common.fetch_result import IPS_ERROR, IPS_OK, IPS_STATUSES
+from mde_pipeline.common.ip_scope import ip_scope
 from mde_pipeline.common.timestamps import format_timestamp
 from mde_pipeline.lake import alert_fields
 from mde_pipeline.lake.alert_fields import AlertFields
@@ -153,6 +154,7 @@ def alert_ip_records(
     The alert's columns come from its row, so both tables agree (a field that did not fit
     is null in both). ``ips`` holds canonical IP strings or ``[ip, version]`` pairs (the
     fetch result's form); a pair whose version does not match its address is refused.
+    ``ip_scope`` classifies each address (common/ip_scope.py).
     """
     alert_id = alert_row["alert_id"]
     common = {
@@ -178,7 +180,7 @@ def alert_ip_records(
         version = canonical_ip_version(ip)
         if claimed_version is not None and claimed_version != version:
             raise LakeSchemaError(f"alert {alert_id}: {ip} is IPv{version}, not IPv{claimed_version}")
-        records.setdefault(ip, {**common, "ip": ip, "ip_version": version})
+        records.setdefault(ip, {**common, "ip": ip, "ip_version": version, "ip_scope": ip_scope(ip)})
     return list(records.values())
 
 

@@ -6,6 +6,10 @@ one from the data. Timestamps are ``timestamp[us, tz=UTC]``: the service sends 7
 fractional digits (100 ns), parsed once by :mod:`mde_pipeline.common.timestamps`; the
 7th is truncated, as no SQL engine here keeps it. The conversion of API records into
 rows is :mod:`.records`.
+
+``alert_ips.ip_scope`` (:mod:`mde_pipeline.common.ip_scope`) is set when the rows are
+built, and :func:`conform` computes it from ``ip`` wherever a row lacks it (a file from
+before the column), so every file the lake writes carries it on every row.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from mde_pipeline.common.ip_scope import ip_scope
 from mde_pipeline.common.timestamps import to_utc_datetime
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -22,6 +28,7 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 ALERTS = "alerts"
 ALERT_IPS = "alert_ips"
 FOUND_BY_LOOKBACK_AT = "found_by_lookback_at"
+IP_SCOPE = "ip_scope"
 
 COMMENT_TYPE = pa.struct(
     [
@@ -55,6 +62,9 @@ ALERT_IPS_SCHEMA = pa.schema(
         _required("fetched_at", TIMESTAMP),
         # Added later (see ADDED_COLUMNS): the alert version's, as in alerts.
         _optional(FOUND_BY_LOOKBACK_AT, TIMESTAMP),
+        # global | private | loopback | link_local | shared | multicast | documentation |
+        # reserved (common/ip_scope.py); null only in files from before the column.
+        _optional(IP_SCOPE, pa.string()),
     ]
 )
 
@@ -110,7 +120,7 @@ SCHEMAS: dict[str, pa.Schema] = {ALERTS: ALERTS_SCHEMA, ALERT_IPS: ALERT_IPS_SCH
 # read with nulls there (compaction and the IP index rewrite such files in full schema).
 ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
     ALERTS: ("ips_error", "field_problems", "raw", FOUND_BY_LOOKBACK_AT),
-    ALERT_IPS: (FOUND_BY_LOOKBACK_AT,),
+    ALERT_IPS: (FOUND_BY_LOOKBACK_AT, IP_SCOPE),
 }
 
 # Low-cardinality string columns: dictionary encoding makes them small and fast to filter.
@@ -128,7 +138,7 @@ DICTIONARY_COLUMNS: dict[str, tuple[str, ...]] = {
         "aad_tenant_id",
         "ips_status",
     ),
-    ALERT_IPS: ("tenant_id", "severity"),
+    ALERT_IPS: ("tenant_id", "severity", IP_SCOPE),
 }
 
 # Columns that identify one row; a table never holds two rows with the same key.
@@ -172,7 +182,10 @@ def empty_table(table: str) -> pa.Table:
 def conform(table: str, data: pa.Table) -> pa.Table:
     """``data`` checked against the lake schema of ``table`` (names, order, types, nulls).
 
-    A file written before a column of :data:`ADDED_COLUMNS` existed gets it, as nulls.
+    A file written before a column of :data:`ADDED_COLUMNS` existed gets it, as nulls;
+    except ``alert_ips.ip_scope``, a function of ``ip``: computed where it is null, so
+    whatever rewrites old rows (a commit into their hour, compaction, the IP index)
+    writes them with it.
 
     Returns it with the schema's exact field flags and no metadata (no pandas metadata
     sneaks into the files).
@@ -195,10 +208,25 @@ def conform(table: str, data: pa.Table) -> pa.Table:
     ]
     if wrong:
         raise LakeSchemaError(f"{table}: column types differ from the lake schema: {'; '.join(wrong)}")
+    if table == ALERT_IPS and data.column(IP_SCOPE).null_count:
+        data = _with_ip_scope(data)
     nulls = [field.name for field in schema if not field.nullable and data.column(field.name).null_count]
     if nulls:
         raise LakeSchemaError(f"{table}: nulls in required columns {nulls}")
     return pa.Table.from_arrays(data.columns, schema=schema)
+
+
+def _with_ip_scope(data: pa.Table) -> pa.Table:
+    """``data`` with ``ip_scope`` computed from ``ip`` where it is null (once per distinct IP)."""
+    ips = data.column("ip")
+    distinct = pc.unique(ips)
+    try:
+        scopes = pa.array([None if ip is None else ip_scope(ip) for ip in distinct.to_pylist()], pa.string())
+    except ValueError as exc:
+        raise LakeSchemaError(f"{ALERT_IPS}: ip: {exc}") from None
+    computed = pc.take(scopes, pc.index_in(ips, value_set=distinct))
+    index = data.schema.get_field_index(IP_SCOPE)
+    return data.set_column(index, data.schema.field(index), pc.coalesce(data.column(index), computed))
 
 
 def table_schema(table: str) -> pa.Schema:
