@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from html import escape
 from typing import Any
 
+from mde_pipeline.airflow.status.text import rate
+
 
 def _text(value: Any) -> str:
     return escape("—" if value is None else str(value))
@@ -47,7 +49,7 @@ def _budget(index: int, budget: dict[str, Any] | None) -> str:
         f"{rows}</table>{blocked}"
         f'<p>Last 24 h: <span data-testid="t{index}-calls-24h">{_text(per_minute["calls_24h"])}</span> calls, '
         f'<span data-testid="t{index}-throttled-24h">{_text(per_minute["throttled_24h"])}</span> answered 429. '
-        f"Sustained rate: {_text(budget['sustained_calls_per_hour'])} calls/hour.</p>"
+        f"Sustained rate: {_text(rate(budget['sustained_calls_per_hour']))} calls/hour.</p>"
         f'<div id="t{index}-budget-chart" class="chart"></div>'
     )
 
@@ -82,12 +84,15 @@ def _lake(index: int, lake: dict[str, Any] | None) -> str:
         return "<p>The lake could not be read (see errors).</p>"
     ranges = "".join(f"<li>{_text(a[:13])} → {_text(b[:13])}</li>" for a, b in lake["missing_ranges"][-10:])
     late = lake.get("late_alerts")
+    since = lake.get("since_first_loaded") or {}
     return (
         f"<p>Root: <code>{_text(lake['root'])}</code></p><table>"
         f"<tr><th>latest committed hour</th>{_cell(f't{index}-latest-hour', lake['latest_committed_hour'])}</tr>"
         f"<tr><th>lag (hours after its end)</th>{_cell(f't{index}-lag-hours', lake['lag_hours'])}</tr>"
         f"<tr><th>hours committed in the retention window</th>{_cell(f't{index}-hours-committed', lake['hours_committed'])}</tr>"
         f"<tr><th>hours missing in the retention window</th>{_cell(f't{index}-hours-missing', lake['hours_missing'])}</tr>"
+        f"<tr><th>hours missing since the first loaded hour ({_text(since.get('first_loaded_hour'))})</th>"
+        f"{_cell(f't{index}-hours-missing-since-first-loaded', since.get('hours_missing'))}</tr>"
         f"<tr><th>late alerts found by look-backs</th>{_cell(f't{index}-late-alerts', 'not tracked yet' if late is None else late)}</tr>"
         "</table>"
         + (f"<details><summary>{lake['missing_ranges_total']} missing ranges (newest 10)</summary><ul>{ranges}</ul></details>"
