@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from html import escape
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -284,6 +285,9 @@ def test_every_part_not_read_has_its_reason_beside_it(tmp_path, monkeypatch):
     assert "note:" not in text  # each error is said once, beside what it left out
     assert status["errors"] == [missing, "Airflow metadata (backfills): RuntimeError: metadata DB refused Bearer ***"]
     assert "mde_default" not in text + json.dumps(status)  # a connection the configuration does not use
+    html = render_page(status, "/mde")
+    assert f'data-testid="t0-budget-unavailable">Not shown: {escape(missing)}.<' in html
+    assert 'data-testid="t0-lake-unavailable">The lake could not be read: the tenant id names' in html
 
 
 def test_the_default_connection_is_named_when_nothing_stands_in_for_it(tmp_path, monkeypatch):

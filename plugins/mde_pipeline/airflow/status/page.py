@@ -28,9 +28,9 @@ def _when(epoch: float | None) -> str | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
 
 
-def _budget(index: int, budget: dict[str, Any] | None) -> str:
+def _budget(index: int, budget: dict[str, Any] | None, why: str | None) -> str:
     if budget is None:
-        return "<p>No budget ledger found.</p>"
+        return f'<p data-testid="t{index}-budget-unavailable">Not shown: {_text(why or "no budget ledger found")}.</p>'
     rows = "".join(
         f"<tr><th>{_text(w['limit'])} calls / {_text(int(w['seconds']))} s</th>"
         + _cell(f"t{index}-window-{int(w['seconds'])}-calls", w["calls"])
@@ -79,9 +79,9 @@ def _backfills(index: int, backfills: list[dict[str, Any]]) -> str:
     )
 
 
-def _lake(index: int, lake: dict[str, Any] | None) -> str:
+def _lake(index: int, lake: dict[str, Any] | None, why: str | None) -> str:
     if lake is None:
-        return "<p>The lake could not be read (see errors).</p>"
+        return f'<p data-testid="t{index}-lake-unavailable">The lake could not be read: {_text(why or "see errors")}.</p>'
     ranges = "".join(f"<li>{_text(a[:13])} → {_text(b[:13])}</li>" for a, b in lake["missing_ranges"][-10:])
     late = lake.get("late_alerts")
     since = lake.get("since_first_loaded") or {}
@@ -146,9 +146,9 @@ def render_page(status: dict[str, Any], base: str) -> str:
     base = base.rstrip("/")
     sections = "".join(
         f'<section data-testid="tenant-{i}"><h2>Tenant {_heading(t)}</h2>'
-        f"<h3>API budget</h3>{_budget(i, t['budget'])}"
+        f"<h3>API budget</h3>{_budget(i, t['budget'], t.get('unavailable', {}).get('budget'))}"
         f"<h3>Backfills</h3>{_backfills(i, t['backfills'])}"
-        f"<h3>Lake</h3>{_lake(i, t['lake'])}</section>"
+        f"<h3>Lake</h3>{_lake(i, t['lake'], t.get('unavailable', {}).get('lake'))}</section>"
         for i, t in enumerate(status["tenants"])
     )
     errors = "".join(f"<li>{_text(e)}</li>" for e in status["errors"])
