@@ -9,13 +9,15 @@ UI's navigation. Everything else is a normal importable package.
 from airflow.plugins_manager import AirflowPlugin
 
 from mde_pipeline.airflow.priority import ScheduledBeforeBackfill
-from mde_pipeline.airflow.status.web import URL_PREFIX, app as status_app
+from mde_pipeline.airflow.status.web import URL_PREFIX, MountSlashRedirect, app as status_app
 
 
 class MdePipelinePlugin(AirflowPlugin):
     name = "mde_pipeline"
     priority_weight_strategies = [ScheduledBeforeBackfill]
     fastapi_apps = [{"name": "mde_status", "app": status_app, "url_prefix": URL_PREFIX}]
+    # /mde (no slash) is outside the mount: redirected to /mde/ before the UI's catch-all.
+    fastapi_root_middlewares = [{"name": "mde_status_slash", "middleware": MountSlashRedirect, "kwargs": {"prefix": URL_PREFIX}}]
     external_views = [
         {
             "name": "MDE pipeline status",

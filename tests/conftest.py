@@ -1,6 +1,37 @@
-import pytest
+"""Session-wide test setup: a clean environment, the simulator fixture, the test order."""
 
-from mde_simulator.process import SimulatorProcess
+import atexit
+import os
+import shutil
+import tempfile
+
+# The caller's shell is not the tests' configuration. MDE_* and AIRFLOW_* variables
+# (AIRFLOW_CONN_*, AIRFLOW_VAR_*, AIRFLOW__SECTION__KEY, AIRFLOW_HOME) are read at import
+# time by some modules (mde_pipeline.airflow.settings: MDE_FRESHNESS_DEADLINE_MINUTES,
+# MDE_ALERT_IPS_TASK_RETRIES ...) and by Airflow's configuration, so they are removed here,
+# in the first conftest pytest imports, before any test module (or the imports below) is
+# loaded; every test sets what it depends on (monkeypatch, or the env it hands a child).
+# The Makefile's own exports for `make test` (AIRFLOW_HOME=.airflow, the dags and plugins
+# folders) go too: they are for `make run/ui/status`; without them `make test` is exactly
+# the bare `.venv/bin/pytest`, and no test writes into the repo's .airflow (whose ledger
+# `make run` uses). The session gets a temporary AIRFLOW_HOME instead, so that importing
+# Airflow never touches ~/airflow. xdist workers import this file too.
+SCRUBBED_PREFIXES = ("MDE_", "AIRFLOW_")
+SCRUBBED = sorted(name for name in os.environ if name.startswith(SCRUBBED_PREFIXES))
+for _name in SCRUBBED:
+    del os.environ[_name]
+SESSION_AIRFLOW_HOME = tempfile.mkdtemp(prefix="mde-tests-airflow-")
+os.environ["AIRFLOW_HOME"] = SESSION_AIRFLOW_HOME
+atexit.register(shutil.rmtree, SESSION_AIRFLOW_HOME, ignore_errors=True)
+
+import pytest  # noqa: E402
+
+from mde_simulator.process import SimulatorProcess  # noqa: E402
+
+
+def pytest_report_header(config):
+    # Names only: a value may be a secret (AIRFLOW_CONN_*).
+    return f"environment: removed {', '.join(SCRUBBED)} (tests set their own)" if SCRUBBED else None
 
 
 @pytest.fixture

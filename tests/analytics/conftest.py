@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-# Importing Airflow (ObjectStoragePath, for Azurite) must not touch ~/airflow. (`make test`
-# sets AIRFLOW_HOME; a bare `pytest` gets a temporary one.)
+# Importing Airflow (ObjectStoragePath, for Azurite) must not touch ~/airflow. (tests/conftest.py
+# already gives the session a temporary AIRFLOW_HOME; this keeps the module safe on its own.)
 if "AIRFLOW_HOME" not in os.environ:
     os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="analytics-tests-airflow-")
 

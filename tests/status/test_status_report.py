@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import re
 import sqlite3
+from html import escape
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from mde_pipeline.airflow.status.page import render_page
-from mde_pipeline.airflow.status.report import SCHEMA_VERSION, build_status
+from mde_pipeline.airflow.status.report import SCHEMA_VERSION, build_status, reason
+from mde_pipeline.airflow.status.text import rate, render, when
 from mde_pipeline.api.ledgers import LEDGER_FILE_NAME, SqliteLedger
 from mde_pipeline.api.rate_limiter import RateLimiter
 from mde_pipeline.api.windows import Window
@@ -176,10 +180,13 @@ def test_without_a_connection_every_tenant_of_the_ledger_and_the_lake_is_shown(t
     monkeypatch.delenv("AIRFLOW_VAR_MDE_TENANTS", raising=False)
     monkeypatch.delenv("AIRFLOW_CONN_MDE_DEFAULT", raising=False)
     status = status_of(ours, ledger_path=str(ours.ledger_dir / LEDGER_FILE_NAME))
-    assert [e.split(":")[0] for e in status["errors"]] == ["connection mde_default"]
+    # mde_default is not used (the ledger and the lake stand in for it): no error about it.
+    assert status["errors"] == [] and status["tenants_from"] == "ledger_and_lake"
     one, two = status["tenants"]
     assert (one["tenant_id"], one["budget"]["ledger_key"]) == ("tenant-one", ours.key)
     assert (two["tenant_id"], two["budget"]) == ("tenant-two", None)
+    assert two["unavailable"]["budget"].startswith("no calls of this tenant in the budget ledger")
+    assert "mde_default" not in render(status)
     assert one["lake"]["rows_per_day"] != two["lake"]["rows_per_day"] and two["lake"]["hours_committed"] > 0
 
 
@@ -188,6 +195,7 @@ def test_the_page_shows_the_figures(prepared):
     html = render_page(status, "/mde")
     assert f'data-testid="t0-window-60-calls">{prepared.calls_minute}<' in html
     assert f'data-testid="t0-hours-missing">{prepared.hours_missing}<' in html
+    assert 'data-testid="t0-hours-missing-since-first-loaded">2<' in html and "calls/hour" in html
     assert 'src="/mde/static/plotly.min.js"' in html and 'data-testid="t0-backfill-7-left">1<' in html
 
 
@@ -212,3 +220,96 @@ def test_the_limiter_keeps_a_bounded_per_minute_history(tmp_path):
     limiter.acquire()
     rows = sqlite3.connect(tmp_path / LEDGER_FILE_NAME).execute("SELECT minute, calls, throttled FROM minutes").fetchall()
     assert rows == [(int(clock.t // 60), 1, 0)]
+
+
+# ---- make status as text (status.text), and the figures it is made of ------------------------
+
+def test_missing_hours_count_from_the_first_loaded_hour(prepared):
+    lake = status_of(prepared)["tenants"][0]["lake"]
+    first = NOW.replace(minute=0, second=0, microsecond=0) - timedelta(hours=48)
+    assert lake["since_first_loaded"] == {
+        "first_loaded_hour": first.isoformat(), "counted_from": first.isoformat(),
+        "hours_committed": 46, "hours_missing": 2, "missing_ranges_total": 2,
+    }
+    assert lake["hours_missing"] == prepared.hours_missing  # the retention window's count is kept
+
+
+def test_an_hour_older_than_the_retention_window_counts_from_the_window(prepared):
+    from lake_data import sample_interval
+    from mde_pipeline.lake.commit import commit_interval
+
+    old = NOW.replace(minute=0, second=0, microsecond=0) - timedelta(days=200)
+    location = resolve_lake_location(prepared.lake_root).for_tenant(TENANT)
+    commit_interval(location, old, sample_interval(old, alerts=1, tenant=TENANT))
+    lake = status_of(prepared)["tenants"][0]["lake"]
+    since = lake["since_first_loaded"]
+    assert since["first_loaded_hour"] == old.isoformat()
+    assert since["counted_from"] == lake["retention_window"]["first_hour"]
+    assert since["hours_missing"] == lake["hours_missing"] == prepared.hours_missing
+    assert f"since the retention window's first hour {when(since['counted_from'])} (first loaded hour {when(old.isoformat())})" in render(
+        status_of(prepared))
+
+
+def test_the_text_reads_plainly(prepared):
+    status = status_of(prepared, backfills=backfill([datetime(2026, 3, 1, 5, tzinfo=timezone.utc)]))
+    assert status["tenants"][0]["backfills"][0]["eta"].count(".") == 1  # microseconds in the JSON
+    text = render(status)
+    assert "2 hours missing since the first loaded hour 2026-03-08 14:00:00; 46 committed; 2 ranges:" in text
+    assert "missing 2026-03-09 21:00:00 -> 2026-03-09 22:00:00" in text  # the hours skipped on purpose
+    assert "missing 2026-03-10 09:00:00 -> 2026-03-10 10:00:00" in text
+    assert str(prepared.hours_missing) not in text  # the retention window's count is not the headline
+    assert "sustained rate: 1499.6 calls/hour" in text and "at 1494 calls/hour" in text
+    assert "latest committed hour: 2026-03-10 13:00:00 (lag 0.4 h)" in text
+    assert "#7 2026-03-01 00:00:00 -> 2026-03-02 00:00:00" in text
+    assert not re.search(r"\d\d:\d\d:\d\d\.\d|\+00:00", text)  # times to the second
+    assert "note:" not in text and "unknown" not in text
+
+
+def test_every_part_not_read_has_its_reason_beside_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    monkeypatch.setenv("AIRFLOW_VAR_MDE_TENANTS", '["a"]')
+    monkeypatch.delenv("AIRFLOW_CONN_MDE_A", raising=False)
+    (tmp_path / "lake").mkdir()
+
+    def broken(dag_id):
+        raise RuntimeError("metadata DB refused Bearer abc.def-secret-token\nsecond line")
+
+    status = build_status(now=NOW, location=resolve_lake_location(tmp_path / "lake"), backfills=broken)
+    text = render(status)
+    missing = "connection mde_a: AirflowNotFoundException: The conn_id `mde_a` isn't defined"
+    assert f"tenant a (mde_alert_ips_a, connection mde_a): id unknown ({missing})" in text
+    assert f"  budget: not shown ({missing})" in text
+    assert "  lake: could not be read (the tenant id names its partition and is unknown)" in text
+    assert "  backfills: not read (Airflow metadata (backfills): RuntimeError: metadata DB refused Bearer ***)" in text
+    assert "secret-token" not in text + json.dumps(status) and "second line" not in text
+    assert "note:" not in text  # each error is said once, beside what it left out
+    assert status["errors"] == [missing, "Airflow metadata (backfills): RuntimeError: metadata DB refused Bearer ***"]
+    assert "mde_default" not in text + json.dumps(status)  # a connection the configuration does not use
+    html = render_page(status, "/mde")
+    assert f'data-testid="t0-budget-unavailable">Not shown: {escape(missing)}.<' in html
+    assert 'data-testid="t0-lake-unavailable">The lake could not be read: the tenant id names' in html
+
+
+def test_the_default_connection_is_named_when_nothing_stands_in_for_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    monkeypatch.delenv("AIRFLOW_VAR_MDE_TENANTS", raising=False)
+    monkeypatch.delenv("AIRFLOW_CONN_MDE_DEFAULT", raising=False)
+    (tmp_path / "lake").mkdir()
+    status = build_status(now=NOW, location=resolve_lake_location(tmp_path / "lake"),
+                          ledger_path=str(tmp_path / LEDGER_FILE_NAME), backfills=lambda dag_id: [])
+    assert status["tenants_from"] == "configuration"
+    assert [e.split(":")[0] for e in status["errors"]] == ["connection mde_default"]
+    assert render(status).splitlines()[1].startswith("tenant id unknown (connection mde_default: AirflowNotFoundException")
+
+
+def test_a_reason_is_one_short_redacted_line():
+    exc = ValueError("cannot open AccountKey=c2VjcmV0a2V5;EndpointSuffix=x\nTraceback line")
+    assert reason("lake", exc) == "lake: ValueError: cannot open AccountKey=***;EndpointSuffix=x"
+    assert len(reason("lake", ValueError("x" * 1000))) == 300
+
+
+def test_times_and_rates_as_the_text_shows_them():
+    assert (rate(1499.583), rate(1500.0), rate(12.25), rate(0.04)) == ("1499.6", "1500", "12.2", "0")
+    assert when("2026-03-10T14:25:30.123456+00:00") == "2026-03-10 14:25:30"
+    assert when("2026-03-10T16:25:30+02:00") == "2026-03-10 14:25:30"
+    assert when(NOW.timestamp() + 0.75) == "2026-03-10 14:25:30" and when(None) == "none"

@@ -179,6 +179,11 @@ def lake_status(
     ranges = _ranges(missing)
     first_key, last_key = first.strftime(KEY_FORMAT), last_complete.strftime(KEY_FORMAT)
     latest = max(committed) if committed else None
+    # A tenant loaded for three hours is not 4,317 hours behind: its holes count from the
+    # first hour it ever loaded (the window's first hour when that one is older).
+    first_loaded = parse_interval_key(min(committed)) if committed else None
+    since = max(first_loaded, first) if first_loaded else None
+    since_key = since.strftime(KEY_FORMAT) if since else None
     recent = [committed[k] for k in sorted(committed)[-RECENT_HOURS_FOR_ESTIMATE:]]
     days = sorted(set(alerts) | set(ips))
     return {
@@ -191,6 +196,13 @@ def lake_status(
         "hours_pending_commit": [parse_interval_key(k).isoformat() for k in pending],
         "missing_ranges": ranges[-MAX_MISSING_RANGES:],
         "missing_ranges_total": len(ranges),
+        "since_first_loaded": {
+            "first_loaded_hour": first_loaded.isoformat() if first_loaded else None,
+            "counted_from": since.isoformat() if since else None,
+            "hours_committed": sum(1 for k in committed if since_key and since_key <= k <= last_key),
+            "hours_missing": sum(1 for hour in missing if since and hour >= since),
+            "missing_ranges_total": sum(1 for start, _ in ranges if since and start >= since.isoformat()),
+        },
         "alerts_per_hour_recent": round(sum(recent) / len(recent), 2) if recent else None,
         "rows_per_day": [
             {

@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from html import escape
 from typing import Any
 
+from mde_pipeline.airflow.status.text import rate
+
 
 def _text(value: Any) -> str:
     return escape("—" if value is None else str(value))
@@ -26,9 +28,9 @@ def _when(epoch: float | None) -> str | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
 
 
-def _budget(index: int, budget: dict[str, Any] | None) -> str:
+def _budget(index: int, budget: dict[str, Any] | None, why: str | None) -> str:
     if budget is None:
-        return "<p>No budget ledger found.</p>"
+        return f'<p data-testid="t{index}-budget-unavailable">Not shown: {_text(why or "no budget ledger found")}.</p>'
     rows = "".join(
         f"<tr><th>{_text(w['limit'])} calls / {_text(int(w['seconds']))} s</th>"
         + _cell(f"t{index}-window-{int(w['seconds'])}-calls", w["calls"])
@@ -47,7 +49,7 @@ def _budget(index: int, budget: dict[str, Any] | None) -> str:
         f"{rows}</table>{blocked}"
         f'<p>Last 24 h: <span data-testid="t{index}-calls-24h">{_text(per_minute["calls_24h"])}</span> calls, '
         f'<span data-testid="t{index}-throttled-24h">{_text(per_minute["throttled_24h"])}</span> answered 429. '
-        f"Sustained rate: {_text(budget['sustained_calls_per_hour'])} calls/hour.</p>"
+        f"Sustained rate: {_text(rate(budget['sustained_calls_per_hour']))} calls/hour.</p>"
         f'<div id="t{index}-budget-chart" class="chart"></div>'
     )
 
@@ -77,17 +79,20 @@ def _backfills(index: int, backfills: list[dict[str, Any]]) -> str:
     )
 
 
-def _lake(index: int, lake: dict[str, Any] | None) -> str:
+def _lake(index: int, lake: dict[str, Any] | None, why: str | None) -> str:
     if lake is None:
-        return "<p>The lake could not be read (see errors).</p>"
+        return f'<p data-testid="t{index}-lake-unavailable">The lake could not be read: {_text(why or "see errors")}.</p>'
     ranges = "".join(f"<li>{_text(a[:13])} → {_text(b[:13])}</li>" for a, b in lake["missing_ranges"][-10:])
     late = lake.get("late_alerts")
+    since = lake.get("since_first_loaded") or {}
     return (
         f"<p>Root: <code>{_text(lake['root'])}</code></p><table>"
         f"<tr><th>latest committed hour</th>{_cell(f't{index}-latest-hour', lake['latest_committed_hour'])}</tr>"
         f"<tr><th>lag (hours after its end)</th>{_cell(f't{index}-lag-hours', lake['lag_hours'])}</tr>"
         f"<tr><th>hours committed in the retention window</th>{_cell(f't{index}-hours-committed', lake['hours_committed'])}</tr>"
         f"<tr><th>hours missing in the retention window</th>{_cell(f't{index}-hours-missing', lake['hours_missing'])}</tr>"
+        f"<tr><th>hours missing since the first loaded hour ({_text(since.get('first_loaded_hour'))})</th>"
+        f"{_cell(f't{index}-hours-missing-since-first-loaded', since.get('hours_missing'))}</tr>"
         f"<tr><th>late alerts found by look-backs</th>{_cell(f't{index}-late-alerts', 'not tracked yet' if late is None else late)}</tr>"
         "</table>"
         + (f"<details><summary>{lake['missing_ranges_total']} missing ranges (newest 10)</summary><ul>{ranges}</ul></details>"
@@ -141,9 +146,9 @@ def render_page(status: dict[str, Any], base: str) -> str:
     base = base.rstrip("/")
     sections = "".join(
         f'<section data-testid="tenant-{i}"><h2>Tenant {_heading(t)}</h2>'
-        f"<h3>API budget</h3>{_budget(i, t['budget'])}"
+        f"<h3>API budget</h3>{_budget(i, t['budget'], t.get('unavailable', {}).get('budget'))}"
         f"<h3>Backfills</h3>{_backfills(i, t['backfills'])}"
-        f"<h3>Lake</h3>{_lake(i, t['lake'])}</section>"
+        f"<h3>Lake</h3>{_lake(i, t['lake'], t.get('unavailable', {}).get('lake'))}</section>"
         for i, t in enumerate(status["tenants"])
     )
     errors = "".join(f"<li>{_text(e)}</li>" for e in status["errors"])

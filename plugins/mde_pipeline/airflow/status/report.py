@@ -40,25 +40,31 @@ DAG_ID = settings.DAG_ID  # without Variable mde_tenants; else one DAG per tenan
 _CACHES: dict[str | None, LakeStatusCache] = {}
 
 
-def _error(errors: list[str], source: str, exc: BaseException) -> None:
+def reason(source: str, exc: BaseException, limit: int = 300) -> str:
+    """``<source>: <exception type>: <first line of its message, redacted>``, at most ``limit`` chars."""
     first_line = (str(exc).strip().splitlines() or [""])[0]
-    line = f"{source}: {type(exc).__name__}: {redact(first_line)}"[:300]
+    return f"{source}: {type(exc).__name__}: {redact(first_line)}"[:limit]
+
+
+def _error(errors: list[str], source: str, exc: BaseException) -> str:
+    line = reason(source, exc)
     if line not in errors:  # the same source failing for every tenant: one line
         errors.append(line)
+    return line
 
 
-def _config_of(conn_id: str, errors: list[str]) -> Any:
-    """The tenant's connection, parsed (no network call), or None with an error line."""
+def _config_of(conn_id: str) -> tuple[Any, str | None]:
+    """The tenant's connection, parsed (no network call), or None and why not."""
     try:
         from mde_pipeline.airflow.hooks import MdeHook
 
-        return MdeHook(conn_id).get_config()
+        return MdeHook(conn_id).get_config(), None
     except Exception as exc:  # no connection in this process
-        _error(errors, f"connection {conn_id}", exc)
-        return None
+        return None, reason(f"connection {conn_id}", exc)
 
 
-def _budget(config: Any, now: float, errors: list[str], ledger_path: str | None) -> dict[str, Any] | None:
+def _budget(config: Any, now: float, errors: list[str], ledger_path: str | None,
+            unavailable: dict[str, str]) -> dict[str, Any] | None:
     """The budget of one connection (client id + tenant), from its ledger."""
     windows = config.rate_limits
     eff = effective_windows(windows, share=config.rate_limit_share, margin=config.rate_limit_margin_seconds)
@@ -68,7 +74,7 @@ def _budget(config: Any, now: float, errors: list[str], ledger_path: str | None)
             where = safe_ledger_display(config.rate_limit_ledger)
             return redis_budget_status(ledger, where, config.budget_key, windows, eff, now)
         except Exception as exc:  # Redis down: the section is empty, the error says why
-            _error(errors, "budget ledger (Redis)", exc)
+            unavailable["budget"] = _error(errors, "budget ledger (Redis)", exc)
             return None
         finally:
             ledger.close()
@@ -76,32 +82,46 @@ def _budget(config: Any, now: float, errors: list[str], ledger_path: str | None)
     return budget_status(path, config.budget_key, windows, eff, now)
 
 
+def _default_ledger_path() -> str:
+    return os.path.join(default_ledger_dir(), LEDGER_FILE_NAME)
+
+
 def _ledger_budgets(now: float, ledger_path: str | None) -> list[tuple[str, dict[str, Any]]]:
     """Without a connection in this process: every key the host's ledger holds, default limits."""
-    path = ledger_path or os.path.join(default_ledger_dir(), LEDGER_FILE_NAME)
+    path = ledger_path or _default_ledger_path()
     windows = parse_rate_limits(None)
     eff = effective_windows(windows, share=1.0, margin=0.0)
     return [(key.split(":", 1)[0], budget_status(path, key, windows, eff, now)) for key in ledger_keys(path)]
 
 
 def _tenant_entries(tenant_dags: list[TenantDag], root: LakeLocation | None, now: float, errors: list[str],
-                    ledger_path: str | None) -> list[dict[str, Any]]:
+                    ledger_path: str | None) -> tuple[list[dict[str, Any]], bool]:
     """One entry per tenant: ``tenant_id`` (the Entra id, the lake partition), its budget,
-    and what the lake section and backfills need (``dag_id``)."""
-    entries = []
+    what the lake section and backfills need (``dag_id``), and ``unavailable``: why a
+    part is null. The bool: the tenants come from the configuration (else from what the
+    ledger and the lake hold)."""
+    entries, missing_connections = [], []
     for dag in tenant_dags:
-        config = _config_of(dag.conn_id, errors)
+        config, why = _config_of(dag.conn_id)
+        unavailable: dict[str, str] = {}
         tenant_id = offline_tenant_id(config.tenant_id) if config is not None else None  # canonical
-        if config is not None and tenant_id is None:
-            errors.append(f"connection {dag.conn_id}: extra tenant_id {config.tenant_id!r} is a domain name; its lake "
-                          f"partition (the tenant's GUID) shows here once extra tenant_id is the GUID")
+        if config is None:
+            missing_connections.append(why)
+            unavailable["tenant_id"] = unavailable["budget"] = why
+        elif tenant_id is None:
+            unavailable["tenant_id"] = (
+                f"connection {dag.conn_id}: extra tenant_id {config.tenant_id!r} is a domain name; its lake "
+                f"partition (the tenant's GUID) shows here once extra tenant_id is the GUID")
+            errors.append(unavailable["tenant_id"])
         entries.append({
             "tenant_id": tenant_id,
             "name": dag.name, "conn_id": dag.conn_id, "dag_id": dag.dag_id,
-            "budget": _budget(config, now, errors, ledger_path) if config is not None else None,
+            "budget": _budget(config, now, errors, ledger_path, unavailable) if config is not None else None,
+            "unavailable": unavailable,
         })
     if tenant_dags != [DEFAULT_TENANT_DAG] or entries[0]["tenant_id"] is not None:
-        return entries
+        errors.extend(why for why in missing_connections if why not in errors)  # connections it uses
+        return entries, True
     # One tenant and no connection here (`make status` without it): every budget the
     # ledger holds and every tenant the lake holds.
     budgets = _ledger_budgets(now, ledger_path)
@@ -113,8 +133,15 @@ def _tenant_entries(tenant_dags: list[TenantDag], root: LakeLocation | None, now
             _error(errors, "lake", exc)
     known = {tenant for tenant, _ in budgets}
     rows = budgets + [(tenant, None) for tenant in lake_ids if tenant not in known]
+    if not rows:  # nothing to show but the default tenant: its missing connection is the news
+        errors.extend(why for why in missing_connections if why not in errors)
+        return entries, True
+    # What the ledger and the lake hold stands in for the configuration: mde_default is
+    # not used, so its absence is no error.
     base = {"name": None, "conn_id": DEFAULT_TENANT_DAG.conn_id, "dag_id": DEFAULT_TENANT_DAG.dag_id}
-    return [{"tenant_id": tenant, **base, "budget": budget} for tenant, budget in rows] or entries
+    no_budget = {"budget": f"no calls of this tenant in the budget ledger {ledger_path or _default_ledger_path()}"}
+    return [{"tenant_id": tenant, **base, "budget": budget, "unavailable": {} if budget else dict(no_budget)}
+            for tenant, budget in rows], False
 
 
 def _backfill_figures(backfill: dict[str, Any], staged: dict[str, int], lake: dict[str, Any] | None,
@@ -184,7 +211,7 @@ def build_status(
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     errors: list[str] = []
     tenant_dags = tenants if tenants is not None else _configured_tenant_dags(errors)
-    root = None
+    root = root_error = None
     try:
         if location is None:
             from mde_pipeline.airflow.lake_location import configured_lake_location
@@ -194,24 +221,29 @@ def build_status(
         check_not_legacy(root)
         check_canonical_tenants(root)  # names the migration command; the lake is still shown
     except Exception as exc:
-        _error(errors, "lake", exc)
+        root_error = _error(errors, "lake", exc)
     if backfills is None:
         from mde_pipeline.airflow.status.backfills import active_backfills as backfills
-    entries = _tenant_entries(tenant_dags, root, now.timestamp(), errors, ledger_path)
+    entries, configured = _tenant_entries(tenant_dags, root, now.timestamp(), errors, ledger_path)
     for tenant in entries:
         lake = staged = None
-        if root is not None and tenant["tenant_id"] is not None:
+        unavailable = tenant["unavailable"]
+        if root is None:
+            unavailable["lake"] = root_error or "lake: no root"
+        elif tenant["tenant_id"] is None:
+            unavailable["lake"] = "the tenant id names its partition and is unknown"
+        else:
             where = root.for_tenant(tenant["tenant_id"])
             tenant_cache = cache or _lake_cache(tenant["tenant_id"])
             try:
                 lake = lake_status(where, tenant_cache, now)
                 staged = tenant_cache.staged_listings(where)
             except Exception as exc:
-                _error(errors, f"lake (tenant {tenant['tenant_id']})", exc)
+                unavailable["lake"] = _error(errors, f"lake (tenant {tenant['tenant_id']})", exc)
         try:
             running = backfills(tenant["dag_id"])
         except Exception as exc:
-            _error(errors, "Airflow metadata (backfills)", exc)
+            unavailable["backfills"] = _error(errors, "Airflow metadata (backfills)", exc)
             running = []
         budget = tenant["budget"]
         rate = budget["sustained_calls_per_hour"] if budget else sustained_calls_per_hour(parse_rate_limits(None))
@@ -222,6 +254,7 @@ def build_status(
         "schema_version": SCHEMA_VERSION,
         "generated_at": now.isoformat(),
         "dag_id": entries[0]["dag_id"],
+        "tenants_from": "configuration" if configured else "ledger_and_lake",
         "tenants": entries,
         "errors": errors,
         "took_seconds": round(time.monotonic() - began, 4),

@@ -4,7 +4,9 @@ Routes (under the mount point):
 
 * ``/``                    the HTML page (page.render_page);
 * ``/api/status``          the status document (report.build_status; docs/OPERATORS.md);
-* ``/static/plotly.min.js`` Plotly.js from the ``plotly`` wheel (no CDN).
+* ``/static/plotly.min.js`` Plotly.js from the ``plotly`` wheel (no CDN);
+
+and ``/mde`` itself redirects to ``/mde/`` (:class:`MountSlashRedirect`, a root middleware).
 
 Auth: the same as Airflow's REST API. The caller is identified by Airflow's own
 ``get_user`` dependency (``Authorization: Bearer <JWT from POST /auth/token>``, or the
@@ -29,6 +31,32 @@ from mde_pipeline.airflow.status.report import DAG_ID, build_status
 from mde_pipeline.airflow.tenants import configured_tenant_dags
 
 URL_PREFIX = "/mde"
+
+
+class MountSlashRedirect:
+    """Root middleware (plugin ``fastapi_root_middlewares``): ``/mde`` -> ``/mde/``.
+
+    Airflow mounts the app with Starlette's ``Mount("/mde")``, which matches ``/mde/...``
+    only; ``/mde`` itself fell through to the UI's catch-all route ("page not found" in the
+    React UI). No route of the mounted app can see that path, so the redirect sits in
+    front of the API server's router. Query strings are kept; every other request passes.
+    """
+
+    def __init__(self, app: Any, prefix: str = URL_PREFIX) -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            root, path = scope.get("root_path", ""), scope["path"]
+            if root and path.startswith(root):  # servers that put the root path in front (uvicorn)
+                path = path[len(root):]
+            if path == self.prefix:
+                query = scope.get("query_string", b"").decode("latin-1")
+                location = f"{root}{self.prefix}/" + (f"?{query}" if query else "")
+                await RedirectResponse(location, status_code=307)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def plotly_bundle() -> str:

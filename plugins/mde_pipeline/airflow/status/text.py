@@ -1,0 +1,119 @@
+"""The status document as text (``make status``): times in UTC to the second, rates with
+at most one decimal, a reason beside every part that could not be read, and missing
+hours counted from the first hour the tenant loaded."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+BAR_WIDTH = 30
+
+
+def bar(share: float, width: int = BAR_WIDTH) -> str:
+    filled = max(0, min(width, round(share * width)))
+    return "[" + "#" * filled + "." * (width - filled) + f"] {share * 100:5.1f}%"
+
+
+def when(value: str | float | None) -> str:
+    """An ISO time or epoch seconds as ``YYYY-MM-DD HH:MM:SS`` UTC (no microseconds)."""
+    if value is None:
+        return "none"
+    moment = (datetime.fromtimestamp(value, timezone.utc) if isinstance(value, (int, float))
+              else datetime.fromisoformat(value).astimezone(timezone.utc))
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def rate(value: float) -> str:
+    """A rate with at most one decimal (1499.583 -> 1499.6, 1500.0 -> 1500)."""
+    rounded = round(value, 1)
+    return str(int(rounded)) if rounded == int(rounded) else f"{rounded:.1f}"
+
+
+def count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _budget_lines(budget: dict[str, Any] | None, why: str | None) -> list[str]:
+    if budget is None:
+        return [f"  budget: not shown ({why or 'no ledger found'})"]
+    lines = [f"  budget ({budget['ledger_key']}):"]
+    if not budget["ledger_exists"]:
+        lines.append(f"    no ledger at {budget['ledger_path']} yet: no call made from this host")
+    for w in budget["windows"]:
+        lines.append(
+            f"    {int(w['seconds']):>5d} s window: {w['calls']:>5d} / {w['effective_limit']:<5d} "
+            f"{bar(w['calls'] / w['effective_limit'], 20)}"
+        )
+    minutes = budget["per_minute"]
+    lines.append(f"    sustained rate: {rate(budget['sustained_calls_per_hour'])} calls/hour")
+    lines.append(f"    last 24 h: {minutes['calls_24h']} calls, {minutes['throttled_24h']} answered 429")
+    if budget["blocked_until"]:
+        lines.append(f"    BLOCKED by a 429 until {when(budget['blocked_until'])} ({budget['blocked_seconds_left']:.0f} s left)")
+    return lines
+
+
+def _backfill_lines(backfills: list[dict[str, Any]], why: str | None) -> list[str]:
+    if why:
+        return [f"  backfills: not read ({why})"]
+    if not backfills:
+        return ["  backfills: none in progress"]
+    lines = ["  backfills:"]
+    for b in backfills:
+        kind = "estimated" if b["is_estimate"] else "from listings"
+        lines += [
+            f"    #{b['id']} {when(b['from_date'])} -> {when(b['to_date'])}{' (paused)' if b['is_paused'] else ''}",
+            f"      {bar(b['progress'])}  {b['hours_done']} done, {b['hours_failed']} failed, "
+            f"{b['hours_left']} left of {count(b['hours_total'], 'hour')}",
+            f"      IP calls left: {b['ip_calls_left']} ({kind}); ETA {when(b['eta'])} "
+            f"at {b['calls_per_hour_for_backfill']:.0f} calls/hour",
+        ]
+    return lines
+
+
+def _missing_lines(lake: dict[str, Any]) -> list[str]:
+    """Holes since the first hour the tenant loaded (not since the retention window's start)."""
+    since = lake.get("since_first_loaded") or {}
+    first, counted_from = since.get("first_loaded_hour"), since.get("counted_from")
+    if first is None:
+        return ["    no hour loaded yet"]
+    label = (f"since the first loaded hour {when(first)}" if first == counted_from else
+             f"since the retention window's first hour {when(counted_from)} (first loaded hour {when(first)})")
+    ranges = since["missing_ranges_total"]
+    lines = [f"    {count(since['hours_missing'], 'hour')} missing {label}; {since['hours_committed']} committed"
+             + (f"; {count(ranges, 'range')}" + (", newest:" if ranges > 3 else ":") if ranges else "")]
+    shown = [r for r in lake["missing_ranges"] if r[0] >= counted_from][-3:]
+    lines += [f"      missing {when(start)} -> {when(end)}" for start, end in shown]
+    return lines
+
+
+def _lake_lines(lake: dict[str, Any] | None, why: str | None) -> list[str]:
+    if lake is None:
+        return [f"  lake: could not be read ({why or 'see the notes'})"]
+    lag = f" (lag {lake['lag_hours']:.1f} h)" if lake["lag_hours"] is not None else ""
+    lines = [f"  lake ({lake['root']}):", f"    latest committed hour: {when(lake['latest_committed_hour'])}{lag}"]
+    lines += _missing_lines(lake)
+    if lake["rows_per_day"]:
+        lines.append("    last days:   date        hours   alerts  alert_ips")
+        for day in lake["rows_per_day"][-7:]:
+            lines.append(f"                 {day['date']}  {day['hours']:>5d} {day['alerts']:>8d} {day['alert_ips']:>10d}")
+    return lines
+
+
+def render(status: dict[str, Any]) -> str:
+    """The document as text: times in UTC to the second, a reason beside every part not read."""
+    lines = [f"MDE alert IPs: status at {when(status['generated_at'])} UTC (DAG {status['dag_id']})"]
+    if status.get("tenants_from") == "ledger_and_lake":
+        lines.append("tenants: every tenant the budget ledger and the lake hold (none configured in this process; "
+                     "default rate limits)")
+    shown = set()
+    for tenant in status["tenants"]:
+        why = tenant.get("unavailable") or {}
+        shown.update(why.values())
+        name = f"{tenant['name']} ({tenant['dag_id']}, connection {tenant['conn_id']}): " if tenant.get("name") else ""
+        tenant_id = tenant["tenant_id"] or f"id unknown ({why.get('tenant_id', 'see the notes')})"
+        lines.append(f"tenant {name}{tenant_id}")
+        lines += (_budget_lines(tenant["budget"], why.get("budget")) + _backfill_lines(tenant["backfills"], why.get("backfills"))
+                  + _lake_lines(tenant["lake"], why.get("lake")))
+    lines += [f"note: {error}" for error in status["errors"] if error not in shown]  # the rest: not said yet
+    return "\n".join(lines)
