@@ -313,3 +313,34 @@ def test_times_and_rates_as_the_text_shows_them():
     assert when("2026-03-10T14:25:30.123456+00:00") == "2026-03-10 14:25:30"
     assert when("2026-03-10T16:25:30+02:00") == "2026-03-10 14:25:30"
     assert when(NOW.timestamp() + 0.75) == "2026-03-10 14:25:30" and when(None) == "none"
+
+
+def test_an_hour_left_half_written_is_pending_not_committed_nor_missing(prepared, monkeypatch):
+    """A commit that failed after its commit record: the status counts the hour as
+    pending (JSON and text), neither committed nor missing, until the next writer."""
+    from lake_data import sample_interval
+
+    from mde_pipeline.lake import commit_log
+    from mde_pipeline.lake.commit import commit_interval, recover_pending_commits
+    from mde_pipeline.lake.commit_log import LakeCommitPending
+
+    location = resolve_lake_location(prepared.lake_root).for_tenant(TENANT)
+    hour = NOW.replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    before = status_of(prepared)["tenants"][0]["lake"]
+
+    def fail(step):
+        if step == "applied alert_ips":
+            raise OSError("injected")
+
+    monkeypatch.setattr(commit_log, "commit_checkpoint", fail)
+    with pytest.raises(LakeCommitPending):
+        commit_interval(location, hour, sample_interval(hour, alerts=2, tenant=TENANT))
+    monkeypatch.undo()
+    lake = status_of(prepared)["tenants"][0]["lake"]
+    assert lake["hours_pending_commit"] == [hour.isoformat()]
+    assert hour.isoformat() not in str(before["missing_ranges"])  # a committed hour, rerun
+    assert (lake["hours_committed"], lake["hours_missing"]) == (before["hours_committed"] - 1, before["hours_missing"])
+    assert f"1 hour pending commit (left out of the views until the next run finishes it): {when(hour.isoformat())}" in render(
+        status_of(prepared))
+    recover_pending_commits(location)
+    assert status_of(prepared)["tenants"][0]["lake"]["hours_pending_commit"] == []

@@ -93,6 +93,10 @@ def _lake_lines(lake: dict[str, Any] | None, why: str | None) -> list[str]:
     lag = f" (lag {lake['lag_hours']:.1f} h)" if lake["lag_hours"] is not None else ""
     lines = [f"  lake ({lake['root']}):", f"    latest committed hour: {when(lake['latest_committed_hour'])}{lag}"]
     lines += _missing_lines(lake)
+    pending = lake.get("hours_pending_commit") or []
+    if pending:  # an interrupted commit: the next run (or compaction) finishes it
+        lines.append(f"    {count(len(pending), 'hour')} pending commit (left out of the views until the next run finishes it): "
+                     + ", ".join(when(hour) for hour in pending[:5]) + (" ..." if len(pending) > 5 else ""))
     if lake["rows_per_day"]:
         lines.append("    last days:   date        hours   alerts  alert_ips")
         for day in lake["rows_per_day"][-7:]:
