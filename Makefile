@@ -27,7 +27,7 @@ $(STAMP): requirements-dev.lock
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) include/local_run.py
+	$(PY) include/local_run.py $(RUN_ARGS)
 
 # The operator's view (docs/OPERATORS.md): `make status` prints budget, backfills and lake
 # (STATUS_ARGS="--json" for the document); `make ui` serves the Airflow UI over the lake

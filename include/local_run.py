@@ -65,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     start = end - timedelta(hours=args.hours)
     intervals = lake_check.hours(start, end)
     if not args.keep_lake and args.lake.exists():
+        # Every run starts from an empty lake so its check against the simulators is exact;
+        # say so, since the lake may hold other tenants' (or a longer run's) data.
+        held = sorted(p.name for p in (args.lake / "alerts").glob("tenant_id=*"))
+        print(f"== replacing the lake at {args.lake} ({len(held)} tenant folder(s) in it); "
+              "`make run RUN_ARGS=--keep-lake` keeps it")
         shutil.rmtree(args.lake)
 
     home = repo_home()
