@@ -95,20 +95,35 @@ def start(tmp_path: Path, **options) -> SimulatorProcess:
 
 
 def test_late_alerts_are_found_once_reruns_duplicate_nothing_and_refetch_replaces(template_db, tmp_path):
+    """Also: the second run's look-back commit into the first hour fails between its two
+    tables (a storage error right after alert_ips was replaced): publish fails (no task
+    retry here), readers leave the hour out, and the next run finishes it."""
     lake = tmp_path / "lake"
     with start(tmp_path) as sim:
-        home = fresh_home(template_db, tmp_path / "airflow", **sim.env(**CLIENT), **lake_env(lake))
+        home = fresh_home(template_db, tmp_path / "airflow", **sim.env(**CLIENT), **lake_env(lake),
+                          MDE_ALERT_IPS_TASK_RETRIES="0")  # fmt: skip
         home.import_pools()
         truth = sim.ground_truth()["alerts"]
         play(home, sim, HOURS[0])
         late_first = missed(lake, sim, HOURS[0])
         assert late_first, "some alerts of the first hour must have been late"
 
-        late = set(late_first)
-        for hour in [*HOURS[1:], HOURS[-1] + timedelta(hours=1)]:
-            play(home, sim, hour)
+        # Commit 1 of this run is its own hour; commit 2 the look-back's, into HOURS[0].
+        sim.configure(now=(run_at(HOURS[1]) + SETTLE).isoformat())
+        (run,) = home.test_runs("mde_alert_ips", [run_at(HOURS[1])], fail_commit="applied alert_ips@2")
+        assert run["tasks"]["publish"] == "failed" and "LakeCommitPending" in home.last_output, run
+        assert {hour for _, hour in recorded_hours(resolve_lake_location(str(lake)))} == {HOURS[0]}
+        with analysts_session(str(lake)) as session:  # a half-written hour is never counted by readers
+            for table in ("alerts", "alert_ips"):
+                assert session.execute(f"SELECT count(*) FROM {table} WHERE interval_start = ?", [HOURS[0]]).fetchall() == [(0,)]
+            assert session.execute("SELECT count(*) FROM alerts WHERE interval_start = ?", [HOURS[1]]).fetchall() != [(0,)]
+
+        late = set(late_first) | missed(lake, sim, HOURS[1])
+        for hour in [*HOURS[2:], HOURS[-1] + timedelta(hours=1)]:
+            play(home, sim, hour)  # the first of these finishes the first hour's commit
             if hour in HOURS:
                 late |= missed(lake, sim, hour)
+        assert recorded_hours(resolve_lake_location(str(lake))) == set()
         comparison = lake_check.compare(lake, sim.ground_truth(), HOURS)
         assert comparison.exact, str(comparison)
         # Which rows a look-back found, and when: exactly the late ones (in both tables),
@@ -140,36 +155,6 @@ def test_late_alerts_are_found_once_reruns_duplicate_nothing_and_refetch_replace
         assert ips_calls(sim) == before + in_first
         assert lake_check.compare(lake, sim.ground_truth(), HOURS).exact
         assert found_by_lookback(lake) == {a: t for a, t in found.items() if a not in late_first}
-
-
-def test_a_look_back_failing_between_its_two_tables_never_succeeds_and_the_next_run_makes_it_exact(template_db, tmp_path):
-    """The look-back's commit into the first hour fails right after its alert_ips file was
-    replaced (a storage error before alerts): publish does not succeed over the half hour,
-    readers leave it out, and the next run finishes it: exact, each version fetched once."""
-    lake = tmp_path / "lake"
-    with start(tmp_path) as sim:
-        # No task retry: the failed publish stays failed, so what it left can be looked at.
-        home = fresh_home(template_db, tmp_path / "airflow", **sim.env(**CLIENT), **lake_env(lake),
-                          MDE_ALERT_IPS_TASK_RETRIES="0")  # fmt: skip
-        home.import_pools()
-        play(home, sim, HOURS[0])
-        assert missed(lake, sim, HOURS[0]), "some alerts of the first hour must have been late"
-        sim.configure(now=(run_at(HOURS[1]) + SETTLE).isoformat())
-        # Commit 1 is the run's own hour; commit 2 the look-back's, into HOURS[0].
-        (run,) = home.test_runs("mde_alert_ips", [run_at(HOURS[1])], fail_commit="applied alert_ips@2")
-        assert run["tasks"]["publish"] == "failed", run
-        assert "LakeCommitPending" in home.last_output
-        assert {hour for _, hour in recorded_hours(resolve_lake_location(str(lake)))} == {HOURS[0]}
-        with analysts_session(str(lake)) as session:  # a half-written hour is never counted by readers
-            for table in ("alerts", "alert_ips"):
-                assert session.execute(f"SELECT count(*) FROM {table} WHERE interval_start = ?", [HOURS[0]]).fetchall() == [(0,)]
-            assert session.execute("SELECT count(*) FROM alerts WHERE interval_start = ?", [HOURS[1]]).fetchall() != [(0,)]
-        # The next run: the failed hour rerun later (its own late alerts listable by now).
-        play(home, sim, HOURS[1], now=run_at(HOURS[2]) + SETTLE)
-        assert recorded_hours(resolve_lake_location(str(lake))) == set()
-        comparison = lake_check.compare(lake, sim.ground_truth(), HOURS[:2])
-        assert comparison.exact, str(comparison)
-        assert ips_calls(sim) == lake_rows(lake, "SELECT count(*) FROM alerts")[0][0]  # each version once
 
 
 def test_an_alert_updated_into_a_later_hour_keeps_its_earlier_version(template_db, tmp_path):

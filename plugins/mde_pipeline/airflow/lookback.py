@@ -36,7 +36,7 @@ from mde_pipeline.airflow.batching import make_batches
 from mde_pipeline.api.listing import MAX_PAGE_SIZE, AlertsApi, list_interval
 from mde_pipeline.common.fetch_result import FetchResult
 from mde_pipeline.common.log_text import for_log
-from mde_pipeline.lake.commit import commit_interval
+from mde_pipeline.lake.commit import commit_interval, recover_pending_commits
 from mde_pipeline.lake.commit_log import LakeCommitPending
 from mde_pipeline.lake.fetch_cache import version_key
 from mde_pipeline.lake.layout import interval_start_of
@@ -70,6 +70,9 @@ def list_lookback(
     window_start = start - lookback
     try:
         listing = list_interval(client, window_start, start, page_size)
+        # Hours an interrupted commit left recorded are finished first, so the versions
+        # they add are not found (and staged) a second time.
+        recover_pending_commits(location)
         committed = committed_versions(location, window_start, start)
         missing = missing_versions(listing.alerts, committed)
     except Exception as exc:
