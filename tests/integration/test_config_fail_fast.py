@@ -130,8 +130,9 @@ def test_a_lake_root_that_cannot_be_written_fails_the_list_task_before_any_call(
 
 
 def test_a_lake_root_that_does_not_parse_fails_the_list_task_without_retry(sim, monkeypatch):
-    """A malformed abfs root (no container@account) is configuration too: no retry, no call."""
+    """A malformed abfs root (no valid container name) is configuration too: no retry, no
+    call. (It fails in parsing, before any connection is read or storage reached.)"""
     with pytest.raises(AirflowFailException, match="not retried") as info:
-        list_operator(sim, monkeypatch, "abfs://no-account-here/lake").execute({"run_id": "manual__bad_root"})
-    assert "LakeLocationError" in str(info.value)
+        list_operator(sim, monkeypatch, "abfs://Not_A_Container!/lake").execute({"run_id": "manual__bad_root"})
+    assert "LakeLocationError" in str(info.value) and "invalid container name" in str(info.value)
     assert "list" not in entra_calls(sim) and "ips" not in entra_calls(sim)  # no API call

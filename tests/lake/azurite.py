@@ -213,20 +213,9 @@ class AzuriteServer:
             pass
 
 
-def airflow_blob_filesystem(protocol: str, root: str, conn_id: str | None):
-    """The lake's ``blob_filesystem`` factory as the Airflow face builds it: the Azure
-    provider's ``abfs`` filesystem for connection ``conn_id`` (tests may import Airflow).
-
-    ObjectStoragePath would read "container@account..." as "conn_id@host" and drop the
-    container: it gets the short form ``container/prefix`` and the connection id apart.
-    """
-    from airflow.sdk import ObjectStoragePath
-
-    return ObjectStoragePath(f"{protocol}://{root}", conn_id=conn_id).fs
-
-
 def resolve_with_airflow(root: str, conn_id: str | None = None):
     """``resolve_lake_location`` with :func:`airflow_blob_filesystem` for abfs roots."""
+    from mde_pipeline.airflow.lake_location import airflow_blob_filesystem
     from mde_pipeline.lake.location import resolve_lake_location
 
     return resolve_lake_location(root, conn_id, blob_filesystem=airflow_blob_filesystem)

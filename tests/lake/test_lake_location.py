@@ -230,7 +230,7 @@ def test_the_airflow_face_reads_allow_plain_http_from_the_lake_connection(monkey
 
     from mde_pipeline.airflow.lake_location import configured_lake_location
 
-    conn_id = f"mde_lake_http_{uuid.uuid4().hex[:8]}"  # Airflow caches a filesystem per connection id
+    conn_id = f"mde_lake_http_{uuid.uuid4().hex[:8]}"
     connection_string = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=eA==;BlobEndpoint=http://azurite:10000/devstoreaccount1;"
     monkeypatch.setenv(
         f"AIRFLOW_CONN_{conn_id.upper()}",
@@ -244,3 +244,23 @@ def test_the_airflow_face_reads_allow_plain_http_from_the_lake_connection(monkey
     with pytest.raises(LakeLocationError, match=match) as caught:
         configured_lake_location(root, conn_id)
     assert "eA==" not in str(caught.value)
+
+
+def test_the_airflow_face_follows_a_changed_lake_connection(monkeypatch):
+    """The abfs filesystem is built from the connection as it is now: a long-lived process
+    (the API server's status page, a test session) must not keep an old account or key
+    after the connection changed, as Airflow's per-process store cache would."""
+    import json
+
+    from mde_pipeline.airflow.lake_location import configured_lake_location
+
+    def connect(account: str) -> None:
+        connection_string = f"DefaultEndpointsProtocol=https;AccountName={account};AccountKey=eA==;EndpointSuffix=core.windows.net"
+        monkeypatch.setenv("AIRFLOW_CONN_MDE_LAKE", json.dumps({"conn_type": "adls", "extra": {"connection_string": connection_string}}))
+
+    connect("firstacct")
+    assert configured_lake_location("abfs://lake/p", "mde_lake").account_name == "firstacct"
+    connect("secondacct")
+    assert configured_lake_location("abfs://lake/p", "mde_lake").account_name == "secondacct"
+    with pytest.raises(LakeLocationError, match="names storage account 'firstacct'.*'secondacct'"):
+        configured_lake_location("abfs://lake@firstacct.dfs.core.windows.net/p", "mde_lake")

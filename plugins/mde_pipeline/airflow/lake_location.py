@@ -2,8 +2,8 @@
 
 Variable ``mde_lake_root`` (default: the repo's ``lake/`` folder) names the root;
 Variable ``mde_lake_conn_id`` (default ``mde_lake``) names the Azure connection used for
-``abfs://`` roots, whose filesystem comes from Airflow's ``ObjectStoragePath`` and the
-Azure provider (adlfs). The lake layer itself never imports Airflow: it gets the
+``abfs://`` roots, whose filesystem comes from Airflow's object storage (``get_fs``) and
+the Azure provider (adlfs). The lake layer itself never imports Airflow: it gets the
 filesystem factory from here.
 
 A plain-http blob endpoint off loopback (the docker-compose sandbox reaches Azurite as
@@ -105,13 +105,16 @@ def connection_allows_plain_http(conn_id: str | None) -> bool:
 
 def airflow_blob_filesystem(protocol: str, root: str, conn_id: str) -> Any:
     """The fsspec filesystem of ``protocol://root`` through Airflow's connection ``conn_id``."""
-    # ObjectStoragePath would read "container@account..." as "conn_id@host" and drop the
-    # container: the lake hands over the short form and the connection id separately.
-    from airflow.sdk import ObjectStoragePath
+    # Not ObjectStoragePath(...).fs: it would read "container@account..." as
+    # "conn_id@host", and its stores are cached per process by (protocol, conn_id), so a
+    # long-lived process (the API server's status page, a test session) would keep a
+    # connection's old endpoint and key after the connection changed. get_fs reads the
+    # connection each time; fsspec still hands back the same instance while it is unchanged.
+    from airflow.sdk.io import get_fs
 
     _quiet_azure_http_logging()
     try:
-        return ObjectStoragePath(f"{protocol}://{root}", conn_id=conn_id).fs
+        return get_fs(protocol, conn_id)
     except Exception as exc:
         raise LakeLocationError(
             f"cannot open lake root {protocol}://{root} with connection {conn_id!r} "
