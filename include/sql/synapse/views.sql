@@ -1,6 +1,7 @@
 -- Azure Synapse serverless SQL pool: views over the MDE alert-IPs lake (docs/ANALYSTS.md).
 -- Reviewed DDL; the tests check it names every column of plugins/mde_pipeline/lake/schema.py
--- with a compatible type. Not run here (no Synapse workspace from the build machine).
+-- with a compatible type and parse every statement, the setup below included (sqlglot,
+-- tsql dialect). Not run here (no Synapse workspace from the build machine).
 --
 -- Once per database (replace the placeholders; CREDENTIAL is optional when the caller's
 -- Entra identity can read the container):

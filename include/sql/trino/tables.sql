@@ -1,6 +1,7 @@
 -- Trino: the MDE alert-IPs lake as Hive connector external tables (docs/ANALYSTS.md).
 -- Reviewed DDL; the tests check it names every column of plugins/mde_pipeline/lake/schema.py
--- with a compatible type. Not run here (no Trino server on the build machine).
+-- with a compatible type and parse every statement (sqlglot, trino dialect). Not run here
+-- (no Trino server on the build machine).
 --
 -- Catalog `hive` (etc/catalog/hive.properties), for example:
 --   connector.name=hive
