@@ -246,19 +246,19 @@ def test_an_hour_older_than_the_retention_window_counts_from_the_window(prepared
     assert since["first_loaded_hour"] == old.isoformat()
     assert since["counted_from"] == lake["retention_window"]["first_hour"]
     assert since["hours_missing"] == lake["hours_missing"] == prepared.hours_missing
-    assert f"since the retention window's first hour {when(since['counted_from'])} (first loaded hour {when(old.isoformat())})" in render(
-        status_of(prepared))
+    assert (f"since the retention window's first hour {when(since['counted_from'])} (first load {when(old.isoformat())} is older): "
+            f"{since['hours_committed']} hours committed, {since['hours_missing']:,} missing in") in render(status_of(prepared))
 
 
 def test_the_text_reads_plainly(prepared):
     status = status_of(prepared, backfills=backfill([datetime(2026, 3, 1, 5, tzinfo=timezone.utc)]))
     assert status["tenants"][0]["backfills"][0]["eta"].count(".") == 1  # microseconds in the JSON
     text = render(status)
-    assert "2 hours missing since the first loaded hour 2026-03-08 14:00:00; 46 committed; 2 ranges:" in text
+    assert "since first load 2026-03-08 14:00:00: 46 hours committed, 2 missing in 2 ranges:" in text
     assert "missing 2026-03-09 21:00:00 -> 2026-03-09 22:00:00" in text  # the hours skipped on purpose
     assert "missing 2026-03-10 09:00:00 -> 2026-03-10 10:00:00" in text
     assert str(prepared.hours_missing) not in text  # the retention window's count is not the headline
-    assert "sustained rate: 1499.6 calls/hour" in text and "at 1494 calls/hour" in text
+    assert "sustained rate: 1,500 calls/hour" in text and "at 1,494 calls/hour" in text  # 1499.58, 1494.39
     assert "latest committed hour: 2026-03-10 13:00:00 (lag 0.4 h)" in text
     assert "#7 2026-03-01 00:00:00 -> 2026-03-02 00:00:00" in text
     assert not re.search(r"\d\d:\d\d:\d\d\.\d|\+00:00", text)  # times to the second
@@ -277,9 +277,9 @@ def test_every_part_not_read_has_its_reason_beside_it(tmp_path, monkeypatch):
     status = build_status(now=NOW, location=resolve_lake_location(tmp_path / "lake"), backfills=broken)
     text = render(status)
     missing = "connection mde_a: AirflowNotFoundException: The conn_id `mde_a` isn't defined"
-    assert f"tenant a (mde_alert_ips_a, connection mde_a): id unknown ({missing})" in text
-    assert f"  budget: not shown ({missing})" in text
-    assert "  lake: could not be read (the tenant id names its partition and is unknown)" in text
+    assert f"tenant a (DAG mde_alert_ips_a, connection mde_a): id unknown ({missing})" in text
+    assert f"  budget: not read ({missing})" in text
+    assert "  lake: could not be read (its partition is named by the tenant id, unknown without connection mde_a)" in text
     assert "  backfills: not read (Airflow metadata (backfills): RuntimeError: metadata DB refused Bearer ***)" in text
     assert "secret-token" not in text + json.dumps(status) and "second line" not in text
     assert "note:" not in text  # each error is said once, beside what it left out
@@ -287,7 +287,7 @@ def test_every_part_not_read_has_its_reason_beside_it(tmp_path, monkeypatch):
     assert "mde_default" not in text + json.dumps(status)  # a connection the configuration does not use
     html = render_page(status, "/mde")
     assert f'data-testid="t0-budget-unavailable">Not shown: {escape(missing)}.<' in html
-    assert 'data-testid="t0-lake-unavailable">The lake could not be read: the tenant id names' in html
+    assert 'data-testid="t0-lake-unavailable">The lake could not be read: its partition is named by the tenant id' in html
 
 
 def test_the_default_connection_is_named_when_nothing_stands_in_for_it(tmp_path, monkeypatch):
@@ -309,7 +309,8 @@ def test_a_reason_is_one_short_redacted_line():
 
 
 def test_times_and_rates_as_the_text_shows_them():
-    assert (rate(1499.583), rate(1500.0), rate(12.25), rate(0.04)) == ("1499.6", "1500", "12.2", "0")
+    assert (rate(1499.583), rate(1500.0), rate(12345.5), rate(12.25), rate(2.46), rate(3.0), rate(0.04)) == (
+        "1,500", "1,500", "12,346", "12", "2.5", "3", "0")
     assert when("2026-03-10T14:25:30.123456+00:00") == "2026-03-10 14:25:30"
     assert when("2026-03-10T16:25:30+02:00") == "2026-03-10 14:25:30"
     assert when(NOW.timestamp() + 0.75) == "2026-03-10 14:25:30" and when(None) == "none"
@@ -344,3 +345,153 @@ def test_an_hour_left_half_written_is_pending_not_committed_nor_missing(prepared
         status_of(prepared))
     recover_pending_commits(location)
     assert status_of(prepared)["tenants"][0]["lake"]["hours_pending_commit"] == []
+
+
+# ---- issue #21: make status reads plainly, tried as a new user ----------------------------------
+
+def demo_lake(root, hours: int = 3, tenant: str = "demo-tenant", now: datetime = NOW) -> datetime:
+    """What `make run` leaves: the last ``hours`` complete hours before ``now``, through the
+    pipeline's writer; returns the first hour loaded."""
+    from lake_data import sample_interval
+    from mde_pipeline.lake.commit import commit_interval
+
+    location = resolve_lake_location(root).for_tenant(tenant)
+    last = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    first = last - timedelta(hours=hours - 1)
+    for back in range(hours):
+        start = first + timedelta(hours=back)
+        commit_interval(location, start, sample_interval(start, alerts=2, seed=back, tenant=tenant))
+    return first
+
+
+def spent(ledger_dir, key: str, calls: int, now: datetime = NOW) -> None:
+    ledger = SqliteLedger(ledger_dir / LEDGER_FILE_NAME)
+    for i in range(calls):
+        assert ledger.reserve(key, now.timestamp() - 600 - i, [Window(10_000, 3600.0)]).wait_seconds == 0
+    ledger.close()
+
+
+def test_a_three_hour_demo_reads_plainly_without_its_connection(tmp_path, monkeypatch):
+    # After `make run`: a lake of three hours and a ledger, no connection in this process.
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    monkeypatch.delenv("AIRFLOW_VAR_MDE_TENANTS", raising=False)
+    monkeypatch.delenv("AIRFLOW_CONN_MDE_DEFAULT", raising=False)
+    first = demo_lake(tmp_path / "lake")
+    spent(tmp_path, "demo-tenant:demo-client", 42)
+    status = build_status(now=NOW, location=resolve_lake_location(tmp_path / "lake"), cache=LakeStatusCache(),
+                          ledger_path=str(tmp_path / LEDGER_FILE_NAME), backfills=lambda dag_id: [])
+    text = render(status)
+    assert status["errors"] == [] and status["tenants_from"] == "ledger_and_lake" and "mde_default" not in text
+    assert f"since first load {when(first.isoformat())}: 3 hours committed, 0 missing\n" in text + "\n"
+    lake = status["tenants"][0]["lake"]
+    assert lake["hours_missing"] == 180 * 24 - 3  # the JSON keeps the retention window's count
+    assert "4317" not in text and "4,317" not in text and "range" not in text
+    assert "3600 s window:     42 / 1,500" in text and "sustained rate: 1,500 calls/hour" in text
+    assert not re.search(r"\d\d:\d\d:\d\d\.\d|\+00:00|\d\.\d{2,} calls", text)
+    assert "unknown" not in text and "note:" not in text and "hint:" not in text
+
+
+def test_a_tenant_whose_connection_is_missing_is_the_only_connection_named(tmp_path, monkeypatch):
+    # Tenants one and two; only mde_one is in this process: two's reasons name mde_two, and
+    # nothing names mde_default, which the configuration does not use.
+    ours = prepare(tmp_path, NOW, tenant="tenant-one", client="client-one", seed=1)
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    monkeypatch.setenv("AIRFLOW_VAR_MDE_TENANTS", '["one", "two"]')
+    monkeypatch.setenv("AIRFLOW_CONN_MDE_ONE", connection(ours, tenant="tenant-one", client="client-one"))
+    monkeypatch.delenv("AIRFLOW_CONN_MDE_TWO", raising=False)
+    monkeypatch.delenv("AIRFLOW_CONN_MDE_DEFAULT", raising=False)
+    status = status_of(ours, backfills=lambda dag_id: [])
+    text = render(status)
+    missing = "connection mde_two: AirflowNotFoundException: The conn_id `mde_two` isn't defined"
+    assert status["errors"] == [missing] and "mde_default" not in text + json.dumps(status)
+    one, two = status["tenants"]
+    assert one["unavailable"] == {} and one["lake"]["since_first_loaded"]["hours_committed"] == 46
+    assert two["unavailable"] == {"tenant_id": missing, "budget": missing,
+                                  "lake": "its partition is named by the tenant id, unknown without connection mde_two"}
+    assert f"tenant two (DAG mde_alert_ips_two, connection mde_two): id unknown ({missing})" in text
+    assert text.splitlines()[-1].startswith("hint: set AIRFLOW_CONN_MDE_TWO to see that tenant by name, or run `make status` "
+                                            "without AIRFLOW_VAR_MDE_TENANTS")
+    assert "note:" not in text and "MDE_ONE" not in text
+
+
+def test_a_ledger_that_does_not_read_is_a_reason_beside_the_budget(prepared):
+    (prepared.ledger_dir / LEDGER_FILE_NAME).write_bytes(b"not a SQLite database, " * 100)
+    status = status_of(prepared)
+    [tenant] = status["tenants"]
+    why = f"budget ledger {prepared.ledger_dir / LEDGER_FILE_NAME}: DatabaseError: file is not a database"
+    assert tenant["budget"] is None and tenant["unavailable"] == {"budget": why} and status["errors"] == [why]
+    assert tenant["lake"]["hours_committed"] == prepared.hours_committed  # the rest is still shown
+    text = render(status)
+    assert f"  budget: not read ({why})" in text and "note:" not in text
+
+
+def test_without_a_connection_the_ledger_says_why_it_shows_no_budget(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    monkeypatch.delenv("AIRFLOW_VAR_MDE_TENANTS", raising=False)
+    monkeypatch.delenv("AIRFLOW_CONN_MDE_DEFAULT", raising=False)
+    demo_lake(tmp_path / "lake", hours=1)
+    ledger = tmp_path / "ledger" / LEDGER_FILE_NAME
+
+    def text_of() -> tuple[dict, str]:
+        status = build_status(now=NOW, location=resolve_lake_location(tmp_path / "lake"), cache=LakeStatusCache(),
+                              ledger_path=str(ledger), backfills=lambda dag_id: [])
+        return status, render(status)
+
+    status, text = text_of()  # no ledger file: no run on this host has spent budget
+    assert status["errors"] == [] and "mde_default" not in text
+    assert f"  budget: not read (no budget ledger at {ledger} yet: no run on this host has spent budget)" in text
+    ledger.parent.mkdir()
+    ledger.write_bytes(b"garbage " * 100)  # a ledger that does not read: its error, beside the budget
+    status, text = text_of()
+    why = f"budget ledger {ledger}: DatabaseError: file is not a database"
+    assert status["errors"] == [why] and f"  budget: not read ({why})" in text and "note:" not in text
+    assert "since first load" in text  # the lake is still read
+
+
+def test_a_domain_name_tenant_id_says_why_the_lake_is_not_read(prepared, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_MDE_DEFAULT", connection(prepared, tenant="contoso.onmicrosoft.com"))
+    status = status_of(prepared)
+    [tenant] = status["tenants"]
+    assert tenant["unavailable"]["lake"] == (
+        "its partition is named by the tenant's GUID; extra tenant_id of mde_default is a domain name")
+    text = render(status)
+    assert "id unknown (connection mde_default: extra tenant_id 'contoso.onmicrosoft.com' is a domain name" in text
+    assert "  lake: could not be read (its partition is named by the tenant's GUID;" in text
+
+
+def test_make_status_after_a_demo_run_as_a_process(tmp_path):
+    """`make status` as the process it is (the Makefile's command, a home without the run's
+    connections), after a three-hour `make run`: plainly, then with the run's tenants."""
+    import subprocess
+    import sys
+
+    from local_airflow import REPO, base_env
+
+    now = datetime.now(timezone.utc)
+    first = demo_lake(tmp_path / "lake", now=now)
+    (tmp_path / "ledger").mkdir()
+    spent(tmp_path / "ledger", "demo-tenant:demo-client", 96, now=now)
+    env = {**base_env(tmp_path / "airflow"), "PYTHONPATH": str(REPO / "plugins")}
+
+    def make_status(**extra: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "mde_pipeline.airflow.status.cli", "--lake", str(tmp_path / "lake"),
+                               "--ledger-dir", str(tmp_path / "ledger")], env={**env, **extra}, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    text = make_status()
+    assert "mde_default" not in text and "note:" not in text and "unknown" not in text
+    assert re.search(rf"since first load {when(first.isoformat())}: 3 hours committed, [01] missing\n", text)  # [01]: an hour may end meanwhile
+    assert "sustained rate: 1,500 calls/hour" in text and "last 24 h: 96 calls" in text
+    assert "  backfills: not read (Airflow metadata (backfills): FileNotFoundError: no metadata DB at " in text
+    assert not re.search(r"\d\d:\d\d:\d\d\.\d|\+00:00", text)
+
+    text = make_status(AIRFLOW_VAR_MDE_TENANTS='["east", "west"]')
+    for name in ("east", "west"):
+        why = f"connection mde_{name}: AirflowNotFoundException: The conn_id `mde_{name}` isn't defined"
+        assert f"tenant {name} (DAG mde_alert_ips_{name}, connection mde_{name}): id unknown ({why})" in text
+        assert f"  budget: not read ({why})" in text
+        assert f"  lake: could not be read (its partition is named by the tenant id, unknown without connection mde_{name})" in text
+    assert "mde_default" not in text and "note:" not in text
+    assert "hint: set AIRFLOW_CONN_MDE_EAST, AIRFLOW_CONN_MDE_WEST to see those tenants by name" in text

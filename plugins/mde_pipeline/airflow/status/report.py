@@ -79,19 +79,29 @@ def _budget(config: Any, now: float, errors: list[str], ledger_path: str | None,
         finally:
             ledger.close()
     path = ledger_path or os.path.join(default_ledger_dir(config.rate_limit_ledger_dir), LEDGER_FILE_NAME)
-    return budget_status(path, config.budget_key, windows, eff, now)
+    try:
+        return budget_status(path, config.budget_key, windows, eff, now)
+    except Exception as exc:  # e.g. not a SQLite file: the section is empty, the error says why
+        unavailable["budget"] = _error(errors, f"budget ledger {path}", exc)
+        return None
 
 
 def _default_ledger_path() -> str:
     return os.path.join(default_ledger_dir(), LEDGER_FILE_NAME)
 
 
-def _ledger_budgets(now: float, ledger_path: str | None) -> list[tuple[str, dict[str, Any]]]:
-    """Without a connection in this process: every key the host's ledger holds, default limits."""
-    path = ledger_path or _default_ledger_path()
+def _ledger_budgets(now: float, path: str, errors: list[str]) -> tuple[list[tuple[str, dict[str, Any]]], str]:
+    """Without a connection in this process: every key the host's ledger holds, default
+    limits; and why a tenant of the lake alone has no budget shown."""
     windows = parse_rate_limits(None)
     eff = effective_windows(windows, share=1.0, margin=0.0)
-    return [(key.split(":", 1)[0], budget_status(path, key, windows, eff, now)) for key in ledger_keys(path)]
+    try:
+        budgets = [(key.split(":", 1)[0], budget_status(path, key, windows, eff, now)) for key in ledger_keys(path)]
+    except Exception as exc:  # e.g. not a SQLite file: the lake is still shown
+        return [], _error(errors, f"budget ledger {path}", exc)
+    if not os.path.exists(path):
+        return budgets, f"no budget ledger at {path} yet: no run on this host has spent budget"
+    return budgets, f"no calls of this tenant in the budget ledger {path}"
 
 
 def _tenant_entries(tenant_dags: list[TenantDag], root: LakeLocation | None, now: float, errors: list[str],
@@ -108,10 +118,12 @@ def _tenant_entries(tenant_dags: list[TenantDag], root: LakeLocation | None, now
         if config is None:
             missing_connections.append(why)
             unavailable["tenant_id"] = unavailable["budget"] = why
+            unavailable["lake"] = f"its partition is named by the tenant id, unknown without connection {dag.conn_id}"
         elif tenant_id is None:
             unavailable["tenant_id"] = (
                 f"connection {dag.conn_id}: extra tenant_id {config.tenant_id!r} is a domain name; its lake "
                 f"partition (the tenant's GUID) shows here once extra tenant_id is the GUID")
+            unavailable["lake"] = f"its partition is named by the tenant's GUID; extra tenant_id of {dag.conn_id} is a domain name"
             errors.append(unavailable["tenant_id"])
         entries.append({
             "tenant_id": tenant_id,
@@ -119,12 +131,13 @@ def _tenant_entries(tenant_dags: list[TenantDag], root: LakeLocation | None, now
             "budget": _budget(config, now, errors, ledger_path, unavailable) if config is not None else None,
             "unavailable": unavailable,
         })
-    if tenant_dags != [DEFAULT_TENANT_DAG] or entries[0]["tenant_id"] is not None:
+    if tenant_dags != [DEFAULT_TENANT_DAG] or not missing_connections:  # (a domain-name id is configured too)
         errors.extend(why for why in missing_connections if why not in errors)  # connections it uses
         return entries, True
     # One tenant and no connection here (`make status` without it): every budget the
     # ledger holds and every tenant the lake holds.
-    budgets = _ledger_budgets(now, ledger_path)
+    ledger = ledger_path or _default_ledger_path()
+    budgets, no_budget = _ledger_budgets(now, ledger, errors)
     lake_ids = []
     if root is not None:
         try:
@@ -139,8 +152,7 @@ def _tenant_entries(tenant_dags: list[TenantDag], root: LakeLocation | None, now
     # What the ledger and the lake hold stands in for the configuration: mde_default is
     # not used, so its absence is no error.
     base = {"name": None, "conn_id": DEFAULT_TENANT_DAG.conn_id, "dag_id": DEFAULT_TENANT_DAG.dag_id}
-    no_budget = {"budget": f"no calls of this tenant in the budget ledger {ledger_path or _default_ledger_path()}"}
-    return [{"tenant_id": tenant, **base, "budget": budget, "unavailable": {} if budget else dict(no_budget)}
+    return [{"tenant_id": tenant, **base, "budget": budget, "unavailable": {} if budget else {"budget": no_budget}}
             for tenant, budget in rows], False
 
 
@@ -230,8 +242,8 @@ def build_status(
         unavailable = tenant["unavailable"]
         if root is None:
             unavailable["lake"] = root_error or "lake: no root"
-        elif tenant["tenant_id"] is None:
-            unavailable["lake"] = "the tenant id names its partition and is unknown"
+        elif tenant["tenant_id"] is None:  # _tenant_entries said why
+            unavailable.setdefault("lake", "its partition is named by the tenant id, which is unknown")
         else:
             where = root.for_tenant(tenant["tenant_id"])
             tenant_cache = cache or _lake_cache(tenant["tenant_id"])
