@@ -239,7 +239,11 @@ class Handler(BaseHTTPRequestHandler):
     def setup(self):
         # The TLS handshake runs here, in the connection's own thread, not in accept().
         self.request.settimeout(self.timeout)
-        self.request.do_handshake()
+        try:
+            self.request.do_handshake()
+        except ssl.SSLError:  # e.g. the client does not trust the CA: counted, for tests of "no retry"
+            self.sim.stats.record_tls_handshake_failure()
+            raise
         super().setup()
 
     def log_message(self, format, *args):  # noqa: A002 - BaseHTTPRequestHandler's signature

@@ -35,6 +35,7 @@ class Stats:
             self.faults: Counter = Counter()
             self.tokens_issued = 0
             self.token_failures = 0
+            self.tls_handshake_failures = 0   # clients that did not trust the certificate
             self.throttled = 0
             # (client, tenant) -> list of (timestamp, endpoint, admitted)
             self.api_calls: dict[tuple, list] = {}
@@ -73,6 +74,10 @@ class Stats:
             else:
                 self.token_failures += 1
 
+    def record_tls_handshake_failure(self) -> None:
+        with self._lock:
+            self.tls_handshake_failures += 1
+
     def record_fault(self, kind: str) -> None:
         with self._lock:
             self.faults[kind] += 1
@@ -107,6 +112,7 @@ class Stats:
                 "throttled": self.throttled,
                 "tokens_issued": self.tokens_issued,
                 "token_failures": self.token_failures,
+                "tls_handshake_failures": self.tls_handshake_failures,
                 "faults": dict(self.faults),
                 "clients": clients,
             }

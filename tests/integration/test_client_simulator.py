@@ -102,6 +102,9 @@ def test_without_the_simulator_ca_tls_verification_fails_clearly_and_at_once(sim
         with pytest.raises(MdeTrustError, match="TLS verification failed.*not trusted by certifi's roots only") as info:
             client.list_alerts_page(filter=None, top=1)
     assert isinstance(info.value, MdeConfigurationError)  # the operators fail such a task at once
+    # ... and the client asked once: azure-identity's token retries skip TLS failures too
+    # (TokenRetryPolicy); with retry_backoff_factor 5 a retry would also cost 5-20 s each.
+    assert sim.stats()["tls_handshake_failures"] == 1
 
 
 def test_wrong_secret_is_an_authentication_error_with_the_aadsts_code_and_no_secret(sim):

@@ -33,6 +33,7 @@ from azure.core.pipeline.transport import RequestsTransport
 from mde_pipeline.api.config import AUTH_METHODS, MdeConnectionConfig
 from mde_pipeline.api.entra_answers import EntraAnswers
 from mde_pipeline.api.errors import MdeConfigurationError
+from mde_pipeline.api.policies import TokenRetryPolicy
 from mde_pipeline.api.tls import build_transport
 from mde_pipeline.common.redaction import redact
 
@@ -88,6 +89,7 @@ def _credential(config: MdeConnectionConfig, transport: RequestsTransport, answe
         "retry_total": config.retry_total,
         "retry_backoff_factor": config.retry_backoff_factor,
         "retry_backoff_max": config.retry_backoff_max,
+        "retry_policy_class": TokenRetryPolicy,  # ... except for TLS failures
     }
     if answers is not None:  # azure-core's CustomHookPolicy calls it with every answer
         authority["raw_response_hook"] = answers.record

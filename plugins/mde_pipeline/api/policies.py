@@ -9,7 +9,8 @@ Pipeline, outermost first (a request runs down the list, the response back up)::
                              429: at most MAX_THROTTLE_RETRIES retries while the waits add
                              up to max_throttle_wait_seconds; TLS failures: never retried
     RefreshingBearerPolicy   token from azure-identity (cached, refreshed before expiry);
-                             a 401 gets one re-send with a freshly fetched token
+                             a 401 gets one re-send with a freshly fetched token;
+                             token requests retry with TokenRetryPolicy (TLS: never)
     RateLimitPolicy          reserves a ledger slot for EVERY attempt (retries and
                              re-sends included), settles it when the attempt ends;
                              records a 429's wait in the ledger
@@ -124,6 +125,17 @@ class MdeRetryPolicy(RetryPolicy):
         if delay > 0:
             self._clock.sleep(delay)
             self._stats.add(wait_seconds=delay)
+
+
+class TokenRetryPolicy(RetryPolicy):
+    """azure-identity's retry policy for token requests (the connection's retry knobs)
+    with MdeRetryPolicy's TLS rule: an authority whose certificate is not trusted is not
+    asked again (retry_total times, with backoff): it stays untrusted, a configuration error."""
+
+    def increment(self, settings: dict[str, Any], response=None, error=None) -> bool:
+        if error is not None and is_tls_failure(error):
+            return False
+        return super().increment(settings, response=response, error=error)
 
 
 class RefreshingBearerPolicy(BearerTokenCredentialPolicy):
