@@ -344,3 +344,25 @@ def test_an_hour_left_half_written_is_pending_not_committed_nor_missing(prepared
         status_of(prepared))
     recover_pending_commits(location)
     assert status_of(prepared)["tenants"][0]["lake"]["hours_pending_commit"] == []
+
+
+def test_oldest_day_kept_and_the_retention_setting_are_shown(prepared, monkeypatch):
+    """Unset: the lake keeps everything, and says so; set: the days; a bad value: an
+    error naming the Variable, the rest of the document as usual."""
+    monkeypatch.delenv("AIRFLOW_VAR_MDE_LAKE_RETENTION_DAYS", raising=False)
+    status = status_of(prepared)
+    lake = status["tenants"][0]["lake"]
+    assert lake["oldest_day_kept"] == lake["rows_per_day"][0]["date"] and lake["lake_retention_days"] is None
+    assert f"oldest day kept: {lake['oldest_day_kept']} (retention: keeps everything" in render(status)
+    page = render_page(status, "/mde")
+    assert f'data-testid="t0-oldest-day-kept">{lake["oldest_day_kept"]}<' in page and "keeps everything" in page
+
+    monkeypatch.setenv("AIRFLOW_VAR_MDE_LAKE_RETENTION_DAYS", "30")
+    status = status_of(prepared)
+    assert status["tenants"][0]["lake"]["lake_retention_days"] == 30 and status["errors"] == []
+    assert "keeps today and the 30 days before it" in render(status)
+
+    monkeypatch.setenv("AIRFLOW_VAR_MDE_LAKE_RETENTION_DAYS", "a month")
+    status = status_of(prepared)
+    assert status["tenants"][0]["lake"]["lake_retention_days"] is None
+    assert any("mde_lake_retention_days" in error and "a month" in error for error in status["errors"])
