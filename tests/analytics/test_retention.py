@@ -207,3 +207,25 @@ def test_the_cli_lists_by_default_and_removes_with_apply(hourly_lake, capsys, mo
     assert main(["--lake", str(root), "--today", TODAY.date().isoformat(), "--apply"]) == 0
     assert f"{TENANT} {OLD} removed (" in capsys.readouterr().out
     _assert_old_day_gone(root)
+
+
+def test_a_killed_removal_of_a_tenants_last_day_is_finished_from_its_staging(hourly_lake, monkeypatch):
+    """Its tables are gone (on ADLS their folders with them): the tenant is found by its
+    staging, and the record finished, with retention switched off meanwhile."""
+    root, location = hourly_lake
+    other = location.for_tenant(OTHER_TENANT)
+    def kill(step):
+        if step == "removed alert_ips":
+            raise KeyboardInterrupt(step)
+
+    monkeypatch.setattr(retention, "retention_checkpoint", kill)
+    with pytest.raises(KeyboardInterrupt):
+        apply_retention(other, 2, TODAY)  # its one day, 2025-03-02, expires
+    monkeypatch.undo()
+    for top in (*SCHEMAS, "_ip_index"):
+        if tenant_dir(root, top, OTHER_TENANT).exists():
+            tenant_dir(root, top, OTHER_TENANT).rmdir()
+    assert retention.marked_days(other) == [day_name(1)]
+    summary = retention_step(resolve_lake_location(str(root)), None, TODAY)
+    assert [(d["tenant_id"], d["day"], d["action"]) for d in summary["days"]] == [(OTHER_TENANT, day_name(1), REMOVED)]
+    assert retention.marked_days(other) == [] and _day_rows(root, day_name(1))[ALERTS] > 0  # TENANT's day stays

@@ -26,8 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from mde_pipeline.airflow.lake_location import configured_lake_location, configured_retention_days
-    from mde_pipeline.lake.retention import apply_retention, first_day_kept, parse_keep_days
-    from mde_pipeline.lake.tenants import tenant_locations
+    from mde_pipeline.lake.retention import apply_retention, first_day_kept, parse_keep_days, retention_tenants
 
     keep_days = parse_keep_days(args.days, "--days") if args.days is not None else configured_retention_days()
     today = args.today or datetime.now(timezone.utc).date().isoformat()
@@ -37,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"retention: keeps {first_day_kept(keep_days, today)} onwards ({keep_days} days before {today}, UTC)")
     found = 0
-    for tenant in tenant_locations(location):
+    for tenant in retention_tenants(location):
         for result in apply_retention(tenant, keep_days, today, dry_run=not args.apply):
             found += 1
             reason = f": {result.reason}" if result.reason else ""

@@ -227,6 +227,15 @@ def apply_retention(
     return [remove_day(location, day, dry_run=dry_run) for day in days_to_remove(location, keep_days, today)]
 
 
+def retention_tenants(location: LakeLocation) -> list[LakeLocation]:
+    """``[location]`` for a tenant's location, else every tenant with data, and every one
+    with staging only (its last days' removal may have been killed after its tables went)."""
+    if location.tenant_id is not None:
+        return [location]
+    ids = {tenant.tenant_id for tenant in tenant_locations(location)} | set(staged_tenants(location))
+    return [location.for_tenant(t) for t in sorted(ids) if is_canonical_partition(t)]
+
+
 def retention_step(
     location: LakeLocation, keep_days: int | None, today: date | datetime | str, *, dry_run: bool = False
 ) -> dict[str, Any]:
@@ -234,12 +243,7 @@ def retention_step(
     summary for XCom and the log. ``keep_days`` None keeps everything (only a removal a
     crash interrupted is finished)."""
     check_not_legacy(location)
-    if location.tenant_id is not None:
-        tenants = [location]
-    else:  # also a tenant whose last days' removal was killed after its tables went
-        ids = {tenant.tenant_id for tenant in tenant_locations(location)} | set(staged_tenants(location))
-        tenants = [location.for_tenant(t) for t in sorted(ids) if is_canonical_partition(t)]
-    results = [result for tenant in tenants for result in apply_retention(tenant, keep_days, today, dry_run=dry_run)]
+    results = [result for tenant in retention_tenants(location) for result in apply_retention(tenant, keep_days, today, dry_run=dry_run)]
     if dry_run:
         for result in results:
             log.info("retention dry run: day %s of tenant %s %s (%d files)%s", result.day, result.tenant_id,
