@@ -180,6 +180,13 @@ def test_a_day_being_loaded_stays_and_the_reason_is_given(hourly_lake, caplog):
     [result] = apply_retention(location, KEEP, TODAY)
     assert result.action == KEPT and "not finished" in result.reason
 
+    # A commit staging without its record is a leftover (the writer died before its
+    # commit point): it goes with the day.
+    Path(location.path(commit_path(hour, "abc", "_commit.json"))).unlink()
+    [result] = apply_retention(location, KEEP, TODAY)
+    assert result.action == REMOVED
+    assert not Path(location.path(commit_path(hour))).exists()
+
 
 @pytest.mark.parametrize(("value", "days"), [(None, None), ("", None), (" none ", None), ("30", 30), (7, 7), (" 400 ", 400)])
 def test_the_setting_parses(value, days):

@@ -22,6 +22,7 @@ the day's lock (the one hourly commits and compaction take):
 Never a day being loaded: a day with a staged run of one of its hours (a run that is
 listing, fetching or publishing it, a backfill's included, or a failed run that may be
 cleared and rerun until the 7-day staging sweep) or with a commit record not yet cleared
+(``_commit.json``; a commit staging without one is a leftover and goes with the day)
 is kept and the reason logged; a later run removes it. Day lock files (empty) stay.
 """
 
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from mde_pipeline.lake.commit_log import pending_hours
+from mde_pipeline.lake.commit_log import pending_hours, recorded_hours
 from mde_pipeline.lake.ip_index import invalidate_covering
 from mde_pipeline.lake.layout import (
     DATE_PREFIX,
@@ -130,7 +131,9 @@ def loading_reason(location: LakeLocation, day: str) -> str:
     staged = [hour for hour in staged_intervals(location) if partition_date(hour) == day]
     if staged:
         return f"a run of hour {staged[0].isoformat()} is staged (loading, or failed and may be rerun)"
-    pending = [hour for hour in pending_hours(location) if partition_date(hour) == day]
+    # A commit record (not a folder without one: a leftover, removed with the day); the
+    # compact task right before finishes every record, so this is a writer at work.
+    pending = sorted(hour for _, hour in recorded_hours(location) if partition_date(hour) == day)
     if pending:
         return f"the commit of hour {pending[0].isoformat()} is not finished"
     return ""
