@@ -28,7 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     from mde_pipeline.airflow.lake_location import configured_lake_location, configured_retention_days
     from mde_pipeline.lake.retention import apply_retention, first_day_kept, parse_keep_days, retention_tenants
 
-    keep_days = parse_keep_days(args.days, "--days") if args.days is not None else configured_retention_days()
+    try:
+        keep_days = parse_keep_days(args.days, "--days") if args.days is not None else configured_retention_days()
+    except ValueError as exc:  # RetentionSettingError, MdeConfigurationError: the message names the setting
+        parser.error(str(exc))
     today = args.today or datetime.now(timezone.utc).date().isoformat()
     location = configured_lake_location(args.lake)
     if keep_days is None:
