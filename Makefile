@@ -12,7 +12,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/include
 
-.PHONY: install run test lock constraints image-check sim bench query clean status ui
+.PHONY: install run test lock constraints image-check sim bench query clean status ui retention
 
 install: $(STAMP)
 
@@ -37,6 +37,11 @@ status: $(STAMP)
 
 ui: $(STAMP)
 	$(PY) include/local_ui.py $(UI_ARGS)
+
+# Retention (Variable mde_lake_retention_days): what would go, one line per day; nothing is
+# removed unless RETENTION_ARGS="--apply" (docs/OPERATORS.md, "Retention").
+retention: $(STAMP)
+	$(PY) -m mde_pipeline.airflow.lake_retention $(RETENTION_ARGS)
 
 # Two workers: most slow tests wait on rate windows or on Airflow's own processes, not
 # on the CPU. PYTEST_WORKERS=0 runs everything in one process.

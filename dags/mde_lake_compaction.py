@@ -1,4 +1,5 @@
-"""Daily compaction of the lake's closed days, then its IP index (flow only: ``compact >> index``).
+"""Daily compaction of the lake's closed days, retention, then its IP index (flow only:
+``compact >> retain >> index``).
 
 - Runs at 03:30 UTC with a real one-day data interval (``CronDataIntervalTimetable``).
   A run compacts, in both tables, every day that still has hourly files and ended at
@@ -10,6 +11,12 @@
   month after each day, a month whose index a rerun dropped) gets its IP-sorted
   ``alert_ips`` copy under ``_ip_index/`` rebuilt (mde_pipeline.lake.ip_index.index_step;
   what the analyst CLI reads for IP lookups; see docs/ANALYSTS.md).
+- ``retain`` removes whole days older than Variable ``mde_lake_retention_days`` (unset,
+  the default: the lake keeps everything) from both tables, the IP index, the fetch cache
+  and staging, one log line per day; days a run is still loading stay
+  (mde_pipeline.lake.retention.retention_step). It runs before ``index``, which rebuilds
+  the months it touched without the removed days. Param ``retention_dry_run``: list what
+  would go (in the log and the task's XCom), remove nothing.
 - Why a schedule and not the lake Assets (``mde_lake.alerts`` / ``mde_lake.alert_ips``):
   those are emitted by every hourly publish; compaction needs a day to be over, not a
   new hour, and one run per day is enough. Compaction changes files, not rows, so it
@@ -29,7 +36,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, task
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
 
 with DAG(
     dag_id="mde_lake_compaction",
@@ -40,6 +47,7 @@ with DAG(
     max_active_runs=1,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=10), "execution_timeout": timedelta(hours=2)},
     tags=["mde", "lake"],
+    params={"retention_dry_run": Param(False, type="boolean", description="list the days retention would remove; remove nothing")},
 ) as dag:
 
     @task
@@ -54,10 +62,19 @@ with DAG(
         )
 
     @task
+    def retain(**context) -> dict:
+        from mde_pipeline.airflow.lake_location import configured_lake_location, configured_retention_days
+        from mde_pipeline.lake.retention import retention_step
+
+        dry_run = bool((context.get("params") or {}).get("retention_dry_run", False))
+        location = configured_lake_location()
+        return retention_step(location, configured_retention_days(), context["data_interval_end"], dry_run=dry_run)
+
+    @task
     def index() -> list[str]:
         from mde_pipeline.airflow.lake_location import configured_lake_location
         from mde_pipeline.lake.ip_index import index_step
 
         return index_step(configured_lake_location())
 
-    compact() >> index()
+    compact() >> retain() >> index()

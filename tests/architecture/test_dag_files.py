@@ -88,14 +88,14 @@ def test_a_bad_variable_is_an_import_error_naming_it_not_a_silent_change(tenants
     assert set(bag.dag_ids) == {"mde_lake_compaction"}
 
 
-def test_compaction_then_indexing_each_retrying_alone(dagbag):
+def test_compaction_retention_then_indexing_each_retrying_alone(dagbag):
     dag = dagbag.dags["mde_lake_compaction"]
     tasks = {task.task_id: task for task in dag.tasks}
-    assert len(tasks) == 2
-    (first,) = [task for task in tasks.values() if not task.upstream_task_ids]
-    (second,) = [task for task in tasks.values() if task.upstream_task_ids]
-    assert second.upstream_task_ids == {first.task_id}
-    assert "compact" in first.task_id and "index" in second.task_id
+    assert set(tasks) == {"compact", "retain", "index"}
+    assert tasks["compact"].upstream_task_ids == set()
+    assert tasks["retain"].upstream_task_ids == {"compact"}
+    assert tasks["index"].upstream_task_ids == {"retain"}
+    assert dag.params["retention_dry_run"] is False
     assert all(task.retries >= 1 for task in tasks.values())
 
 

@@ -17,6 +17,9 @@
   of START's hour on Azurite and stalls right before the first Put Block List into the
   hour's live files (its lock check passed), writes MARKER, waits for a line on stdin,
   then goes on; exits 5 with the error's type on stderr when the commit fails.
+* ``retention-kill CONNECTION_STRING ROOT STEP MARKER``: removes START's day (retention,
+  keeping 3 days before 2024-03-10) on Azurite and stops at STEP (a
+  ``retention.retention_checkpoint`` name), writes MARKER and waits to be killed.
 * ``commit-loop ROOT SEED TIMES [CONNECTION_STRING]``: commits its own version of one
   interval TIMES times (local root, or an abfs root through CONNECTION_STRING).
 """
@@ -159,7 +162,15 @@ def commit_stall_after_check(connection_string: str, root: str, marker: str, see
     os._exit(0)
 
 
+def retention_kill(connection_string: str, root: str, step: str, marker: str) -> None:
+    from mde_pipeline.lake import retention
+
+    retention.retention_checkpoint = lambda reached: _wait_to_be_killed(marker, reached) if reached == step else None
+    retention.apply_retention(_blob_location(connection_string, root).for_tenant(TENANT), 3, "2024-03-10")
+    os._exit(4)
+
+
 if __name__ == "__main__":
     command, *arguments = sys.argv[1:]
     {"stall-local": stall_local, "stall-blob": stall_blob, "compact-stall": compact_stall, "commit-loop": commit_loop,
-     "commit-kill": commit_kill, "commit-stall-after-check": commit_stall_after_check}[command](*arguments)  # fmt: skip
+     "commit-kill": commit_kill, "commit-stall-after-check": commit_stall_after_check, "retention-kill": retention_kill}[command](*arguments)  # fmt: skip

@@ -495,3 +495,25 @@ def test_make_status_after_a_demo_run_as_a_process(tmp_path):
         assert f"  lake: could not be read (its partition is named by the tenant id, unknown without connection mde_{name})" in text
     assert "mde_default" not in text and "note:" not in text
     assert "hint: set AIRFLOW_CONN_MDE_EAST, AIRFLOW_CONN_MDE_WEST to see those tenants by name" in text
+
+
+def test_oldest_day_kept_and_the_retention_setting_are_shown(prepared, monkeypatch):
+    """Unset: the lake keeps everything, and says so; set: the days; a bad value: an
+    error naming the Variable, the rest of the document as usual."""
+    monkeypatch.delenv("AIRFLOW_VAR_MDE_LAKE_RETENTION_DAYS", raising=False)
+    status = status_of(prepared)
+    lake = status["tenants"][0]["lake"]
+    assert lake["oldest_day_kept"] == lake["rows_per_day"][0]["date"] and lake["lake_retention_days"] is None
+    assert f"oldest day kept: {lake['oldest_day_kept']} (retention: keeps everything" in render(status)
+    page = render_page(status, "/mde")
+    assert f'data-testid="t0-oldest-day-kept">{lake["oldest_day_kept"]}<' in page and "keeps everything" in page
+
+    monkeypatch.setenv("AIRFLOW_VAR_MDE_LAKE_RETENTION_DAYS", "30")
+    status = status_of(prepared)
+    assert status["tenants"][0]["lake"]["lake_retention_days"] == 30 and status["errors"] == []
+    assert "keeps today and the 30 days before it" in render(status)
+
+    monkeypatch.setenv("AIRFLOW_VAR_MDE_LAKE_RETENTION_DAYS", "a month")
+    status = status_of(prepared)
+    assert status["tenants"][0]["lake"]["lake_retention_days"] is None
+    assert any("mde_lake_retention_days" in error and "a month" in error for error in status["errors"])

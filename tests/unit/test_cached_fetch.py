@@ -114,8 +114,35 @@ def test_a_late_hour_that_cannot_be_committed_never_fails_the_runs_own_hour(tmp_
         raise LakeLockTimeout("lock date=2024-03-10 stayed held by another writer")
 
     monkeypatch.setattr(lookback, "commit_interval", held)
+    from mde_pipeline.airflow import lake_location
+
+    monkeypatch.setattr(lake_location, "configured_retention_days", lambda: None)  # Variable unset: keep everything
     result = {"alert_id": "a", "last_update_time": late["lastUpdateTime"], "status": "ok", "ips": [["10.0.0.1", 4]],
               "invalid_ip_values": [], "fetched_at": "2024-03-10T15:06:00+00:00"}
-    added = lookback.publish_lookback({"data_interval_start": start, "run_id": "scheduled__x"}, [result], lake)
-    assert added == {}
+    added, expired = lookback.publish_lookback({"data_interval_start": start, "run_id": "scheduled__x"}, [result], lake)
+    assert (added, expired) == ({}, 0)
     assert "the next look-back retries" in caplog.text and "LakeLockTimeout" in caplog.text
+
+
+def test_lookback_never_writes_an_hour_retention_removes(tmp_path, monkeypatch, caplog):
+    """A late version of an expired hour is counted and logged, never committed (the day
+    would come back after retention removed it)."""
+    from datetime import datetime, timedelta, timezone
+
+    from mde_pipeline.airflow import lookback
+    from mde_pipeline.lake.staging import write_staging_json
+
+    lake = resolve_lake_location(str(tmp_path)).for_tenant("tenant-a")
+    now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    start, old, recent = now, now - timedelta(days=40), now - timedelta(hours=3)
+    versions = {hour: {"id": f"a{hour.day}", "lastUpdateTime": hour.strftime("%Y-%m-%dT%H:%M:00.1234567Z")} for hour in (old, recent)}
+    document = {"tenant_id": "tenant-a", "listed_at": start.isoformat(), "batches": [],
+                "hours": {hour.isoformat(): [version] for hour, version in versions.items()}}
+    write_staging_json(lake, start, "scheduled__x", lookback.LOOKBACK, document)
+    committed = []
+    monkeypatch.setattr(lookback, "commit_interval", lambda location, hour, tables, **kw: committed.append(hour) or object())
+    results = [{"alert_id": v["id"], "last_update_time": v["lastUpdateTime"], "status": "ok", "ips": [["10.0.0.1", 4]],
+                "invalid_ip_values": [], "fetched_at": start.isoformat()} for v in versions.values()]
+    added, expired = lookback.publish_lookback({"data_interval_start": start, "run_id": "scheduled__x"}, results, lake, keep_days=30)
+    assert committed == [recent] and list(added) == [recent.isoformat()]
+    assert expired == 1 and "1 late versions of hours before" in caplog.text

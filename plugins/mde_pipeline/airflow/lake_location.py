@@ -25,6 +25,7 @@ from mde_pipeline.common.redaction import redact
 from mde_pipeline.lake.location import LakeLocation, LakeLocationError, resolve_lake_location
 
 ROOT_VARIABLE = "mde_lake_root"
+RETENTION_VARIABLE = "mde_lake_retention_days"  # unset: the lake keeps everything
 CONN_ID_VARIABLE = "mde_lake_conn_id"
 DEFAULT_CONN_ID = "mde_lake"
 PLAIN_HTTP_EXTRA = "allow_plain_http"  # lake connection extra: sandboxes only
@@ -62,6 +63,17 @@ def configured_lake_root() -> str:
 def configured_lake_conn_id() -> str:
     """Variable ``mde_lake_conn_id``, or ``mde_lake`` when it is not set."""
     return _variable(CONN_ID_VARIABLE) or DEFAULT_CONN_ID
+
+
+def configured_retention_days() -> int | None:
+    """Variable ``mde_lake_retention_days``: days the lake keeps before today, or None
+    (unset, the default: keep everything). A bad value is a configuration error naming it."""
+    from mde_pipeline.lake.retention import RetentionSettingError, parse_keep_days
+
+    try:
+        return parse_keep_days(_variable(RETENTION_VARIABLE), f"Variable {RETENTION_VARIABLE}")
+    except RetentionSettingError as exc:
+        raise MdeConfigurationError(str(exc)) from None
 
 
 def _variable(key: str) -> str | None:

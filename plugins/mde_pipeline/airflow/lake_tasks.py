@@ -115,7 +115,7 @@ def publish_interval(
     if recovered:
         log.warning("finished %d interrupted commits before publishing: %s", len(recovered), recovered)
     committed = commit_interval(location, start, tables, keep_versions=not refetch)
-    late = publish_lookback(context, [r for r in results if version_key(r["alert_id"], r["last_update_time"]) not in own], location)
+    late, expired = publish_lookback(context, [r for r in results if version_key(r["alert_id"], r["last_update_time"]) not in own], location)
     clear_staging(location, start, run_id)
     # Never an hour a live run (a backfill, also with the look-back off) may still publish.
     sweep_fetch_cache(location, listing["tenant_id"], start - cache_retention(settings.LOOKBACK), lookback=settings.LOOKBACK)
@@ -126,6 +126,7 @@ def publish_interval(
         "rows": committed.rows,
         **recorded_problems(tables["alerts"]),
         "lookback_added": late,
+        "lookback_expired": expired,  # late versions of hours retention removes: not written
     }
     if summary["ips_errors"] or summary["alerts_with_field_problems"]:
         log.warning(

@@ -15,6 +15,10 @@ the alert versions the lake's committed hours lack (late arrivals), with their I
    stays when a rerun of the hour lists the version later: lake.versions). A version the
    lake holds is never dropped, also when the alert has moved on to a later lastUpdateTime.
 
+Retention (Variable ``mde_lake_retention_days``, lake.retention): a late version whose
+hour is expired is not written (a removed day is never re-created); such versions are
+counted in the returned ``expired`` entry and logged.
+
 Everything happens in the tenant's part of the lake (the ``location`` given, a
 ``LakeLocation.for_tenant``): its committed hours, its staging, its commits.
 
@@ -29,7 +33,7 @@ from its commit record (lake.commit_log) before anything else.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping
 
 from mde_pipeline.airflow.batching import make_batches
@@ -42,6 +46,7 @@ from mde_pipeline.lake.fetch_cache import version_key
 from mde_pipeline.lake.layout import interval_start_of
 from mde_pipeline.lake.location import LakeLocation
 from mde_pipeline.lake.records import interval_tables
+from mde_pipeline.lake.retention import first_day_kept
 from mde_pipeline.lake.staging import StagingNotFoundError, read_staging_json, write_staging_json
 from mde_pipeline.lake.versions import committed_versions, missing_versions
 
@@ -113,20 +118,31 @@ def stage_lookback(document: Mapping[str, Any], context: Mapping[str, Any], loca
     return batches
 
 
-def publish_lookback(context: Mapping[str, Any], results: Iterable[FetchResult], location: LakeLocation) -> dict[str, int]:
+def publish_lookback(
+    context: Mapping[str, Any], results: Iterable[FetchResult], location: LakeLocation, *, keep_days: int | None = None
+) -> tuple[dict[str, int], int]:
     """Add the staged late versions to their committed hours (of the tenant's ``location``);
-    returns hour key -> rows added."""
+    returns (hour key -> rows added, versions not written because retention removes their
+    hours: ``keep_days``, default Variable ``mde_lake_retention_days``)."""
     try:
         document = read_staging_json(location, context["data_interval_start"], context["run_id"], LOOKBACK)
     except StagingNotFoundError:
-        return {}
+        return {}, 0
+    if keep_days is None and document["hours"]:
+        from mde_pipeline.airflow.lake_location import configured_retention_days
+
+        keep_days = configured_retention_days()
+    kept_from = first_day_kept(keep_days, datetime.now(timezone.utc)) if keep_days else None
     by_key = {version_key(r["alert_id"], r["last_update_time"]): r for r in results}
-    added, pending = {}, []
+    added, pending, expired = {}, [], 0
     for hour, alerts in document["hours"].items():
         start = datetime.fromisoformat(hour)
         # A version whose fetch failed has no result: the next look-back tries it again.
         alerts = [a for a in alerts if version_key(a["id"], a["lastUpdateTime"]) in by_key]
         if not alerts:
+            continue
+        if kept_from is not None and start.astimezone(timezone.utc).date().isoformat() < kept_from:
+            expired += len(alerts)  # never re-create a day retention removes
             continue
         hour_results = [by_key[version_key(a["id"], a["lastUpdateTime"])] for a in alerts]
         try:
@@ -150,8 +166,10 @@ def publish_lookback(context: Mapping[str, Any], results: Iterable[FetchResult],
             added[hour] = len(alerts)
     if added:
         log.info("look-back added %d late versions to %d hours: %s", sum(added.values()), len(added), added)
+    if expired:
+        log.warning("look-back: %d late versions of hours before %s (retention: %d days) not written", expired, kept_from, keep_days)
     if pending:
         # Never a success over a half state: the task's retry (or the next run's publish)
         # finishes these hours from their commit records first.
         raise LakeCommitPending(f"look-back commits of {pending} are recorded but not applied; the retry finishes them")
-    return added
+    return added, expired

@@ -156,8 +156,11 @@ def lake_status(
     now: datetime,
     *,
     retention_days: int = RETENTION_DAYS,
+    lake_retention_days: int | None = None,
 ) -> dict[str, Any]:
-    """The lake section of the status JSON (docs/OPERATORS.md)."""
+    """The lake section of the status JSON (docs/OPERATORS.md). ``lake_retention_days``:
+    the lake's own retention setting (lake.retention; None: it keeps everything), shown
+    beside the oldest day it holds."""
     now = now.astimezone(timezone.utc)
     alerts = cache.table_figures(location, ALERTS)
     ips = cache.table_figures(location, ALERT_IPS)
@@ -213,6 +216,8 @@ def lake_status(
             }
             for day in days
         ],
+        "oldest_day_kept": days[0] if days else None,
+        "lake_retention_days": lake_retention_days,
         "late_alerts": None,  # filled in once the look-backs of the late-alerts issue exist
     }
 

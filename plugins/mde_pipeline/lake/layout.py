@@ -11,6 +11,7 @@ Layout under the root (docs/DESIGN.md, "Lake"), ``T`` = ``tenant_id=<tenant id>`
     _staging/T/compaction/<table>/date=YYYY-MM-DD/...         days being swapped in
     _staging/T/fetch_cache/<tenant>/<YYYYMMDDTHH>/<part>.jsonl fetch results per version (fetch_cache.py)
     _staging/T/commits/<YYYYMMDDTHH>/<token>/...              an hour's commit record (commit_log.py)
+    _staging/T/retention/date=YYYY-MM-DD.json                 a day being removed (retention.py)
     _locks/T/<name>.lock                                      lake locks (locks.py)
 
 The paths below are written without ``T``: a tenant's location
@@ -47,6 +48,7 @@ COMPACTION_STAGING_DIR = f"{STAGING_DIR}/compaction"
 FETCH_CACHE_DIR = f"{STAGING_DIR}/fetch_cache"
 COMMITS_DIR = f"{STAGING_DIR}/commits"
 COMMIT_RECORD = "_commit.json"  # written last: the commit point of an hour's two tables
+RETENTION_DIR = f"{STAGING_DIR}/retention"  # a day's removal record (retention.py)
 LOCKS_DIR = "_locks"
 INDEX_DIR = "_ip_index"
 INDEX_MANIFEST = "_index.json"

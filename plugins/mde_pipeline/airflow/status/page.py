@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from html import escape
 from typing import Any
 
-from mde_pipeline.airflow.status.text import rate
+from mde_pipeline.airflow.status.text import rate, retention_text
 
 
 def _text(value: Any) -> str:
@@ -93,6 +93,9 @@ def _lake(index: int, lake: dict[str, Any] | None, why: str | None) -> str:
         f"<tr><th>hours missing in the retention window</th>{_cell(f't{index}-hours-missing', lake['hours_missing'])}</tr>"
         f"<tr><th>hours missing since the first loaded hour ({_text(since.get('first_loaded_hour'))})</th>"
         f"{_cell(f't{index}-hours-missing-since-first-loaded', since.get('hours_missing'))}</tr>"
+        f"<tr><th>oldest day kept</th>{_cell(f't{index}-oldest-day-kept', lake.get('oldest_day_kept'))}</tr>"
+        f"<tr><th>lake retention (Variable mde_lake_retention_days)</th>"
+        f"{_cell(f't{index}-lake-retention', retention_text(lake.get('lake_retention_days')))}</tr>"
         f"<tr><th>late alerts found by look-backs</th>{_cell(f't{index}-late-alerts', 'not tracked yet' if late is None else late)}</tr>"
         "</table>"
         + (f"<details><summary>{lake['missing_ranges_total']} missing ranges (newest 10)</summary><ul>{ranges}</ul></details>"

@@ -191,6 +191,17 @@ def _backfill_figures(backfill: dict[str, Any], staged: dict[str, int], lake: di
     }
 
 
+def _lake_retention_days(errors: list[str]) -> int | None:
+    """Variable mde_lake_retention_days (None: keep everything; unreadable: an error line)."""
+    try:
+        from mde_pipeline.airflow.lake_location import configured_retention_days
+
+        return configured_retention_days()
+    except Exception as exc:
+        _error(errors, "Variable mde_lake_retention_days", exc)
+        return None
+
+
 def _configured_tenant_dags(errors: list[str]) -> list[TenantDag]:
     try:
         return configured_tenant_dags()
@@ -237,6 +248,7 @@ def build_status(
     if backfills is None:
         from mde_pipeline.airflow.status.backfills import active_backfills as backfills
     entries, configured = _tenant_entries(tenant_dags, root, now.timestamp(), errors, ledger_path)
+    keep_days = _lake_retention_days(errors)
     for tenant in entries:
         lake = staged = None
         unavailable = tenant["unavailable"]
@@ -248,7 +260,7 @@ def build_status(
             where = root.for_tenant(tenant["tenant_id"])
             tenant_cache = cache or _lake_cache(tenant["tenant_id"])
             try:
-                lake = lake_status(where, tenant_cache, now)
+                lake = lake_status(where, tenant_cache, now, lake_retention_days=keep_days)
                 staged = tenant_cache.staged_listings(where)
             except Exception as exc:
                 unavailable["lake"] = _error(errors, f"lake (tenant {tenant['tenant_id']})", exc)

@@ -90,6 +90,13 @@ def _missing_lines(lake: dict[str, Any]) -> list[str]:
     return lines
 
 
+def retention_text(days: int | None) -> str:
+    """The lake's retention setting in words (Variable mde_lake_retention_days)."""
+    if days is None:
+        return "retention: keeps everything (Variable mde_lake_retention_days unset)"
+    return f"retention: keeps today and the {days} days before it, UTC (Variable mde_lake_retention_days = {days})"
+
+
 def _lake_lines(lake: dict[str, Any] | None, why: str | None) -> list[str]:
     if lake is None:
         return [f"  lake: could not be read ({why or 'no reason given'})"]
@@ -100,6 +107,7 @@ def _lake_lines(lake: dict[str, Any] | None, why: str | None) -> list[str]:
         lag = f" (lag {lake['lag_hours']:.1f} h)" if lake["lag_hours"] is not None else ""
         lines.append(f"    latest committed hour: {when(lake['latest_committed_hour'])}{lag}")
     lines += _missing_lines(lake)
+    lines.append(f"    oldest day kept: {lake.get('oldest_day_kept') or 'none'} ({retention_text(lake.get('lake_retention_days'))})")
     pending = lake.get("hours_pending_commit") or []
     if pending:  # an interrupted commit: the next run (or compaction) finishes it
         lines.append(f"    {count(len(pending), 'hour')} pending commit (left out of the views until the next run finishes it): "
