@@ -23,13 +23,12 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param
 
 from mde_pipeline.airflow import settings
 from mde_pipeline.airflow.assets import LAKE_ASSETS
 from mde_pipeline.airflow.freshness import freshness_deadline
-from mde_pipeline.airflow.lake_tasks import publish_interval
-from mde_pipeline.airflow.operators import MdeFetchAlertIpsOperator, MdeListAlertsOperator
+from mde_pipeline.airflow.operators import MdeFetchAlertIpsOperator, MdeListAlertsOperator, MdePublishOperator
 from mde_pipeline.airflow.priority import PRIORITY_WEIGHT_RULE
 from mde_pipeline.airflow.settle import MdeSettleOperator
 from mde_pipeline.airflow.tenants import TenantDag, configured_tenant_dags
@@ -79,15 +78,14 @@ def hourly_dag(tenant: TenantDag) -> DAG:
             task_id="fetch_ips", mde_conn_id=tenant.conn_id, pool=tenant.pool, refetch="{{ params.refetch }}"
         ).expand(batch=batches.output)
 
-        @task(outlets=LAKE_ASSETS, trigger_rule="none_failed")
-        def publish(results, mde_conn_id: str, **context):
-            # An hour without alerts maps zero batches (skipped): it still commits empty files.
-            # Index by length: iterating a lazy XCom sequence probes past its end and logs an error.
-            batches = [results[i] for i in range(len(results))] if results is not None else []
-            # The connection names the tenant, whose part of the lake holds the staged listing.
-            return publish_interval(context, batches, mde_conn_id=mde_conn_id)
-
-        publish(fetched.output, mde_conn_id=tenant.conn_id)
+        # none_failed: an hour without alerts maps zero batches (skipped) and still commits.
+        MdePublishOperator(
+            task_id="publish",
+            results=fetched.output,
+            mde_conn_id=tenant.conn_id,
+            outlets=LAKE_ASSETS,
+            trigger_rule="none_failed",
+        )
     return dag
 
 

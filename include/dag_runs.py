@@ -9,6 +9,9 @@ environment is an isolated Airflow home (see local_airflow.AirflowHome.test_runs
 
 ``--fail-commit STEP@N`` (tests): the N-th lake commit of this process that reaches
 commit_log checkpoint STEP fails there once, as a storage error at that step would.
+``--lake-roots JSON`` (tests): a list, one lake root per logical date; each date's runs
+see theirs as Variable mde_lake_root (``AIRFLOW_VAR_MDE_LAKE_ROOT``, read at task time:
+``dag.test`` runs the tasks in this process), so one process start-up serves several lakes.
 
 Several DAG ids (comma-separated, e.g. one per tenant) run each logical date in turn,
 in the same process (its start-up is the slow part). Prints one JSON line per run:
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import datetime
 
@@ -44,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_at", nargs="+", help="logical dates: a manual run at T loads the hour ending at T")
     parser.add_argument("--conf", default=None)
     parser.add_argument("--fail-commit", default=None, metavar="STEP@N")
+    parser.add_argument("--lake-roots", default=None, metavar="JSON", help="one lake root per logical date")
     args = parser.parse_args(argv)
+    lake_roots = json.loads(args.lake_roots) if args.lake_roots else None
+    if lake_roots is not None and len(lake_roots) != len(args.run_at):
+        parser.error(f"--lake-roots names {len(lake_roots)} roots for {len(args.run_at)} logical dates")
 
     from airflow.cli.commands.dag_command import get_bagged_dag  # puts plugins/ on sys.path
     from airflow.utils.session import create_session
@@ -54,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
 
     dags = [get_bagged_dag(bundle_names=None, dag_id=dag_id, dagfile_path=None) for dag_id in args.dag_id.split(",")]
     conf = json.loads(args.conf) if args.conf else None
-    for dag, run_at in ((dag, run_at) for run_at in args.run_at for dag in dags):
+    for index, dag, run_at in ((i, dag, run_at) for i, run_at in enumerate(args.run_at) for dag in dags):
+        if lake_roots is not None:
+            os.environ["AIRFLOW_VAR_MDE_LAKE_ROOT"] = lake_roots[index]
         when = datetime.fromisoformat(run_at)
         try:
             dr = dag.test(logical_date=when, run_conf=conf)

@@ -72,11 +72,18 @@ class AirflowHome:
         return proc
 
     def test_runs(
-        self, dag_id: str | list[str], run_ats, conf: dict | None = None, timeout: float = 900, fail_commit: str | None = None
+        self,
+        dag_id: str | list[str],
+        run_ats,
+        conf: dict | None = None,
+        timeout: float = 900,
+        fail_commit: str | None = None,
+        lake_roots: list[str] | None = None,
     ) -> list[dict]:
         """Run ``dag.test()`` for each logical date in one process; one result dict each.
         Several DAG ids: each date for every DAG in turn (one process start-up for all).
-        ``fail_commit``: ``STEP@N``, a lake commit fails once (include/dag_runs.py)."""
+        ``fail_commit``: ``STEP@N``, a lake commit fails once; ``lake_roots``: one lake
+        root per logical date (include/dag_runs.py)."""
         dag_ids = [dag_id] if isinstance(dag_id, str) else list(dag_id)
         run_ats = list(run_ats)
         args = [str(REPO / "include" / "dag_runs.py"), ",".join(dag_ids), *[t.isoformat() if hasattr(t, "isoformat") else str(t) for t in run_ats]]
@@ -84,6 +91,8 @@ class AirflowHome:
             args += ["--conf", json.dumps(conf)]
         if fail_commit is not None:
             args += ["--fail-commit", fail_commit]
+        if lake_roots is not None:
+            args += ["--lake-roots", json.dumps([str(root) for root in lake_roots])]
         proc = subprocess.run(
             [str(VENV_BIN / "python"), *args], env=self.env, cwd=self.path, capture_output=True, text=True, timeout=timeout
         )

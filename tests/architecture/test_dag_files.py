@@ -63,7 +63,7 @@ def test_one_hourly_dag_per_tenant_of_the_variable_from_the_one_file():
         # Every task that calls the API (or finds the tenant's lake part) uses the tenant's connection.
         assert tasks["list_alerts"].mde_conn_id == f"mde_{name}"
         assert tasks["fetch_ips"].partial_kwargs["mde_conn_id"] == f"mde_{name}"
-        assert tasks["publish"].op_kwargs == {"mde_conn_id": f"mde_{name}"}
+        assert tasks["publish"].mde_conn_id == f"mde_{name}"
         assert {task_id: task.pool for task_id, task in tasks.items() if task_id != "publish"} == {
             "settle": "default_pool", "list_alerts": f"mde_api_{name}", "fetch_ips": f"mde_api_{name}",
         }
@@ -73,7 +73,7 @@ def test_without_the_variable_the_one_dag_uses_mde_default(dagbag):
     tasks = {task.task_id: task for task in dagbag.dags["mde_alert_ips"].tasks}
     assert tasks["list_alerts"].mde_conn_id == "mde_default"
     assert tasks["fetch_ips"].partial_kwargs["mde_conn_id"] == "mde_default"
-    assert tasks["publish"].op_kwargs == {"mde_conn_id": "mde_default"}
+    assert tasks["publish"].mde_conn_id == "mde_default"
     assert not [dag_id for dag_id in dagbag.dag_ids if dag_id.startswith("mde_alert_ips_")]
     assert set(parse("[]").dag_ids) == set(dagbag.dag_ids)
 

@@ -23,7 +23,6 @@ from mde_pipeline.airflow import settings
 from mde_pipeline.airflow.cached_fetch import as_flag
 from mde_pipeline.airflow.lake_location import configured_tenant_location
 from mde_pipeline.airflow.lookback import publish_lookback
-from mde_pipeline.airflow.lineage import report_lake_outputs
 from mde_pipeline.common.fetch_result import FetchResult
 from mde_pipeline.lake.fetch_cache import cache_retention, sweep_fetch_cache, version_key
 from mde_pipeline.lake.commit import commit_interval, recover_pending_commits
@@ -68,6 +67,19 @@ def listed_tenant(context: Mapping[str, Any]) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def publish_location(context: Mapping[str, Any], mde_conn_id: str = settings.MDE_CONN_ID) -> LakeLocation:
+    """The part of the configured lake ``publish`` writes: the canonical tenant
+    ``list_alerts`` pushed to XCom (``push_listed_tenant``), else connection
+    ``mde_conn_id``'s tenant (its extra ``tenant_id`` lower-cased, without a network
+    call): where ``list_alerts`` staged the listing."""
+    tenant_id = listed_tenant(context)
+    if tenant_id is None:
+        from mde_pipeline.airflow.hooks import connection_tenant_id  # azure-core only when a task runs
+
+        tenant_id = connection_tenant_id(mde_conn_id)
+    return configured_tenant_location(tenant_id)
+
+
 def publish_interval(
     context: Mapping[str, Any],
     batch_results: Iterable[Iterable[FetchResult] | None],
@@ -77,18 +89,10 @@ def publish_interval(
 ) -> dict[str, Any]:
     """Commit the interval of this run; returns a summary (also the asset events' extra).
 
-    ``location`` defaults to the part of the configured lake of the canonical tenant
-    ``list_alerts`` pushed to XCom (``push_listed_tenant``), else of connection
-    ``mde_conn_id``'s tenant (its extra ``tenant_id`` lower-cased, without a network
-    call): where ``list_alerts`` staged the listing.
+    ``location`` defaults to :func:`publish_location` of ``mde_conn_id``.
     """
     if location is None:
-        tenant_id = listed_tenant(context)
-        if tenant_id is None:
-            from mde_pipeline.airflow.hooks import connection_tenant_id  # azure-core only when a task runs
-
-            tenant_id = connection_tenant_id(mde_conn_id)
-        location = configured_tenant_location(tenant_id)
+        location = publish_location(context, mde_conn_id)
     start = interval_start_of(context["data_interval_start"])
     run_id = context["run_id"]
     listing = read_staging_json(location, start, run_id, LISTING)
@@ -119,7 +123,6 @@ def publish_interval(
     clear_staging(location, start, run_id)
     # Never an hour a live run (a backfill, also with the look-back off) may still publish.
     sweep_fetch_cache(location, listing["tenant_id"], start - cache_retention(settings.LOOKBACK), lookback=settings.LOOKBACK)
-    report_lake_outputs(location, committed.files)  # OpenLineage, when configured (lineage.py)
     summary = {
         "interval_start": start.isoformat(),
         "files": committed.files,

@@ -2,7 +2,8 @@
 
 The work is in importable functions: :func:`mde_pipeline.api.listing.list_interval`,
 :func:`mde_pipeline.airflow.batching.make_batches`, :func:`mde_pipeline.api.fetch.fetch_batch_ips`
-and the lake steps of :mod:`mde_pipeline.airflow.lake_tasks`.
+and the lake steps of :mod:`mde_pipeline.airflow.lake_tasks`; ``publish`` names what it
+wrote to OpenLineage (:mod:`mde_pipeline.airflow.lineage`).
 
 Failure policy: errors that a retry cannot cure (a connection that does not parse, a CA
 bundle that is missing or does not verify the server, a token request refused by Entra
@@ -32,7 +33,8 @@ from mde_pipeline.airflow import settings
 from mde_pipeline.airflow.batching import DEFAULT_MAX_BATCHES, make_batches
 from mde_pipeline.airflow.cached_fetch import as_flag, fetch_batch_cached
 from mde_pipeline.airflow.lake_location import check_lake_writable, configured_tenant_location
-from mde_pipeline.airflow.lake_tasks import push_listed_tenant, stage_listing
+from mde_pipeline.airflow.lake_tasks import publish_interval, publish_location, push_listed_tenant, stage_listing
+from mde_pipeline.airflow.lineage import lake_datasets, lake_lineage
 from mde_pipeline.airflow.lookback import LOOKBACK_MAX_BATCHES, list_lookback, stage_lookback
 from mde_pipeline.airflow.settings import DEFAULT_BATCH_SIZE, MDE_CONN_ID, MDE_POOL
 from mde_pipeline.api.errors import (
@@ -226,3 +228,40 @@ class MdeFetchAlertIpsOperator(BaseOperator):
                 )
 
         return _fail_fast_on_configuration_errors(run)
+
+
+# --------------------------------------------------------------------------- publishing
+
+
+class MdePublishOperator(BaseOperator):
+    """Commit the run's interval to the lake (:func:`mde_pipeline.airflow.lake_tasks.publish_interval`).
+
+    ``results`` is the mapped fetch task's output (``MdeFetchAlertIpsOperator...expand(...).output``;
+    None when the hour mapped no batch: it still commits empty files). After a
+    successful commit the OpenLineage provider, when configured, asks
+    ``get_openlineage_facets_on_complete`` for the outputs: each table's tenant
+    partition (:mod:`mde_pipeline.airflow.lineage`).
+    """
+
+    template_fields: Sequence[str] = ("results", "mde_conn_id")
+    ui_color = "#e8f5e9"
+
+    def __init__(self, *, results: Any = None, mde_conn_id: str = MDE_CONN_ID, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.results = results
+        self.mde_conn_id = mde_conn_id
+        self._written: tuple[Any, list[str]] | None = None  # (location, tables) of this execution
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        results = self.results
+        # Index by length: iterating a lazy XCom sequence probes past its end and logs an error.
+        batches = [results[i] for i in range(len(results))] if results is not None else []
+        # The connection names the tenant, whose part of the lake holds the staged listing.
+        location = publish_location(context, self.mde_conn_id)
+        summary = publish_interval(context, batches, location)
+        self._written = (location, list(summary["files"]))
+        return summary
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        location, tables = self._written if self._written else (None, [])
+        return lake_lineage(lake_datasets(location, tables) if location is not None else [])

@@ -225,6 +225,14 @@ def parse_blob_root(text: str) -> tuple[str, str, str | None, str]:
     return protocol, container, account, prefix
 
 
+def storage_dns_suffix(text: str) -> str | None:
+    """The storage DNS suffix an ``abfs[s]://container@<account>.dfs.<suffix>/...`` root
+    names (``core.windows.net``, ``core.chinacloudapi.cn`` ...), or None (short form)."""
+    _, at, host = urlsplit(text).netloc.rpartition("@")
+    match = _ACCOUNT_HOST.fullmatch(host) if at else None
+    return match.group("suffix").lower() if match else None
+
+
 def _blob_location(
     text: str,
     conn_id: str | None,
