@@ -60,6 +60,7 @@ LONGEST_FIRST = (
     "tests/integration/test_dag_end_to_end.py",
     "tests/scheduler/test_celery_two_hosts.py",
     "tests/scheduler/test_freshness_deadline.py",
+    "tests/integration/test_make_run_then_ui.py",
     "tests/deploy/test_deploy_init.py",
     "tests/status/test_status_browser.py",
     "tests/status/test_lineage.py",
