@@ -41,8 +41,22 @@ def test_hook_reads_the_default_connection_from_the_environment(monkeypatch):
 def test_hook_attributes_follow_airflow_conventions():
     assert MdeHook.conn_name_attr == "mde_conn_id"
     assert MdeHook.default_conn_name == "mde_default"
-    assert MdeHook.conn_type == "http"
-    assert MdeHook.hook_name
+    assert MdeHook.conn_type == "mde"
+    assert MdeHook.hook_name == "Microsoft Defender for Endpoint"
+
+
+def test_an_mde_connection_parses_into_the_config_of_the_equivalent_http_one(monkeypatch):
+    """The type only changes the UI: the same fields, as the mde form saves them (empty
+    fields as null or ""), give the same MdeConnectionConfig as an http connection."""
+    extra = {"tenant_id": "hook-tenant", "cloud": "eu", "rate_limits": "[[7, 3]]", "rate_limit_share": 0.5}
+    set_connection(monkeypatch, conn_id="mde_http", extra=extra)
+    form = {**extra, "certificate_data": None, "certificate_path": "", "use_managed_identity": False,
+            "managed_identity_client_id": None, "use_workload_identity": None, "rate_limit_ledger": "",
+            "rate_limit_ledger_dir": None}  # fmt: skip
+    set_connection(monkeypatch, conn_id="mde_typed", conn_type="mde", extra=form)
+    http, typed = MdeHook("mde_http").get_config(), MdeHook("mde_typed").get_config()
+    assert typed == http.__class__(**{**http.__dict__, "conn_id": "mde_typed"})
+    assert typed.rate_limits[0].limit == 7 and typed.auth_method == "client_secret"
 
 
 def test_hook_uses_the_named_connection_host_and_port(monkeypatch):
