@@ -11,7 +11,7 @@ This script
    Dockerfile COPYs read from the repo: the lock, and the pipeline's wheel from dist/
    (``make dist``; ``--dist`` names another folder holding it);
 3. compares the package lists before and after: no package of the image may be up- or
-   downgraded or removed, and every pin of the lock must be installed.
+   downgraded or removed, and every pin of the lock and the wheel must be installed.
 
 Not rehearsed (no engine here): the base image's OS layer, the real image's files (this
 uses the reconstruction, not ``pip list`` of the pulled image), the user/permission

@@ -40,9 +40,11 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     "tenant_id": _text("Tenant ID", "Entra ID tenant of the app registration (GUID, or its domain name)."),
     "cloud": {
         "label": "Cloud",
-        "description": f"Which Defender API and sign-in authority (default {DEFAULT_CLOUD}); "
+        "description": f"Which Defender API and sign-in authority; empty: the cloud of Host, else {DEFAULT_CLOUD}. "
         "Host, when set, overrides the API address.",
-        "schema": {"type": ["string", "null"], "enum": [*CLOUDS, None]},
+        # No null in the list (Airflow 3's forms fail to render one, apache/airflow#62049) and
+        # no default: left empty, the cloud follows Host (e.g. a GCC High host), else commercial.
+        "schema": {"type": ["string", "null"], "enum": list(CLOUDS)},
     },
     "certificate_path": _text(
         "Certificate file", "Instead of a client secret: path of a PEM file (certificate and private key)."
