@@ -76,7 +76,8 @@ def test_the_dockerfile_install_steps_pass_and_the_image_runs_the_pipeline_from_
     in that very environment (the image's Python: image + lock + wheel, nothing else),
     Airflow with only the two DAG files in its dags_folder and an empty plugins_folder
     tests the connection, loads an hour exactly from the simulator (`airflow dags test`),
-    serves the plugin's /mde page and lists connection type mde with its form fields."""
+    serves the plugin's /mde page, lists connection type mde with its form fields, and
+    tests a connection as the form's Test button does."""
     with open(WORKDIR / ".lock", "a") as guard:  # image_check's own lock: the venv is ours until the end
         fcntl.flock(guard, fcntl.LOCK_EX)
         image_check_module.rehearse(REPO / "Dockerfile", None, WORKDIR, dist=built_wheel.parent)
@@ -146,6 +147,15 @@ def the_image_runs_the_pipeline(venv_bin: Path, tmp_path: Path) -> None:
             assert set(mde["extra_fields"]) >= {"tenant_id", "cloud", "certificate_data", "use_managed_identity",
                                                 "use_workload_identity", "rate_limits", "rate_limit_ledger"}  # fmt: skip
             assert mde["standard_fields"]["login"]["title"] == "Client ID"
+            # The form's Test button: the REST API tests what the form holds, before saving.
+            form = {"connection_id": "mde_form", "conn_type": "mde", "host": connection["host"],
+                    "login": connection["login"], "password": connection["password"],
+                    "extra": json.dumps(connection["extra"])}  # fmt: skip
+            tested = json.loads(http_post(f"{base}/api/v2/connections/test", token, form))
+            assert tested["status"] is True and "listed 1 alert" in tested["message"], tested
+            tested = json.loads(http_post(f"{base}/api/v2/connections/test", token, {**form, "password": WRONG_SECRET}))
+            assert tested["status"] is False and "MdeAuthenticationError" in tested["message"], tested
+            assert WRONG_SECRET not in tested["message"]
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             try:
@@ -164,6 +174,13 @@ def free_port() -> int:
 def http_get(url: str, token: str) -> str:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=60) as response:
+        return response.read().decode()
+
+
+def http_post(url: str, token: str, body: dict) -> str:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=120) as response:
         return response.read().decode()
 
 
