@@ -9,6 +9,7 @@ import pytest
 from mde_pipeline.api.client import MdeClient
 from mde_pipeline.api.errors import MdeConfigurationError
 from mde_pipeline.airflow.hooks import MdeHook
+from mde_pipeline.airflow.provider_info import CONN_FIELDS
 
 SECRET = "hook~Secret.0123456789abcdefXYZ"
 
@@ -46,13 +47,13 @@ def test_hook_attributes_follow_airflow_conventions():
 
 
 def test_an_mde_connection_parses_into_the_config_of_the_equivalent_http_one(monkeypatch):
-    """The type only changes the UI: the same fields, as the mde form saves them (empty
-    fields as null or ""), give the same MdeConnectionConfig as an http connection."""
+    """The type only changes the UI: the same fields, as Airflow 3.3's form saves them
+    (every field of the form, null when left empty; "" or false after a clear), give the
+    same MdeConnectionConfig as an http connection."""
     extra = {"tenant_id": "hook-tenant", "cloud": "eu", "rate_limits": "[[7, 3]]", "rate_limit_share": 0.5}
     set_connection(monkeypatch, conn_id="mde_http", extra=extra)
-    form = {**extra, "certificate_data": None, "certificate_path": "", "use_managed_identity": False,
-            "managed_identity_client_id": None, "use_workload_identity": None, "rate_limit_ledger": "",
-            "rate_limit_ledger_dir": None}  # fmt: skip
+    form = {**dict.fromkeys(CONN_FIELDS), **extra, "certificate_path": "", "use_managed_identity": False,
+            "rate_limit_ledger": ""}  # fmt: skip
     set_connection(monkeypatch, conn_id="mde_typed", conn_type="mde", extra=form)
     http, typed = MdeHook("mde_http").get_config(), MdeHook("mde_typed").get_config()
     assert typed == http.__class__(**{**http.__dict__, "conn_id": "mde_typed"})

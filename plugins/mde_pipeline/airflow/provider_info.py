@@ -82,13 +82,12 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "hidden-fields": ["schema", "port"],
     "relabeling": {"host": "API base URL (optional)", "login": "Client ID", "password": "Client secret"},
+    # Placeholders of the standard fields (the 3.3 form shows none for the extra fields:
+    # their descriptions carry the examples).
     "placeholders": {
         "host": "empty: from Cloud",
         "login": "application (client) id",
         "password": "client secret (or a certificate / identity below)",
-        "tenant_id": "00000000-0000-0000-0000-000000000000",
-        "rate_limits": "[[100, 60], [1500, 3600]]",
-        "rate_limit_ledger": "sqlite",
     },
 }
 
