@@ -1,6 +1,7 @@
 # The pipeline's Airflow image: Apache Airflow's official 3.3.2 image (Python 3.11, the
 # version requirements.lock is compiled for) plus this project's locked runtime
-# requirements. Build it with `docker compose build` (see docs/DEPLOYMENT.md).
+# requirements and the pipeline's wheel. Build it with `make dist && docker compose build`
+# (see docs/DEPLOYMENT.md).
 #
 # No secret goes into the image: connections and keys reach the containers as environment
 # variables at run time (.env), and .dockerignore lets only the files below into the
@@ -33,8 +34,17 @@ RUN image_packages="$(mktemp)" \
     && pip check \
     && rm -f "${image_packages}"
 
-# The code is baked in as well, so the image runs without bind mounts (Kubernetes,
-# workers on other hosts); docker-compose mounts the working tree over these folders.
+# The pipeline itself: the wheel `make dist` builds (dist/ holds exactly one), in its own
+# layer so a code change reuses the one above. Its requirements are the lock's, installed
+# above: --no-deps adds nothing else, and pip check proves they are all there. Airflow
+# finds the plugin and the connection type `mde` through the wheel's entry points; no
+# plugins folder is needed.
+COPY --chown=50000:0 dist /opt/airflow/dist
+RUN pip install --no-cache-dir --no-deps /opt/airflow/dist/*.whl \
+    && pip check
+
+# The two DAG files (they only call the package) and the tools are baked in as well, so
+# the image runs without bind mounts (Kubernetes, workers on other hosts); docker-compose
+# mounts the working tree over these folders (and ./plugins, for a repository checkout).
 COPY --chown=50000:0 dags /opt/airflow/dags
-COPY --chown=50000:0 plugins /opt/airflow/plugins
 COPY --chown=50000:0 include /opt/airflow/include

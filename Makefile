@@ -12,7 +12,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/include
 
-.PHONY: install run test lock constraints image-check sim bench query clean status ui retention
+.PHONY: install run test lock constraints image-check sim bench query clean status ui retention dist
 
 install: $(STAMP)
 
@@ -120,10 +120,20 @@ query: $(STAMP)
 	$(PY) -m mde_pipeline.airflow.query_cli $(if $(LAKE),--lake "$$LAKE") --sql "$$SQL"
 
 clean:
-	rm -rf $(VENV) .airflow .sim .sim-ui lake
+	rm -rf $(VENV) .airflow .sim .sim-ui lake dist build
 
-# Rehearse the Dockerfile's pip steps on the image's package set (no Docker engine needed;
-# include/deploy/image_check.py says what is and is not rehearsed). The venv stays in
-# .image-venv/ (git-ignored) and is re-synced at every run.
-image-check: $(STAMP)
+# The wheel (pyproject.toml): dist/mde_alert_ips-<version>-py3-none-any.whl, the only file
+# in dist/ (the Dockerfile installs dist/*.whl). uv fetches the build backend (setuptools)
+# from the package index, like pip would.
+dist: $(STAMP)
+	rm -rf dist build
+	$(VENV)/bin/uv build --wheel --quiet --out-dir dist --python $(PY)
+	rm -rf build plugins/*.egg-info
+	@ls dist/*.whl
+
+# Rehearse the Dockerfile's pip steps (the lock, then the wheel of `make dist`) on the
+# image's package set (no Docker engine needed; include/deploy/image_check.py says what is
+# and is not rehearsed). The venv stays in .image-venv/ (git-ignored) and is re-synced at
+# every run.
+image-check: dist
 	$(PY) include/deploy/image_check.py

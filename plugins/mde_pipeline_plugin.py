@@ -1,28 +1,17 @@
-"""Airflow plugin of the MDE alert-IPs pipeline.
+"""The pipeline's Airflow plugin for deployments from the repository (plugins_folder =
+plugins/).
 
-Registers the priority weight strategy so that DAGs can refer to it by import path
-(see mde_pipeline/airflow/priority.py), and the operator's view: a FastAPI app at
-``/mde`` on the API server (page + ``/mde/api/status``, docs/OPERATORS.md) linked in the
-UI's navigation. Everything else is a normal importable package.
+Where the wheel is installed (the image), Airflow loads the same class through the
+wheel's entry point ``airflow.plugins``. Airflow keeps one plugin per name but reports the
+second as a plugin import error ("already registered"), so this file then exposes
+nothing: a plugins folder mounted over the image (docker-compose) stays quiet.
 """
 
-from airflow.plugins_manager import AirflowPlugin
+from importlib.metadata import entry_points
 
-from mde_pipeline.airflow.priority import ScheduledBeforeBackfill
-from mde_pipeline.airflow.status.web import URL_PREFIX, MountSlashRedirect, app as status_app
+ENTRY_POINT = "mde_pipeline.airflow.plugin:MdePipelinePlugin"
 
+if not any(point.value == ENTRY_POINT for point in entry_points(group="airflow.plugins")):
+    from mde_pipeline.airflow.plugin import MdePipelinePlugin
 
-class MdePipelinePlugin(AirflowPlugin):
-    name = "mde_pipeline"
-    priority_weight_strategies = [ScheduledBeforeBackfill]
-    fastapi_apps = [{"name": "mde_status", "app": status_app, "url_prefix": URL_PREFIX}]
-    # /mde (no slash) is outside the mount: redirected to /mde/ before the UI's catch-all.
-    fastapi_root_middlewares = [{"name": "mde_status_slash", "middleware": MountSlashRedirect, "kwargs": {"prefix": URL_PREFIX}}]
-    external_views = [
-        {
-            "name": "MDE pipeline status",
-            "href": f"{URL_PREFIX}/",
-            "destination": "nav",
-            "url_route": "mde-status",
-        }
-    ]
+    __all__ = ["MdePipelinePlugin"]

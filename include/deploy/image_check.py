@@ -8,9 +8,10 @@ This script
    like the image's own venv in ~/.local), and checks it with ``pip check``;
 2. runs every ``RUN`` of the Dockerfile that calls pip, verbatim, with that venv's pip
    first on PATH (the image's pip version, from the constraints) and the files the
-   Dockerfile COPYs read from the repo;
+   Dockerfile COPYs read from the repo: the lock, and the pipeline's wheel from dist/
+   (``make dist``; ``--dist`` names another folder holding it);
 3. compares the package lists before and after: no package of the image may be up- or
-   downgraded or removed, and every pin of the lock must be installed.
+   downgraded or removed, and every pin of the lock and the wheel must be installed.
 
 Not rehearsed (no engine here): the base image's OS layer, the real image's files (this
 uses the reconstruction, not ``pip list`` of the pulled image), the user/permission
@@ -24,7 +25,10 @@ every run, so a run starts from the image's state whatever the previous one adde
 cold run downloads ~450 wheels (uv's cache keeps them and links them into the venv); the
 pip RUN then takes about a minute (it downloads the lock's wheels anew: --no-cache-dir).
 
-    python include/deploy/image_check.py [--lock PATH] [--workdir .image-venv]
+    python include/deploy/image_check.py [--lock PATH] [--dist DIR] [--workdir .image-venv]
+
+Afterwards ``.image-venv/venv`` is the image's Python environment (image + lock + wheel):
+tests/deploy/test_deploy_image_build.py runs Airflow from it.
 
 Exit status 0 when every step passes, 1 otherwise (the failing step is named).
 """
@@ -224,7 +228,7 @@ def installed(py: Path) -> dict[str, str]:
 # ------------------------------------------------------------------------- main
 
 
-def rehearse(dockerfile: Path, lock: Path | None, workdir: Path) -> None:
+def rehearse(dockerfile: Path, lock: Path | None, workdir: Path, dist: Path | None = None) -> None:
     started = time.monotonic()
     spec = read_dockerfile(dockerfile)
     constraints = REPO / "constraints" / f"airflow-{spec['version']}-python{spec['python']}.txt"
@@ -237,6 +241,15 @@ def rehearse(dockerfile: Path, lock: Path | None, workdir: Path) -> None:
     if lock is not None:
         copies[destination] = lock.resolve()
     lock_path = copies[destination]
+    wheels_at = next((d for d, s in copies.items() if s.name == "dist"), None)
+    if wheels_at is not None:
+        if dist is not None:
+            copies[wheels_at] = dist.resolve()
+        wheels = sorted(copies[wheels_at].glob("*.whl"))
+        if len(wheels) != 1:
+            raise Failed(f"{copies[wheels_at]} holds {len(wheels)} wheels, the Dockerfile installs exactly one "
+                         "(make dist)")
+        say(f"wheel    {wheels[0].name}")
     say(f"image    {spec['image']}: package set from {constraints.relative_to(REPO)}")
 
     venv, stand_ins = sync_image_venv(constraints, spec["python"], workdir)
@@ -271,6 +284,9 @@ def rehearse(dockerfile: Path, lock: Path | None, workdir: Path) -> None:
         raise Failed("the install changed packages of the image: "
                      + ", ".join(f"{n} {old} -> {new or 'removed'}" for n, (old, new) in sorted(changed.items())))
     wanted = pins(lock_path.read_text())
+    if wheels_at is not None:  # the wheel's name and version, as pip lists it
+        name, version = wheels[0].name.split("-")[:2]
+        wanted[normalize(name)] = version
     missing = {n: v for n, v in wanted.items() if after.get(n) != v}
     if missing:
         raise Failed(f"pins of the lock not installed: {missing}")
@@ -284,13 +300,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dockerfile", type=Path, default=REPO / "Dockerfile")
     parser.add_argument("--lock", type=Path, help="rehearse with this file as requirements.lock")
+    parser.add_argument("--dist", type=Path, help="rehearse with this folder (one wheel) as dist/")
     parser.add_argument("--workdir", type=Path, default=REPO / ".image-venv")
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     with open(args.workdir / ".lock", "w") as guard:
         fcntl.flock(guard, fcntl.LOCK_EX)  # one rehearsal at a time per venv
         try:
-            rehearse(args.dockerfile, args.lock, args.workdir)
+            rehearse(args.dockerfile, args.lock, args.workdir, args.dist)
         except Failed as failure:
             print(f"image-check FAILED: {failure}", file=sys.stderr)
             return 1

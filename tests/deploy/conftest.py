@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zlib
@@ -161,3 +162,19 @@ def tenant_model(filled_tenant_env_file) -> dict:
 @pytest.fixture(scope="session")
 def local_model(local_env_file) -> dict:
     return compose_model(local_env_file, profiles=("local",))
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory) -> Path:
+    """The wheel `make dist` makes, built once per session from a copy of its sources (so
+    nothing is written into the working tree, and two workers never build in one tree)."""
+    source = tmp_path_factory.mktemp("wheel-src")
+    for name in ("pyproject.toml", "README.md", "requirements.txt"):
+        (source / name).write_bytes((REPO / name).read_bytes())
+    shutil.copytree(REPO / "plugins" / "mde_pipeline", source / "plugins" / "mde_pipeline",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run([venv_tool("uv"), "build", "--wheel", "--quiet", "--out-dir", str(out), "--python", sys.executable,
+                    str(source)], check=True, capture_output=True, timeout=300)  # fmt: skip
+    [wheel] = out.glob("*.whl")
+    return wheel

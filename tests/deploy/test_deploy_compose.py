@@ -292,8 +292,10 @@ def test_lake_and_ledger_are_named_volumes_shared_by_the_workers(tenant_model, l
 def test_code_folders_are_mounted_from_the_repo(tenant_model):
     for name in AIRFLOW_SERVICES:
         mounts = bind_mounts(tenant_model["services"][name])
-        for folder in ("dags", "plugins", "include"):
+        for folder in ("dags", "include"):
             assert mounts[f"{CONTAINER_HOME}/{folder}"] == REPO / folder
+        # The package comes from the image's wheel (Dockerfile), not from a mounted plugins/.
+        assert f"{CONTAINER_HOME}/plugins" not in mounts
 
 
 def test_every_host_path_exists_in_the_repo(local_model):

@@ -119,7 +119,7 @@ def test_connection_examples_parse(name):
     for variable, connection in examples:
         assert set(connection) <= {"conn_type", "host", "login", "password", "schema", "port", "extra"}
         assert isinstance(connection["extra"], dict)
-        expected_type = {"AIRFLOW_CONN_MDE_DEFAULT": "http", "AIRFLOW_CONN_MDE_LAKE": "adls"}[variable]
+        expected_type = {"AIRFLOW_CONN_MDE_DEFAULT": "mde", "AIRFLOW_CONN_MDE_LAKE": "adls"}[variable]
         assert connection["conn_type"] == expected_type
     # The active values are what docker-compose hands the containers, verbatim.
     values = dotenv_values(REPO / name)

@@ -100,16 +100,22 @@ def container_env(model: dict, service: str, home: Path, **overrides: str) -> di
     return env
 
 
+def empty_folder(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
 def run_init(env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(INIT_SCRIPT)], env=env, capture_output=True, text=True, timeout=600)
 
 
-def image_venv_with_the_lock() -> Path:
-    """bin/ of .image-venv synced to the image's package set plus the lock's additions:
-    the venv as the built image holds it. The Dockerfile's pip RUN leaves exactly this
-    set (test_deploy_image_build rehearses it, verbatim); here uv links it from its cache,
-    where the RUN would download the lock's wheels anew for a minute. Call it holding
-    image_check's lock (.image-venv/.lock) and keep that while the venv runs."""
+def image_venv_with_the_lock(wheel: Path) -> Path:
+    """bin/ of .image-venv synced to the image's package set plus the lock's additions and
+    the pipeline's wheel: the venv as the built image holds it. The Dockerfile's pip RUNs
+    leave exactly this set (test_deploy_image_build rehearses them, verbatim); here uv
+    links it from its cache, where the RUN would download the lock's wheels anew for a
+    minute. Call it holding image_check's lock (.image-venv/.lock) and keep that while the
+    venv runs."""
     sys.path.insert(0, str(REPO / "include" / "deploy"))
     import image_check
 
@@ -117,16 +123,20 @@ def image_venv_with_the_lock() -> Path:
     constraints = REPO / "constraints" / f"airflow-{spec['version']}-python{spec['python']}.txt"
     image = image_check.pins(constraints.read_text())
     lock = image_check.pins((REPO / "requirements.lock").read_text())
+    name, version = wheel.name.split("-")[:2]
     wanted = IMAGE_WORKDIR / "image-and-lock.txt"
-    wanted.write_text(constraints.read_text() + "".join(f"{n}=={v}\n" for n, v in lock.items() if n not in image))
+    wanted.write_text(constraints.read_text() + "".join(f"{n}=={v}\n" for n, v in lock.items() if n not in image)
+                      + f"{image_check.normalize(name)} @ {wheel.resolve().as_uri()}\n")  # fmt: skip
     venv, _ = image_check.sync_image_venv(wanted, spec["python"], IMAGE_WORKDIR)
-    assert image_check.installed(venv / "bin" / "python") == image | lock
+    assert image_check.installed(venv / "bin" / "python") == image | lock | {image_check.normalize(name): version}
     return venv / "bin"
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="airflow-init runs as root to chown its volumes")
-def test_init_script_sets_up_a_fresh_deployment_and_a_rerun_applies_a_changed_admin_password(tmp_path, local_env_file):
+def test_init_script_sets_up_a_fresh_deployment_and_a_rerun_applies_a_changed_admin_password(
+    tmp_path, local_env_file, built_wheel
+):
     """The init script, run twice on one metadata DB with the FAB auth manager of the
     image's own package set: the first run sets up a fresh deployment and creates the
     admin with .env's password; the second, after the password changed in .env, makes
@@ -142,7 +152,9 @@ def test_init_script_sets_up_a_fresh_deployment_and_a_rerun_applies_a_changed_ad
     with open(IMAGE_WORKDIR / ".lock", "w") as guard:
         fcntl.flock(guard, fcntl.LOCK_EX)  # no rehearsal re-syncs the venv meanwhile
         env = container_env(
-            model, "airflow-init", home, VENV_BIN=str(image_venv_with_the_lock()),
+            model, "airflow-init", home, VENV_BIN=str(image_venv_with_the_lock(built_wheel)),
+            # As in the container: the package comes from the image's wheel, its plugins folder is empty.
+            AIRFLOW__CORE__PLUGINS_FOLDER=str(empty_folder(tmp_path / "plugins")),
             AIRFLOW__CORE__AUTH_MANAGER=model["services"]["airflow-init"]["environment"]["AIRFLOW__CORE__AUTH_MANAGER"],
         )
         # The image venv is not precompiled (image_check.py): let its processes compile

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from mde_pipeline.airflow.status.web import URL_PREFIX, app as status_app
-from mde_pipeline_plugin import MdePipelinePlugin
+from mde_pipeline.airflow.plugin import MdePipelinePlugin
 
 
 def api_server(root_path: str = "") -> FastAPI:

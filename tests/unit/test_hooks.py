@@ -9,6 +9,7 @@ import pytest
 from mde_pipeline.api.client import MdeClient
 from mde_pipeline.api.errors import MdeConfigurationError
 from mde_pipeline.airflow.hooks import MdeHook
+from mde_pipeline.airflow.provider_info import CONN_FIELDS
 
 SECRET = "hook~Secret.0123456789abcdefXYZ"
 
@@ -41,8 +42,22 @@ def test_hook_reads_the_default_connection_from_the_environment(monkeypatch):
 def test_hook_attributes_follow_airflow_conventions():
     assert MdeHook.conn_name_attr == "mde_conn_id"
     assert MdeHook.default_conn_name == "mde_default"
-    assert MdeHook.conn_type == "http"
-    assert MdeHook.hook_name
+    assert MdeHook.conn_type == "mde"
+    assert MdeHook.hook_name == "Microsoft Defender for Endpoint"
+
+
+def test_an_mde_connection_parses_into_the_config_of_the_equivalent_http_one(monkeypatch):
+    """The type only changes the UI: the same fields, as Airflow 3.3's form saves them
+    (every field of the form, null when left empty; "" or false after a clear), give the
+    same MdeConnectionConfig as an http connection."""
+    extra = {"tenant_id": "hook-tenant", "cloud": "eu", "rate_limits": "[[7, 3]]", "rate_limit_share": 0.5}
+    set_connection(monkeypatch, conn_id="mde_http", extra=extra)
+    form = {**dict.fromkeys(CONN_FIELDS), **extra, "certificate_path": "", "use_managed_identity": False,
+            "rate_limit_ledger": ""}  # fmt: skip
+    set_connection(monkeypatch, conn_id="mde_typed", conn_type="mde", extra=form)
+    http, typed = MdeHook("mde_http").get_config(), MdeHook("mde_typed").get_config()
+    assert typed == http.__class__(**{**http.__dict__, "conn_id": "mde_typed"})
+    assert typed.rate_limits[0].limit == 7 and typed.auth_method == "client_secret"
 
 
 def test_hook_uses_the_named_connection_host_and_port(monkeypatch):

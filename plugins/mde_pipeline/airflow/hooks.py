@@ -1,11 +1,12 @@
 """MdeHook: Airflow connection -> validated config -> MDE API client.
 
-Connection ``mde_default`` (type ``http``): host = API base URL (optional when extra
-``cloud`` is set), login = client id, password = client secret, extra = JSON with
-``tenant_id`` and the options listed in :data:`mde_pipeline.api.config.KNOWN_EXTRA_KEYS`
-(docs/DESIGN.md). For example::
+Connection ``mde_default``, of type ``mde`` ("Microsoft Defender for Endpoint": the
+wheel's provider metadata gives it a form, provider_info.py, and a Test button) or ``http``
+(read the same way): host = API base URL (optional when extra ``cloud`` is set), login =
+client id, password = client secret, extra = JSON with ``tenant_id`` and the options
+listed in :data:`mde_pipeline.api.config.KNOWN_EXTRA_KEYS` (docs/DESIGN.md). For example::
 
-    AIRFLOW_CONN_MDE_DEFAULT='{"conn_type": "http", "login": "<client id>",
+    AIRFLOW_CONN_MDE_DEFAULT='{"conn_type": "mde", "login": "<client id>",
         "password": "<secret>", "extra": {"tenant_id": "<tenant>", "cloud": "eu"}}'
 """
 
@@ -21,7 +22,10 @@ from mde_pipeline.api.client import MdeClient
 from mde_pipeline.api.config import MdeConnectionConfig, pem_lines
 from mde_pipeline.api.ledger_backends import ledger_secrets
 from mde_pipeline.api.errors import MdeConfigurationError
+from mde_pipeline.airflow.provider_info import CONN_TYPE, HOOK_NAME
 from mde_pipeline.airflow.settings import MDE_CONN_ID
+from mde_pipeline.common.log_text import error_text
+from mde_pipeline.common.redaction import redact
 from mde_pipeline.common.tenant_ids import offline_tenant_id
 
 __all__ = ["MdeHook", "MdeConnectionConfig", "MdeConfigurationError", "connection_tenant_id", "mask_connection_secrets"]
@@ -83,8 +87,8 @@ class MdeHook(BaseHook):
 
     conn_name_attr = "mde_conn_id"
     default_conn_name = MDE_CONN_ID
-    conn_type = "http"
-    hook_name = "Microsoft Defender for Endpoint"
+    conn_type = CONN_TYPE  # `http` connections are read the same way (only the UI differs)
+    hook_name = HOOK_NAME
 
     def __init__(self, mde_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -126,9 +130,19 @@ class MdeHook(BaseHook):
             self._client = None
 
     def test_connection(self) -> tuple[bool, str]:
-        """For the UI's Test button: fetch one alert (needs Alert.Read.All)."""
+        """Airflow's connection test (``airflow connections test``, the UI's Test button):
+        the connection parsed, a token, then one listing call of one alert (needs
+        Alert.Read.All). A failure reads as the tasks' own message: which setting is wrong
+        (tenant, client id, secret, permission, cloud), never a secret."""
         try:
-            self.get_client().list_alerts_page(filter=None, top=1)
-        except Exception as exc:  # the UI shows the message; errors carry no secrets
-            return False, str(exc)
-        return True, "Listed alerts successfully"
+            config = self.get_config()
+            page = self.get_client().list_alerts_page(filter=None, top=1)
+        except Exception as exc:  # the UI and the CLI show the message
+            return False, redact(error_text(exc))
+        finally:
+            self.close()
+        listed = len(page.get("value") or [])
+        return True, (
+            f"Token for tenant {config.tenant_id} ({config.auth_method}) from {config.endpoints.authority_host}; "
+            f"listed {listed} alert{'' if listed == 1 else 's'} from {config.api_base_url} (Alert.Read.All granted)"
+        )

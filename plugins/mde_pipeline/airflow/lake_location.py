@@ -29,12 +29,21 @@ RETENTION_VARIABLE = "mde_lake_retention_days"  # unset: the lake keeps everythi
 CONN_ID_VARIABLE = "mde_lake_conn_id"
 DEFAULT_CONN_ID = "mde_lake"
 PLAIN_HTTP_EXTRA = "allow_plain_http"  # lake connection extra: sandboxes only
-# plugins/mde_pipeline/airflow/lake_location.py -> <repo>/lake
-DEFAULT_ROOT = Path(__file__).resolve().parents[3] / "lake"
+# plugins/mde_pipeline/airflow/lake_location.py -> <repo>/lake when run from the repository;
+# installed from the wheel there is no repository: <AIRFLOW_HOME>/lake (the image's volume).
+_PACKAGE_PARENT = Path(__file__).resolve().parents[2]
+REPO_LAKE = _PACKAGE_PARENT.parent / "lake" if _PACKAGE_PARENT.name == "plugins" else None
+
+
+def default_lake_root() -> Path:
+    """The lake when Variable ``mde_lake_root`` is not set."""
+    if REPO_LAKE is not None:
+        return REPO_LAKE
+    return Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow") / "lake"
 
 
 def configured_lake_location(root: str | os.PathLike | None = None, conn_id: str | None = None) -> LakeLocation:
-    """The lake for ``root`` (default: Variable ``mde_lake_root``, then ``<repo>/lake``).
+    """The lake for ``root`` (default: Variable ``mde_lake_root``, then :func:`default_lake_root`).
 
     ``conn_id`` (default: Variable ``mde_lake_conn_id``, then ``mde_lake``) is used for
     ``abfs`` roots only. Explicit arguments win over the Variables.
@@ -56,8 +65,8 @@ def configured_tenant_location(tenant_id: str, root: str | os.PathLike | None = 
 
 
 def configured_lake_root() -> str:
-    """Variable ``mde_lake_root``, or the repo's ``lake/`` folder when it is not set."""
-    return _variable(ROOT_VARIABLE) or str(DEFAULT_ROOT)
+    """Variable ``mde_lake_root``, or :func:`default_lake_root` when it is not set."""
+    return _variable(ROOT_VARIABLE) or str(default_lake_root())
 
 
 def configured_lake_conn_id() -> str:

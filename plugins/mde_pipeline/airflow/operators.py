@@ -46,7 +46,7 @@ from mde_pipeline.api.errors import (
 )
 from mde_pipeline.api.listing import MAX_PAGE_SIZE, list_interval
 from mde_pipeline.api.stats import stats_of
-from mde_pipeline.common.log_text import for_log
+from mde_pipeline.common.log_text import error_text
 from mde_pipeline.lake.location import LakeLocationError
 
 # Retrying cannot fix these: fail without spending the task's retries (and API budget).
@@ -79,7 +79,7 @@ def _fail_fast_on_configuration_errors(call: Callable[[], Any]) -> Any:
     except Exception as exc:
         if is_configuration_error(exc):
             raise AirflowFailException(
-                f"{type(exc).__name__}: {for_log(str(exc), 1000)} (not retried: fix the configuration)"
+                f"{error_text(exc)} (not retried: fix the configuration)"
             ) from exc
         raise
 

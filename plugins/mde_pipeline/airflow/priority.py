@@ -10,7 +10,7 @@ The scheduler builds task instances for mapped tasks with only ``run_id`` set (n
 Airflow sets as ``<run type>__<suffix>`` (``DagRunType.generate_run_id``).
 
 The DAG refers to this class by import path (``weight_rule=PRIORITY_WEIGHT_RULE``) and
-``plugins/mde_pipeline_plugin.py`` registers it: a strategy *object* on a mapped task
+the plugin (airflow/plugin.py) registers it: a strategy *object* on a mapped task
 breaks ``airflow backfill create`` in 3.3.
 """
 

@@ -1,6 +1,6 @@
 """DuckDB on the lake with the analysts' views, kept in step with the lake.
 
-Views (include/sql/duckdb/views.sql): ``alerts``, ``alert_ips``, ``alerts_latest``,
+Views (views.sql beside this module; include/sql/duckdb/views.sql links to it): ``alerts``, ``alert_ips``, ``alerts_latest``,
 ``alert_ips_latest``, ``alert_ip_details``, ``ip_summary``, over every tenant of the
 lake: ``tenant_id`` and ``date`` are Hive partition columns (the folders
 ``tenant_id=<T>/date=YYYY-MM-DD``), so a filter on them skips other tenants' and days'
@@ -23,7 +23,7 @@ from mde_pipeline.lake.location import TENANT_PREFIX, LakeLocation, LakeLocation
 from mde_pipeline.lake.schema import SCHEMAS
 from mde_pipeline.lake.tenants import LegacyLakeLayoutError, check_canonical_tenants, check_not_legacy, tenant_locations
 
-VIEWS_SQL = Path(__file__).resolve().parents[3] / "include" / "sql" / "duckdb" / "views.sql"
+VIEWS_SQL = Path(__file__).resolve().parent / "views.sql"  # package data of the wheel
 ROOT_PLACEHOLDER = "${LAKE_ROOT}"
 BASE_TABLES = ("alerts", "alert_ips")
 _UNFILTERED = "_unfiltered_"  # a base view's name before pending hours are left out

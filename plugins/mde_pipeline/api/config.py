@@ -261,6 +261,8 @@ class MdeConnectionConfig:
             discovery_off = not endpoints.authority_is_known
 
         rate_limits = extra.get("rate_limits")
+        if isinstance(rate_limits, str) and not rate_limits.strip():
+            rate_limits = None  # an empty form field (connection type mde): the default
         if isinstance(rate_limits, str):
             try:
                 rate_limits = json.loads(rate_limits)

@@ -17,3 +17,9 @@ def for_log(value: object, limit: int = MAX_LOGGED_CHARS) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}...<{len(text) - limit} more chars>"
+
+
+def error_text(exc: BaseException, limit: int = 1000) -> str:
+    """How a task and the connection test show an error: its class and its message (as
+    :func:`for_log` writes it). The messages of this package's errors hold no secrets."""
+    return f"{type(exc).__name__}: {for_log(str(exc), limit)}"
