@@ -12,6 +12,9 @@ commit_log checkpoint STEP fails there once, as a storage error at that step wou
 ``--lake-roots JSON`` (tests): a list, one lake root per logical date; each date's runs
 see theirs as Variable mde_lake_root (``AIRFLOW_VAR_MDE_LAKE_ROOT``, read at task time:
 ``dag.test`` runs the tasks in this process), so one process start-up serves several lakes.
+``--sim-clocks JSON`` (tests): ``{dag_id: {"base_url", "ca_bundle"}}``; before each run of
+that DAG, its simulator's clock is set where the scheduler's run would stand (the
+hour's end plus the default settle time), as `make run` does between its runs.
 
 Several DAG ids (comma-separated, e.g. one per tenant) run each logical date in turn,
 in the same process (its start-up is the slow part). Prints one JSON line per run:
@@ -25,7 +28,11 @@ import argparse
 import json
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+
+# Where a scheduled run of an hour stands: its end plus the default settle time (the
+# homes here set MDE_ALERT_IPS_SETTLE_SECONDS=0 so that `dag.test` does not wait).
+SCHEDULED_RUN_DELAY = timedelta(minutes=5)
 
 
 def _fail_commit(step: str, number: str) -> None:
@@ -42,6 +49,19 @@ def _fail_commit(step: str, number: str) -> None:
     commit_log.commit_checkpoint = checkpoint
 
 
+def _set_clock(simulator: dict, run_at: datetime) -> None:
+    """The simulator's clock where the scheduler's run would stand (POST /_sim/config)."""
+    import ssl
+    import urllib.request
+
+    body = json.dumps({"now": (run_at + SCHEDULED_RUN_DELAY).isoformat()}).encode()
+    request = urllib.request.Request(f"{simulator['base_url']}/_sim/config", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    context = ssl.create_default_context(cafile=simulator["ca_bundle"])
+    with urllib.request.urlopen(request, timeout=30, context=context) as response:
+        response.read()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("dag_id")
@@ -49,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conf", default=None)
     parser.add_argument("--fail-commit", default=None, metavar="STEP@N")
     parser.add_argument("--lake-roots", default=None, metavar="JSON", help="one lake root per logical date")
+    parser.add_argument("--sim-clocks", default=None, metavar="JSON", help="dag_id -> simulator to set the clock of")
     args = parser.parse_args(argv)
     lake_roots = json.loads(args.lake_roots) if args.lake_roots else None
     if lake_roots is not None and len(lake_roots) != len(args.run_at):
@@ -63,11 +84,14 @@ def main(argv: list[str] | None = None) -> int:
 
     dags = [get_bagged_dag(bundle_names=None, dag_id=dag_id, dagfile_path=None) for dag_id in args.dag_id.split(",")]
     conf = json.loads(args.conf) if args.conf else None
+    sim_clocks = json.loads(args.sim_clocks) if args.sim_clocks else {}
     for index, dag, run_at in ((i, dag, run_at) for i, run_at in enumerate(args.run_at) for dag in dags):
         if lake_roots is not None:
             os.environ["AIRFLOW_VAR_MDE_LAKE_ROOT"] = lake_roots[index]
         when = datetime.fromisoformat(run_at)
         began = datetime.now(timezone.utc)
+        if dag.dag_id in sim_clocks:
+            _set_clock(sim_clocks[dag.dag_id], when)
         try:
             dr = dag.test(logical_date=when, run_conf=conf)
         except Exception as exc:  # a crash of the harness itself, not a task failure

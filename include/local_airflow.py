@@ -79,11 +79,13 @@ class AirflowHome:
         timeout: float = 900,
         fail_commit: str | None = None,
         lake_roots: list[str] | None = None,
+        sim_clocks: dict[str, dict] | None = None,
     ) -> list[dict]:
         """Run ``dag.test()`` for each logical date in one process; one result dict each.
         Several DAG ids: each date for every DAG in turn (one process start-up for all).
         ``fail_commit``: ``STEP@N``, a lake commit fails once; ``lake_roots``: one lake
-        root per logical date (include/dag_runs.py)."""
+        root per logical date; ``sim_clocks``: dag_id -> {"base_url", "ca_bundle"} of the
+        simulator whose clock each run of that DAG sets first (include/dag_runs.py)."""
         dag_ids = [dag_id] if isinstance(dag_id, str) else list(dag_id)
         run_ats = list(run_ats)
         args = [str(REPO / "include" / "dag_runs.py"), ",".join(dag_ids), *[t.isoformat() if hasattr(t, "isoformat") else str(t) for t in run_ats]]
@@ -93,6 +95,8 @@ class AirflowHome:
             args += ["--fail-commit", fail_commit]
         if lake_roots is not None:
             args += ["--lake-roots", json.dumps([str(root) for root in lake_roots])]
+        if sim_clocks is not None:
+            args += ["--sim-clocks", json.dumps(sim_clocks)]
         proc = subprocess.run(
             [str(VENV_BIN / "python"), *args], env=self.env, cwd=self.path, capture_output=True, text=True, timeout=timeout
         )

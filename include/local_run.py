@@ -2,7 +2,12 @@
 
 1. Starts the HTTPS simulator of Entra ID + Defender (include/mde_simulator) with
    alerts over the last few complete hours, real rate limits (100/min, 1500/h), some
-   alerts without IPs, some that vanish before their IPs are fetched, some invalid IPs.
+   alerts without IPs, some that vanish before their IPs are fetched, some invalid IPs,
+   in the simulator's ``demo`` profile: the shape of a tenant (busy internal hosts and
+   shared services, a long tail of public addresses, IOC-like addresses in several
+   alerts, alerts changing over the hours, a few late alerts, a poison field, one alert
+   whose /ips always fails; include/mde_simulator/demo.py). ``--profile flat`` gives
+   the tests' data instead.
 2. Prepares the repo's Airflow home (.airflow/: SQLite DB, logs), imports pool mde_api
    from include/pools.json.
 3. Runs DAG `mde_alert_ips` once per hour with ``dag.test()`` (what `airflow dags test`
@@ -10,7 +15,10 @@
    and lake writer a deployment uses; connection and lake root come from the
    environment (AIRFLOW_CONN_MDE_DEFAULT, AIRFLOW_VAR_MDE_LAKE_ROOT). Each run's logical
    date is its hour's end plus one second, so that `make ui`'s scheduler finds the hour
-   starts free for its own runs.
+   starts free for its own runs. The simulator's clock stands where the scheduler's run
+   would have been (the hour's end plus the default settle time), so the hours play as
+   they would have: a late alert is missed by its hour's run and found by the next one's
+   look-back, a changed alert lands each version.
 4. Prints a DuckDB summary of the lake and checks it against the simulator's ground truth.
 
 With tenants (``AIRFLOW_VAR_MDE_TENANTS='["a", "b"]' make run``, Variable mde_tenants):
@@ -20,7 +28,7 @@ pool ``mde_api_<name>`` for each, DAG ``mde_alert_ips_<name>`` on connection
 simulator.
 
 Options: --hours N (default 3), --alerts-per-hour N (default 30), --lake DIR (default
-<repo>/lake), --keep-lake (do not clear the lake first).
+<repo>/lake), --keep-lake (do not clear the lake first), --profile demo|flat (default demo).
 """
 
 from __future__ import annotations
@@ -55,6 +63,21 @@ def repo_home(path: Path = DEFAULT_HOME) -> AirflowHome:
     return home
 
 
+def simulator_options(profile: str, end: datetime, hours: int, alerts_per_hour: int = 30) -> dict:
+    """The simulator's data for `make run` (and the test of docs/ANALYSTS.md's queries on
+    its lake): alerts over the ``hours`` before ``end``, the clock at the first hour's start."""
+    start = end - timedelta(hours=hours)
+    return dict(
+        alerts=alerts_per_hour * hours,
+        start=start.isoformat(),
+        end=end.isoformat(),
+        invalid_ip_rate=0.05,
+        vanish_rate=0.03,
+        profile=profile,
+        now=start.isoformat(),  # nothing has happened yet; each run moves the clock on
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hours", type=int, default=3)
@@ -62,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lake", type=Path, default=REPO / "lake")
     parser.add_argument("--keep-lake", action="store_true")
     parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help=argparse.SUPPRESS)  # tests
+    parser.add_argument("--profile", choices=("demo", "flat"), default="demo")
     args = parser.parse_args(argv)
     try:
         names = parse_tenants(os.environ.get(TENANTS_ENV))
@@ -86,14 +110,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.alerts_per_hour * args.hours} alerts{' each' if names else ''}, {start:%Y-%m-%d %H:%M} to {end:%H:%M} UTC")
     with ExitStack() as stack:
         sims = start_simulators(
-            stack,
-            home.path.parent / ".sim",
-            names,
-            alerts=args.alerts_per_hour * args.hours,
-            start=start.isoformat(),
-            end=end.isoformat(),
-            invalid_ip_rate=0.05,
-            vanish_rate=0.03,
+            stack, home.path.parent / ".sim", names, **simulator_options(args.profile, end, args.hours, args.alerts_per_hour)
         )
         home.extra_env = {**simulators_env(sims), **lake_env(args.lake)}
         if names:
@@ -111,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"== airflow dags test {dag_id} {run_at.isoformat()}  (loads {interval:%H:%M}-{run_at:%H:%M} UTC)")
         # dag.test() for every run in one process (include/dag_runs.py): what
         # `airflow dags test` does, without Airflow's start-up once per hour.
-        runs = home.test_runs(dag_ids, run_ats)
+        # Each tenant's simulator clock where the scheduler's run would stand.
+        clocks = {dag.dag_id: {"base_url": sims[dag.name].base_url, "ca_bundle": sims[dag.name].ca_bundle}
+                  for dag in tenant_dags(names)}
+        runs = home.test_runs(dag_ids, run_ats, sim_clocks=clocks)
         took = time.monotonic() - began
         failed = [f"{run['dag_id']} {run['run_at']}: {run['state']}" for run in runs if run["state"] != "success"]
         for line in failed:

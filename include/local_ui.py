@@ -1,7 +1,8 @@
 """`make ui`: the Airflow UI over the lake of `make run`, against the simulator.
 
 1. Starts the HTTPS simulator (include/mde_simulator) with alerts over the last
-   ``--hours`` complete hours and the next one, real rate limits.
+   ``--hours`` complete hours and the next one, real rate limits, in the ``demo``
+   profile as `make run` (alerts of the coming hour appear as the clock reaches them).
 2. Uses the repo's Airflow home (.airflow/, the one `make run` prepared; migrated here
    when missing), imports pool mde_api.
 3. Starts the api-server, scheduler, dag-processor and triggerer (include/local_scheduler.py) with
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         end=end.isoformat(),
         invalid_ip_rate=0.05,
         vanish_rate=0.03,
+        profile="demo",
     ) as sim:
         home.extra_env = {**sim.env(), **lake_env(args.lake.resolve())}
         if args.settle_seconds is not None:

@@ -68,6 +68,7 @@ LONGEST_FIRST = (
     "tests/lake/test_lake_commit_record.py",
     "tests/integration/test_tenants_end_to_end.py",
     "tests/integration/test_dag_azurite.py",
+    "tests/integration/test_analysts_queries_demo.py",
     "tests/analytics/test_spark_sql.py",
     "tests/deploy/test_deploy_sandbox.py",
     "tests/analytics/test_compaction_dag.py",

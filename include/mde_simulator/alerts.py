@@ -90,13 +90,14 @@ class Alert:
     base_ips: list = field(default_factory=list)       # valid strings as served, dups kept
     invalid_ips: list = field(default_factory=list)    # served only when the invalid flag is on
     kind: str = "ok"                                   # ok | empty | missing (no IPs, 404)
+    #                                                    | failing (/ips 500 forever: 'error')
     versions: list = field(default_factory=list)       # [(ticks, [canonical ips])]
 
 
 class AlertStore:
     def __init__(self, *, seed: int, count: int, start: int, end: int, tenant_id: str,
                  burst_share: float, empty_ips_rate: float, missing_ips_rate: float,
-                 invalid_ip_rate: float, vanish_rate: float):
+                 invalid_ip_rate: float, vanish_rate: float, profile: str = "flat"):
         if end <= start:
             raise ValueError("end must be after start")
         self.seed = seed
@@ -110,7 +111,21 @@ class AlertStore:
         self.version = 0
         self._alerts: dict[str, Alert] = {}
         self._index: list[tuple[int, str]] = []
-        self._generate(count, burst_share, empty_ips_rate, missing_ips_rate)
+        # Alerts and changes that happen when the clock passes them (apply_due), in
+        # (ticks, order) order; the flat profile has none: all its alerts exist at once.
+        self._pending: list[tuple[int, int, str, object]] = []
+        self._scheduled: dict[str, Alert] = {}
+        self.late_minutes: dict[str, float] = {}   # alert id -> minutes it is listable late
+        self.poison_fields: dict[str, dict] = {}   # alert id -> fields served wrong
+        if profile == "demo":
+            from .demo import DemoTenant
+
+            DemoTenant(self, count, burst_share, empty_ips_rate, missing_ips_rate)
+            self._pending.sort(key=lambda entry: entry[:2])
+        elif profile == "flat":
+            self._generate(count, burst_share, empty_ips_rate, missing_ips_rate)
+        else:
+            raise ValueError(f"unknown profile {profile!r}")
 
     # ---------------------------------------------------------------- generation
     def _new_id(self) -> str:
@@ -292,7 +307,10 @@ class AlertStore:
         return len(self._alerts)
 
     def vanished(self, alert: Alert) -> bool:
-        return _unit(self.seed, "vanish", alert.id) < self.vanish_rate
+        return self._vanishes(alert.id)
+
+    def _vanishes(self, alert_id: str) -> bool:
+        return _unit(self.seed, "vanish", alert_id) < self.vanish_rate
 
     def serves_invalid(self, alert: Alert) -> bool:
         return alert.kind == "ok" and _unit(self.seed, "invalid", alert.id) < self.invalid_ip_rate
@@ -300,16 +318,19 @@ class AlertStore:
     def ips_status(self, alert: Alert) -> str:
         if alert.kind == "missing" or self.vanished(alert):
             return "not_found"
+        if alert.kind == "failing":
+            return "error"
         return "empty" if alert.kind == "empty" else "ok"
 
     def served_ips(self, alert_id: str):
-        """(status, strings) as /ips serves them; strings is None for not_found."""
+        """(status, strings) as /ips serves them; strings is None for not_found and
+        error (a 500)."""
         with self._lock:
             alert = self._alerts.get(alert_id)
             if alert is None:
                 return "not_found", None
             status = self.ips_status(alert)
-            if status == "not_found":
+            if status in ("not_found", "error"):
                 return status, None
             strings = list(alert.base_ips)
             if self.serves_invalid(alert):
@@ -378,10 +399,7 @@ class AlertStore:
             for alert in chosen:
                 before = alert.last_update
                 after = max(to_ticks, before + 1)
-                position = bisect.bisect_left(self._index, (before, alert.id))
-                del self._index[position]
-                bisect.insort(self._index, (after, alert.id))
-                alert.last_update = after
+                self._move(alert, after)
                 if add_ip:
                     address = self._new_ip()
                     alert.base_ips.append(address.compressed.upper() if address.version == 6
@@ -390,12 +408,65 @@ class AlertStore:
                         alert.kind = "ok"
                 if alert.fields["status"] == "New":
                     alert.fields["status"] = "InProgress"
-                alert.versions.append((after, self._canonical_set(alert.base_ips)))
+                alert.versions.append((after, self._version_ips(alert)))
                 changes.append({"id": alert.id, "from": format_ticks(before),
                                 "to": format_ticks(after)})
             if changes:
                 self.version += 1
             return changes
+
+    def _move(self, alert: Alert, after: int) -> None:
+        position = bisect.bisect_left(self._index, (alert.last_update, alert.id))
+        del self._index[position]
+        bisect.insort(self._index, (after, alert.id))
+        alert.last_update = after
+
+    def _version_ips(self, alert: Alert) -> list[str]:
+        """What the lake holds for a version: no IPs when /ips fails forever."""
+        return [] if alert.kind == "failing" else self._canonical_set(alert.base_ips)
+
+    # ---------------------------------------------------------------- the clock
+    def schedule_alert(self, alert: Alert) -> None:
+        """``alert`` comes into being when the clock reaches its lastUpdateTime."""
+        self._scheduled[alert.id] = alert
+        self._pending.append((alert.last_update, len(self._pending), alert.id, None))
+
+    def schedule_change(self, alert_id: str, ticks: int, fields: dict, comment: dict | None = None,
+                        new_ip: str | None = None) -> None:
+        """At ``ticks`` the alert gets ``fields`` (and ``comment``, ``new_ip``): a new version."""
+        self._pending.append((ticks, len(self._pending), alert_id,
+                              {"fields": fields, "comment": comment, "new_ip": new_ip}))
+
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def apply_due(self, clock: int) -> int:
+        """Create the alerts and apply the changes whose time is <= ``clock``; how many."""
+        with self._lock:
+            due = 0
+            while due < len(self._pending) and self._pending[due][0] <= clock:
+                ticks, _, alert_id, change = self._pending[due]
+                due += 1
+                if change is None:
+                    alert = self._scheduled.pop(alert_id)
+                    alert.versions.append((ticks, self._version_ips(alert)))
+                    self._alerts[alert_id] = alert
+                    bisect.insort(self._index, (ticks, alert_id))
+                    continue
+                alert = self._alerts[alert_id]
+                self._move(alert, max(ticks, alert.last_update + 1))
+                alert.fields.update(change["fields"])
+                if "resolvedTime" in change["fields"]:
+                    alert.fields["_ticks"]["resolvedTime"] = parse_iso(change["fields"]["resolvedTime"])
+                if change["comment"]:
+                    alert.fields["comments"] = [*alert.fields["comments"], change["comment"]]
+                if change["new_ip"]:
+                    alert.base_ips.append(change["new_ip"])
+                alert.versions.append((alert.last_update, self._version_ips(alert)))
+            if due:
+                del self._pending[:due]
+                self.version += 1
+            return due
 
     # ---------------------------------------------------------------- ground truth
     def ground_truth(self) -> dict:
@@ -414,6 +485,8 @@ class AlertStore:
                     "versions": [{"lastUpdateTime": format_ticks(t), "ips": ips}
                                  for t, ips in alert.versions],
                 }
+                if alert.id in self.late_minutes:
+                    alerts[alert.id]["late_minutes"] = self.late_minutes[alert.id]
             return {"tenant_id": self.tenant_id, "seed": self.seed, "version": self.version,
                     "start": format_ticks(self.start), "end": format_ticks(self.end),
                     "alerts": alerts}

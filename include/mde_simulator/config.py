@@ -277,6 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = parser.add_argument_group("data")
     data.add_argument("--seed", type=int, default=1, help="seed of the data generator and faults")
+    data.add_argument("--profile", choices=("flat", "demo"), default="flat",
+                      help="flat: every alert its own addresses and device (the tests' data); "
+                           "demo: the shape of a tenant (busy hosts, shared services, IOC-like "
+                           "addresses, versions over the hours, late alerts, a poison field, "
+                           "failing /ips; see demo.py)")
+    data.add_argument("--now", default=None,
+                      help="start the simulator's clock here (ISO 8601) instead of real time; "
+                           "POST /_sim/config {\"now\": ...} moves it")
     data.add_argument("--alerts", type=int, default=200, help="number of alerts to generate")
     data.add_argument("--start", default=None,
                       help="earliest lastUpdateTime (ISO 8601); default: END minus 24 hours")
@@ -361,7 +369,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--default-top must be between 1 and 10000")
     if args.token_lifetime <= 0:
         parser.error("--token-lifetime must be > 0")
-    for name in ("start", "end"):
+    for name in ("start", "end", "now"):
         value = getattr(args, name)
         if value is not None:
             try:

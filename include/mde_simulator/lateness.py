@@ -6,7 +6,8 @@ is late again for its new version); whether it is visible depends on the simulat
 clock, real time unless a test sets ``now`` (POST /_sim/config {"now": "...Z"}), which
 lets a test play hours that lie in the past. The ground truth is unchanged: a late
 alert is part of it from the start. /ips and GET /alerts/{id} answer for late alerts
-(only the listing hides them).
+(only the listing hides them). A data profile can name late alerts itself (``late``:
+alert id -> minutes; the demo profile does), beside the seeded share.
 """
 from __future__ import annotations
 
@@ -16,13 +17,17 @@ from .timeutil import TICKS_PER_SECOND, format_ticks, now_ticks
 
 
 class Lateness:
-    def __init__(self, seed: int, share: float = 0.0, minutes: float = 0.0, now: int | None = None):
+    def __init__(self, seed: int, share: float = 0.0, minutes: float = 0.0, now: int | None = None,
+                 late: dict[str, float] | None = None):
         self.seed = seed
         self.share = share
         self.minutes = minutes
         self.now = now  # ticks; None = real time
+        self.late = dict(late or {})
 
     def is_late(self, alert_id: str) -> bool:
+        if alert_id in self.late:
+            return True
         if self.share <= 0:
             return False
         digest = hashlib.sha256(f"{self.seed}:late:{alert_id}".encode()).digest()
@@ -34,7 +39,8 @@ class Lateness:
     def visible(self, alert_id: str, last_update: int) -> bool:
         if not self.is_late(alert_id):
             return True
-        return self.clock() >= last_update + int(self.minutes * 60 * TICKS_PER_SECOND)
+        minutes = self.late.get(alert_id, self.minutes)
+        return self.clock() >= last_update + int(minutes * 60 * TICKS_PER_SECOND)
 
     def settings(self) -> dict:
         return {"late_share": self.share, "late_minutes": self.minutes,

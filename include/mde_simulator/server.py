@@ -56,7 +56,8 @@ class Simulator:
         self.next_link = args.next_link
         self.default_top = args.default_top
         self.advance_rate = args.advance_rate
-        self.lateness = Lateness(args.seed, args.late_share, args.late_minutes)
+        now = parse_cli_time(args.now) if getattr(args, "now", None) else None
+        self.lateness = Lateness(args.seed, args.late_share, args.late_minutes, now)
         self.allow_remote_control = args.allow_remote_control
         self.log_requests = args.log_requests
         self.ground_truth_path = self.state_dir / "ground_truth.json"
@@ -67,7 +68,8 @@ class Simulator:
             seed=args.seed, count=args.alerts, start=start, end=end, tenant_id=args.tenant_id,
             burst_share=args.burst_share, empty_ips_rate=args.empty_ips_rate,
             missing_ips_rate=args.missing_ips_rate, invalid_ip_rate=args.invalid_ip_rate,
-            vanish_rate=args.vanish_rate)
+            vanish_rate=args.vanish_rate, profile=getattr(args, "profile", "flat"))
+        self.lateness.late = dict(self.store.late_minutes)  # the profile's late alerts
         self.entra = Entra(scopes=[*cfg.DEFAULT_SCOPES, *args.extra_scopes],
                            token_lifetime=args.token_lifetime)
         self.entra.register(args.client_id, args.tenant_id, args.client_secret, cfg.ROLES_FULL,
@@ -85,6 +87,8 @@ class Simulator:
                              fault_trickle=args.fault_trickle,
                              trickle_seconds=args.trickle_seconds,
                              fault_endpoints=args.fault_endpoints)
+        if self.store.poison_fields:  # the profile's rare poison (the ground truth is unchanged)
+            self.faults.configure(poison_fields=self.store.poison_fields)
         self.stats = Stats()
         self._advance_rng = random.Random(args.seed * 31337 + 11)
         self._advance_lock = threading.Lock()
@@ -97,7 +101,13 @@ class Simulator:
                             client.get("client_secret"), client["roles"], client["certificates"])
 
     # ------------------------------------------------------------ ground truth file
+    def catch_up(self) -> None:
+        """What the profile scheduled up to the clock happens now (alerts, new versions)."""
+        if self.store.pending() and self.store.apply_due(self.lateness.clock()):
+            self.mark_ground_truth_dirty()
+
     def write_ground_truth(self) -> None:
+        self.catch_up()
         with self._gt_lock:
             self._gt_dirty.clear()
             self.store.write_ground_truth(self.ground_truth_path)
@@ -169,6 +179,8 @@ class Simulator:
             self.lateness.minutes = clean["late_minutes"]
         if "now" in clean:
             self.lateness.now = clean["now"]
+            if self.store.pending():
+                self.write_ground_truth()
         if "extra_scopes" in clean:
             self.entra.scopes = [*cfg.DEFAULT_SCOPES, *clean["extra_scopes"]]
         for client in clean.get("clients", []):
@@ -471,6 +483,7 @@ class Handler(BaseHTTPRequestHandler):
         if fault == "trickle":
             self._trickle_seconds = sim.faults.trickle_seconds
         malformed = fault == "malformed"
+        sim.catch_up()
         if endpoint == "list":
             return self._list(malformed)
         if endpoint == "alert":
@@ -540,7 +553,7 @@ class Handler(BaseHTTPRequestHandler):
         if status == "not_found":
             return self._json(404, mde_error("ResourceNotFound", f"Alert {alert_id} not found"))
         poison = sim.faults.ips_poison(alert_id)
-        if poison == "fail":
+        if poison == "fail" or status == "error":  # error: the profile's alert whose /ips always fails
             sim.stats.record_fault("ips_fail")
             return self._json(500, mde_error("InternalServerError", "An error occurred while processing the request."))
         context = f"{sim.base_url}/api/$metadata#Ips"
@@ -571,6 +584,7 @@ class Handler(BaseHTTPRequestHandler):
         if method == "GET" and name == "calls":
             return self._json(200, {"clients": sim.stats.call_log()}, ENTRA_JSON)
         if method == "GET" and name == "ground_truth":
+            sim.catch_up()
             return self._json(200, sim.store.ground_truth(), ENTRA_JSON)
         if method == "GET" and name == "requests":
             return self._json(200, {"requests": sim.stats.recent_requests()}, ENTRA_JSON)
