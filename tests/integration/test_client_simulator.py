@@ -30,6 +30,7 @@ from mde_pipeline.api.errors import (
 from mde_pipeline.api.fetch import fetch_batch_ips
 from mde_pipeline.airflow.hooks import MdeHook
 from mde_simulator.process import SimulatorProcess
+from tests.integration.simulator_env import use_simulator
 
 pytestmark = pytest.mark.slow
 
@@ -55,11 +56,7 @@ def sim(mde_sim, monkeypatch, tmp_path):
     """The module's simulator, reset, with this test's env: its CA, a fresh ledger dir."""
     mde_sim.configure(**RUNTIME_DEFAULTS)
     mde_sim.reset_stats(limiter=True)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", mde_sim.ca_bundle)
-    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-    monkeypatch.setenv("MDE_RATE_LIMIT_LEDGER_DIR", str(tmp_path / "ledger"))
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
-    yield mde_sim
+    yield use_simulator(mde_sim, monkeypatch, tmp_path)
     mde_sim.configure(**RUNTIME_DEFAULTS)
 
 

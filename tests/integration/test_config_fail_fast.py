@@ -15,6 +15,7 @@ from mde_pipeline.api.client import MdeClient
 from mde_pipeline.api.config import MdeConnectionConfig
 from mde_pipeline.api.errors import MdeConfigurationError, MdeEntraConfigurationError
 from mde_simulator.process import SimulatorProcess
+from tests.integration.simulator_env import use_simulator
 
 pytestmark = pytest.mark.slow
 
@@ -32,10 +33,7 @@ def sim_process(tmp_path_factory):
 def sim(sim_process, monkeypatch, tmp_path):
     sim_process.configure(entra_400=None)
     sim_process.reset_stats(limiter=True)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", sim_process.ca_bundle)
-    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-    monkeypatch.setenv("MDE_RATE_LIMIT_LEDGER_DIR", str(tmp_path / "ledger"))
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    use_simulator(sim_process, monkeypatch, tmp_path)
     monkeypatch.delenv("AIRFLOW_VAR_MDE_TENANTS", raising=False)
     yield sim_process
     sim_process.configure(entra_400=None)

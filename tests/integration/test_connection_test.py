@@ -11,6 +11,7 @@ import pytest
 
 from mde_pipeline.airflow.hooks import MdeHook
 from mde_simulator.process import SimulatorProcess
+from tests.integration.simulator_env import use_simulator
 
 pytestmark = pytest.mark.slow
 
@@ -26,11 +27,7 @@ def sim_process(tmp_path_factory):
 @pytest.fixture
 def sim(sim_process, monkeypatch, tmp_path):
     sim_process.reset_stats(limiter=True)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", sim_process.ca_bundle)
-    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-    monkeypatch.setenv("MDE_RATE_LIMIT_LEDGER_DIR", str(tmp_path / "ledger"))
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
-    return sim_process
+    return use_simulator(sim_process, monkeypatch, tmp_path)
 
 
 def connection_test(sim, monkeypatch, **overrides) -> tuple[bool, str]:
