@@ -56,6 +56,7 @@ from mde_pipeline.lake.layout import (
 from mde_pipeline.lake.location import LakeLocation
 from mde_pipeline.lake.locks import day_lock
 from mde_pipeline.lake.parquet import parquet_bytes, read_parquet, sort_for_queries
+from mde_pipeline.lake.recent_index import refresh_recent_index
 from mde_pipeline.lake.schema import ALERT_IPS, conform
 from mde_pipeline.lake.storage import write_files_atomic
 from mde_pipeline.lake.tenants import check_not_legacy, tenant_locations
@@ -237,12 +238,13 @@ def index_months(location: LakeLocation) -> list[MonthIndex]:
 
 
 def index_step(location: LakeLocation) -> list[str]:
-    """The compaction DAG's second task: bring each tenant's IP index up to date; the
-    months (re)built, as ``<tenant id>/<YYYY-MM>``."""
+    """The compaction DAG's index task: bring each tenant's IP index (and its recent IP
+    index, lake/recent_index.py) up to date; the months (re)built, as ``<tenant id>/<YYYY-MM>``."""
     check_not_legacy(location)
     built = []
     for tenant in tenant_locations(location):
         months = [index.month for index in index_months(tenant)]
+        refresh_recent_index(tenant)  # the day just compacted left it: it covers today's hours only
         log.info("lake %s tenant %s: IP index built for %s", location.url, tenant.tenant_id, months or "no month")
         built += [f"{tenant.tenant_id}/{month}" for month in months]
     return built
