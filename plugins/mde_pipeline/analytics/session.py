@@ -171,7 +171,8 @@ class LakeSession:
         days = self._indexed_days() if self.use_ip_index else ()
         # The recent index names exact file versions: a commit into one of its days
         # changes this, so the views stop using it at the next statement.
-        recent = tuple((t.tenant_id, recent_state(t)) for t in tenant_locations(self.location)) if self.use_ip_index else ()
+        tenants = sorted({tenant for tenant, _ in days})  # the tenants just listed: no second listing
+        recent = tuple((t, recent_state(self.location.for_tenant(t))) for t in tenants)
         filled = tuple(
             (tenant, day)
             for tenant, day in self._watched_days
