@@ -51,7 +51,7 @@ def between_compactions(location) -> None:
 
 
 def recent_folder(root: Path) -> Path:
-    return tenant_dir(root, INDEX_DIR) / "recent"
+    return tenant_dir(root, INDEX_DIR) / "month=recent"
 
 
 def session_rows(root: Path) -> tuple[list[tuple], str]:
@@ -94,7 +94,7 @@ def test_a_file_replaced_or_added_after_the_build_makes_it_unused_and_an_open_se
         commit_interval(location, LAST_HOUR, small_tables(LAST_HOUR))
         assert valid_recent_index(location) is None
         assert session.execute(QUERY).fetchall() == lake_ips(root)
-        assert "_ip_index" in alert_ips_view(session) and "recent" not in alert_ips_view(session)
+        assert "_ip_index" in alert_ips_view(session) and "month=recent" not in alert_ips_view(session)
 
         rebuilt = build_recent_index(location)
         assert session.execute(QUERY).fetchall() == lake_ips(root)

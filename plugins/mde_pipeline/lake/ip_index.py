@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
@@ -64,6 +65,7 @@ from mde_pipeline.lake.tenants import check_not_legacy, tenant_locations
 INDEXED_TABLE = ALERT_IPS
 INDEX_FORMAT = 2  # 1: closed months only (no partial months)
 INDEX_ROW_GROUP_ROWS = 16 * 1024
+_MONTH = re.compile(r"\d{4}-\d{2}")
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +185,8 @@ def _manifests(location: LakeLocation) -> dict[str, dict]:
     manifests = {}
     for path in sorted(fs.glob(location.path(INDEX_DIR, f"{MONTH_PREFIX}*", INDEX_MANIFEST))):
         month = base_name(path.rsplit("/", 1)[0]).removeprefix(MONTH_PREFIX)
+        if not _MONTH.fullmatch(month):
+            continue  # month=recent: the recent index (recent_index.py), not a month's
         manifest = _read_manifest(location, month)
         if manifest:
             manifests[month] = manifest

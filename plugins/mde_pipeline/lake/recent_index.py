@@ -8,8 +8,8 @@ IP-sorted file, so a lookup opens the month files, this file, and nothing else.
 
 Layout (under ``_ip_index``: no table glob sees it)::
 
-    <root>/_ip_index/T/recent/alert_ips-<token>.parquet
-    <root>/_ip_index/T/recent/_index.json  {"format", "file", "rows", "days": {day: {name: version}}}
+    <root>/_ip_index/T/month=recent/alert_ips-<token>.parquet
+    <root>/_ip_index/T/month=recent/_index.json  {"format", "file", "rows", "days": {day: {name: version}}}
 
 Coverage: the newest ``RECENT_DAYS`` day directories of the tenant's ``alert_ips`` that
 hold an hourly file (a day with an hourly file is never covered by a valid month index,
@@ -155,6 +155,9 @@ def drop_recent_index(location: LakeLocation) -> bool:
     for path in manifest + [p for p in entries if p not in manifest]:
         with suppress(FileNotFoundError):
             location.fs.rm_file(path)
+    if location.is_local:
+        with suppress(OSError):
+            location.fs.rmdir(location.path(RECENT_INDEX_DIR))
     location.fs.invalidate_cache()
     return bool(entries)
 
