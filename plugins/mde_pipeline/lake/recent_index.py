@@ -2,11 +2,12 @@
 
 Why: the month index (ip_index.py) covers compacted days only, so between two compaction
 runs today's and yesterday's hours (up to ~51 hourly files per table) are read file by
-file, and an IP lookup over 180 days is 5-11x the floor instead of 1.1-1.3x
+file, and an IP lookup over 180 days is 2-3x the floor instead of 1.3-1.7x
 (bench/lake_queries.py). This index holds the same rows as those hourly days in one
 IP-sorted file, so a lookup opens the month files, this file, and nothing else.
 
-Layout (under ``_ip_index``: no table glob sees it)::
+Layout (under ``_ip_index``: no table glob sees it; a ``month=`` folder, so the analyst
+session reads it in the same scan as the month files)::
 
     <root>/_ip_index/T/month=recent/alert_ips-<token>.parquet
     <root>/_ip_index/T/month=recent/_index.json  {"format", "file", "rows", "days": {day: {name: version}}}
