@@ -13,10 +13,12 @@ times, in one run and on the same rows, through the analysts' DuckDB views:
 for (a) the hourly layout, (b) the lake after ``compact_day`` of every day, (b+) the
 same read through the analyst CLI's session, which uses the month IP index the
 compaction DAG builds (lake/ip_index.py), (b++) the same with the last two days still
-hourly (the steady state between two compaction runs), (c) one IP-sorted file per table
+hourly ("between two compaction runs", the analyst's working day), (b+++) that layout with
+the recent IP index each hourly publish rebuilds (lake/recent_index.py), (c) one IP-sorted file per table
 (the floor), and, to answer "days or months", (d) one IP-sorted file per 30 days (not
 the lake's layout: a month file has no ``date=`` key). It also times the compaction of
-each day and the index of each month. Prints a table; nothing is asserted.
+each day, the index of each month, and the recent index's rebuild (the cost added to
+each hourly run). Prints a table; nothing is asserted.
 
 Every layout is read with the CLI's DuckDB settings (analytics.session.DUCKDB_SETTINGS), and
 the timed runs go round the layouts in turn, so load from elsewhere on the machine
@@ -247,6 +249,11 @@ def _floor_files(hourly_root: Path, target: Path, *, per_days: int | None, first
             (directory / "data.parquet").write_bytes(parquet_bytes(table, data, row_group_rows=ROW_GROUP_ROWS, sorted_for_queries=True))
 
 
+def _top_level_underscore(root: Path):
+    """A copytree ``ignore`` that leaves out the ``_`` folders at the lake's root only."""
+    return lambda directory, names: [n for n in names if n.startswith("_")] if Path(directory) == root else []
+
+
 def _timed_round_robin(connections: dict, queries: dict[str, str], repeats: int) -> dict[str, dict[str, tuple[float, int]]]:
     """Median ms and row count of every query on every connection, the runs interleaved."""
     samples: dict[tuple[str, str], list[float]] = {(n, q): [] for n in connections for q in queries}
@@ -320,12 +327,14 @@ def main(argv: list[str]) -> int:
 
     from mde_pipeline.lake.compaction import compact_day
     from mde_pipeline.lake.ip_index import build_month_index, months_to_index
+    from mde_pipeline.lake.recent_index import build_recent_index
+    from mde_pipeline.lake.recent_index import read_manifest as read_recent_manifest
     from mde_pipeline.lake.location import resolve_lake_location
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mde-bench-lake-"))
     work.mkdir(parents=True, exist_ok=True)
     first_day = datetime(2025, 1, 1, tzinfo=timezone.utc)
-    layouts = {name: work / name for name in ("hourly", "compacted", "recent", "floor", "months")}
+    layouts = {name: work / name for name in ("hourly", "compacted", "recent", "recent+index", "floor", "months")}
     try:
         for path in layouts.values():
             shutil.rmtree(path, ignore_errors=True)
@@ -355,10 +364,22 @@ def main(argv: list[str]) -> int:
                 compact_day(compacted, table, day)
             day_seconds.append(time.perf_counter() - began)
             if d == args.days - 3:
-                shutil.copytree(layouts["compacted"], layouts["recent"], ignore=shutil.ignore_patterns("_*"))
+                # Top-level "_" folders only (staging, locks): each day's _compaction.json
+                # must come along, or no day counts as compacted and nothing is indexed.
+                shutil.copytree(layouts["compacted"], layouts["recent"], ignore=_top_level_underscore(layouts["compacted"]))
         recent = resolve_lake_location(str(layouts["recent"])).for_tenant(TENANT)
         for month in months_to_index(recent):
             build_month_index(recent, month)
+        # The same layout with the recent IP index, as the last hourly publish left it;
+        # its rebuild timed as each hourly run pays it (both hourly days, every file read).
+        shutil.copytree(layouts["recent"], layouts["recent+index"])
+        with_recent = resolve_lake_location(str(layouts["recent+index"])).for_tenant(TENANT)
+        recent_seconds = []
+        for _ in range(5):
+            began = time.perf_counter()
+            recent_built = build_recent_index(with_recent, force=True)
+            recent_seconds.append(time.perf_counter() - began)
+        recent_manifest = read_recent_manifest(with_recent)
         month_seconds = []
         for month in months_to_index(compacted):
             began = time.perf_counter()
@@ -371,7 +392,8 @@ def main(argv: list[str]) -> int:
         queries = _queries(rare, busy, first_day + timedelta(days=args.days // 2))
         runs = {  # column: (connection kind, layout)
             "hourly": ("lake", "hourly"), "compacted": ("lake", "compacted"), "+index": ("lake+index", "compacted"),
-            "+index,2d hourly": ("lake+index", "recent"), "floor": ("floor", "floor"), "months": ("months", "months"),
+            "between runs": ("lake+index", "recent"), "between+recent": ("lake+index", "recent+index"),
+            "floor": ("floor", "floor"), "months": ("months", "months"),
         }
         connections = {name: _connection_for(kind, layouts[layout]) for name, (kind, layout) in runs.items()}
         try:
@@ -389,16 +411,16 @@ def main(argv: list[str]) -> int:
         print()
         print(f"{args.days} days, {args.alerts_per_day} alerts/day, <= {args.ips_per_alert} IPs/alert: {ip_rows:,} alert_ips rows; "
               f"DuckDB, median of {args.repeats} warm runs; rare IP {rare}, busy IP {busy}")
-        header = f"{'query':38s} " + " ".join(f"{n:>17s}" for n in results) + "   compacted/floor  +index/floor  compacted/hourly"
+        ratios = ("compacted", "+index", "between runs", "between+recent")
+        header = f"{'query':38s} " + " ".join(f"{n:>17s}" for n in results) + "  " + " ".join(f"{n + '/floor':>21s}" for n in ratios)
         print(header)
         print("-" * len(header))
         for label in queries:
             cells = " ".join(f"{results[n][label][0]:15.1f}ms" for n in results)
-            c, i = results["compacted"][label][0], results["+index"][label][0]
-            f, h = results["floor"][label][0], results["hourly"][label][0]
+            f = results["floor"][label][0]
             rows = {results[n][label][1] for n in results}
             flag = "" if len(rows) == 1 else f"  ROW COUNTS DIFFER {rows}"
-            print(f"{label:38s} {cells}   {c / f:14.1f}x  {i / f:11.1f}x  {c / h:15.2f}x{flag}")
+            print(f"{label:38s} {cells}  " + " ".join(f"{results[n][label][0] / f:20.1f}x" for n in ratios) + flag)
         print(f"{'parquet files (both tables)':38s} " + " ".join(f"{files[runs[n][1]]:17d}" for n in results))
         print(f"{'size MiB (both tables)':38s} " + " ".join(f"{size[runs[n][1]]:17.1f}" for n in results))
         print()
@@ -407,10 +429,16 @@ def main(argv: list[str]) -> int:
               f"max {max(day_seconds):.2f} s over {args.days} days")
         print(f"IP index of one month: median {statistics.median(month_seconds):.2f} s, max {max(month_seconds):.2f} s "
               f"over {len(month_seconds)} months; the indexes take {index_mib:.1f} MiB (not in the sizes above)")
+        recent_mib = recent_manifest["bytes"] / 2**20
+        print(f"recent IP index rebuild (each hourly run, {len(recent_built.days)} hourly days, "
+              f"{sum(len(f) for f in recent_manifest['days'].values())} files read): median {statistics.median(recent_seconds):.2f} s, "
+              f"max {max(recent_seconds):.2f} s; {recent_built.rows:,} rows read and written, {recent_mib:.1f} MiB written "
+              f"(at most {24 * recent_mib:.0f} MiB a day); it takes {recent_mib:.1f} MiB (the old file is removed)")
         print("layouts: hourly = as the DAG writes; compacted = after compact_day of every day (day files only); "
-              "+index = the same lake through the analyst CLI's session, which reads the IP index; +index,2d hourly = "
-              "the same with the last two days not compacted yet; floor = one IP-sorted file per table; "
-              "months = one IP-sorted file per 30 days (not the lake layout)")
+              "+index = the same lake through the analyst CLI's session, which reads the IP index; between runs = "
+              "between two compaction runs: the same with the last two days still hourly (month index only); "
+              "between+recent = between two compaction runs with the recent IP index (lake/recent_index.py); "
+              "floor = one IP-sorted file per table; months = one IP-sorted file per 30 days (not the lake layout)")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -20,6 +20,9 @@
 * ``retention-kill CONNECTION_STRING ROOT STEP MARKER``: removes START's day (retention,
   keeping 3 days before 2024-03-10) on Azurite and stops at STEP (a
   ``retention.retention_checkpoint`` name), writes MARKER and waits to be killed.
+* ``recent-index-kill ROOT TENANT STEP MARKER``: builds TENANT's recent IP index on a local
+  lake and stops at STEP (a ``recent_index.recent_index_checkpoint`` name), writes MARKER
+  and waits to be killed.
 * ``commit-loop ROOT SEED TIMES [CONNECTION_STRING]``: commits its own version of one
   interval TIMES times (local root, or an abfs root through CONNECTION_STRING).
 """
@@ -170,7 +173,16 @@ def retention_kill(connection_string: str, root: str, step: str, marker: str) ->
     os._exit(4)
 
 
+def recent_index_kill(root: str, tenant_id: str, step: str, marker: str) -> None:
+    from mde_pipeline.lake import recent_index
+
+    recent_index.recent_index_checkpoint = lambda reached: _wait_to_be_killed(marker, reached) if reached == step else None
+    recent_index.build_recent_index(resolve_lake_location(root).for_tenant(tenant_id), force=True)
+    os._exit(4)
+
+
 if __name__ == "__main__":
     command, *arguments = sys.argv[1:]
     {"stall-local": stall_local, "stall-blob": stall_blob, "compact-stall": compact_stall, "commit-loop": commit_loop,
-     "commit-kill": commit_kill, "commit-stall-after-check": commit_stall_after_check, "retention-kill": retention_kill}[command](*arguments)  # fmt: skip
+     "commit-kill": commit_kill, "commit-stall-after-check": commit_stall_after_check, "retention-kill": retention_kill,
+     "recent-index-kill": recent_index_kill}[command](*arguments)  # fmt: skip

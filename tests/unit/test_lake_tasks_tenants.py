@@ -10,6 +10,7 @@ import pytest
 
 from mde_pipeline.airflow.lake_tasks import publish_interval, stage_listing
 from mde_pipeline.lake.location import resolve_lake_location
+from mde_pipeline.lake.recent_index import valid_recent_index
 
 START = datetime(2026, 3, 2, 7, tzinfo=timezone.utc)
 CONTEXT = {"data_interval_start": START, "run_id": "scheduled__2026-03-02T07:00:00+00:00", "params": {}}
@@ -39,6 +40,8 @@ def test_publish_commits_into_the_partition_of_its_connections_tenant(lake, tmp_
     assert not (tmp_path / "lake" / "alerts" / "tenant_id=tenant-west").exists()
     # The run's staging (in the tenant's part) is cleared once committed.
     assert not list((tmp_path / "lake" / "_staging").rglob("listing.json"))
+    # Then the tenant's recent IP index covers the hour's day (lake/recent_index.py).
+    assert valid_recent_index(lake.for_tenant("tenant-east")).days == ("2026-03-02",)
 
 
 def test_publish_of_another_tenant_finds_no_listing_and_commits_nothing(lake, tmp_path):

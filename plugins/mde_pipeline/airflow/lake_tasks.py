@@ -11,7 +11,9 @@ Both work on the listed tenant's part of the lake (``tenant_id=<id>`` below each
 folder, ``LakeLocation.for_tenant``). A rerun of the interval replaces exactly those files: the rows of the versions it lists
 are replaced, the versions the lake held that it no longer lists stay (param
 ``refetch``: the hour replaced whole). The results of look-back batches go to their own
-hours (:func:`mde_pipeline.airflow.lookback.publish_lookback`); the fetch cache is swept.
+hours (:func:`mde_pipeline.airflow.lookback.publish_lookback`); then the tenant's recent
+IP index is rebuilt (lake/recent_index.py; its failure never fails the publish); the
+fetch cache is swept.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from mde_pipeline.lake.commit import commit_interval, recover_pending_commits
 from mde_pipeline.lake.layout import interval_start_of
 from mde_pipeline.lake.location import LakeLocation
 from mde_pipeline.lake.records import interval_tables, recorded_problems
+from mde_pipeline.lake.recent_index import refresh_recent_index
 from mde_pipeline.lake.staging import clear_staging, read_staging_json, write_staging_json
 
 LISTING = "listing"
@@ -121,6 +124,9 @@ def publish_interval(
     committed = commit_interval(location, start, tables, keep_versions=not refetch)
     late, expired = publish_lookback(context, [r for r in results if version_key(r["alert_id"], r["last_update_time"]) not in own], location)
     clear_staging(location, start, run_id)
+    # After every commit of this run is applied and its record cleared: the recent IP
+    # index follows the hourly days (a failure is logged; readers use the day files).
+    refresh_recent_index(location)
     # Never an hour a live run (a backfill, also with the look-back off) may still publish.
     sweep_fetch_cache(location, listing["tenant_id"], start - cache_retention(settings.LOOKBACK), lookback=settings.LOOKBACK)
     summary = {

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ from mde_pipeline.lake.layout import (
 from mde_pipeline.lake.location import LakeLocation
 from mde_pipeline.lake.locks import day_lock
 from mde_pipeline.lake.parquet import parquet_bytes, read_parquet, sort_for_queries
+from mde_pipeline.lake.recent_index import refresh_recent_index
 from mde_pipeline.lake.schema import ALERT_IPS, conform
 from mde_pipeline.lake.storage import write_files_atomic
 from mde_pipeline.lake.tenants import check_not_legacy, tenant_locations
@@ -63,6 +65,7 @@ from mde_pipeline.lake.tenants import check_not_legacy, tenant_locations
 INDEXED_TABLE = ALERT_IPS
 INDEX_FORMAT = 2  # 1: closed months only (no partial months)
 INDEX_ROW_GROUP_ROWS = 16 * 1024
+_MONTH = re.compile(r"\d{4}-\d{2}")
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +185,8 @@ def _manifests(location: LakeLocation) -> dict[str, dict]:
     manifests = {}
     for path in sorted(fs.glob(location.path(INDEX_DIR, f"{MONTH_PREFIX}*", INDEX_MANIFEST))):
         month = base_name(path.rsplit("/", 1)[0]).removeprefix(MONTH_PREFIX)
+        if not _MONTH.fullmatch(month):
+            continue  # month=recent: the recent index (recent_index.py), not a month's
         manifest = _read_manifest(location, month)
         if manifest:
             manifests[month] = manifest
@@ -237,12 +242,13 @@ def index_months(location: LakeLocation) -> list[MonthIndex]:
 
 
 def index_step(location: LakeLocation) -> list[str]:
-    """The compaction DAG's second task: bring each tenant's IP index up to date; the
-    months (re)built, as ``<tenant id>/<YYYY-MM>``."""
+    """The compaction DAG's index task: bring each tenant's IP index (and its recent IP
+    index, lake/recent_index.py) up to date; the months (re)built, as ``<tenant id>/<YYYY-MM>``."""
     check_not_legacy(location)
     built = []
     for tenant in tenant_locations(location):
         months = [index.month for index in index_months(tenant)]
+        refresh_recent_index(tenant)  # the day just compacted left it: it covers today's hours only
         log.info("lake %s tenant %s: IP index built for %s", location.url, tenant.tenant_id, months or "no month")
         built += [f"{tenant.tenant_id}/{month}" for month in months]
     return built

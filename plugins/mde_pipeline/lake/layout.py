@@ -7,6 +7,8 @@ Layout under the root (docs/DESIGN.md, "Lake"), ``T`` = ``tenant_id=<tenant id>`
     <table>/T/date=YYYY-MM-DD/_compaction.json                its manifest (readers skip "_")
     _ip_index/T/month=YYYY-MM/alert_ips-<token>.parquet       the IP index (ip_index.py)
     _ip_index/T/month=YYYY-MM/_index.json                     its manifest
+    _ip_index/T/month=recent/alert_ips-<token>.parquet        the recent IP index (recent_index.py)
+    _ip_index/T/month=recent/_index.json                      its manifest
     _staging/T/<YYYYMMDDTHH>/<run id>/<name>.json             a run's hand-over (staging.py)
     _staging/T/compaction/<table>/date=YYYY-MM-DD/...         days being swapped in
     _staging/T/fetch_cache/<tenant>/<YYYYMMDDTHH>/<part>.jsonl fetch results per version (fetch_cache.py)
@@ -52,6 +54,9 @@ RETENTION_DIR = f"{STAGING_DIR}/retention"  # a day's removal record (retention.
 LOCKS_DIR = "_locks"
 INDEX_DIR = "_ip_index"
 INDEX_MANIFEST = "_index.json"
+# A month= folder like the month indexes, so readers open both in one scan (one Hive key
+# set); "recent" is not a YYYY-MM month: the month index's listings skip it.
+RECENT_INDEX_DIR = f"{INDEX_DIR}/{MONTH_PREFIX}recent"
 
 _INTERVAL_FILE = re.compile(r"interval=(\d{8}T\d{2})\.parquet")
 _SAFE_RUN_ID_CHAR = re.compile(r"[A-Za-z0-9-]")
