@@ -7,6 +7,8 @@ lives here: importing any ``bench.<name>`` runs this first, which puts ``plugins
 
 from __future__ import annotations
 
+import bisect
+import math
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -34,3 +36,29 @@ def scaled_rate_limits(scale: float, real: Sequence[Sequence[float]] = REAL_RATE
 
 def tidy_seconds(seconds: float) -> float | int:
     return int(seconds) if float(seconds).is_integer() else round(seconds, 6)
+
+
+def window_shares(
+    arrivals: list[float], seconds: float, limit: int, step: float = 1.0, until: float | None = None
+) -> list[float]:
+    """Calls in ``(t - seconds, t]`` / limit for t from first + seconds to ``until``
+    (default: the last call), every ``step``: each window the limiter counts, sampled."""
+    end = arrivals[-1] if arrivals and until is None else until
+    if not arrivals or end - arrivals[0] < seconds:
+        return []
+    shares = []
+    t = arrivals[0] + seconds
+    while t <= end + 1e-9:
+        inside = bisect.bisect_right(arrivals, t) - bisect.bisect_right(arrivals, t - seconds)
+        shares.append(inside / limit)
+        t += step
+    return shares
+
+
+def percentiles(values: list[float]) -> tuple[float, float, float] | None:
+    """(p50, p95, max), nearest rank; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = lambda p: ordered[max(math.ceil(p * len(ordered)) - 1, 0)]  # noqa: E731
+    return rank(0.50), rank(0.95), ordered[-1]

@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from bench import scaled_rate_limits  # noqa: E402  (sets sys.path)
+from bench import percentiles, scaled_rate_limits  # noqa: E402  (sets sys.path; percentiles: re-exported)
 import lake_check  # noqa: E402
 from mde_simulator.lateness import Lateness  # noqa: E402
 from mde_simulator.process import SimulatorProcess  # noqa: E402
@@ -117,15 +116,6 @@ def lake_versions(location) -> set[tuple[str, datetime]]:
         return set(connection.execute("SELECT alert_id, last_update_time FROM alerts").fetchall())
     finally:
         connection.close()
-
-
-def percentiles(values: list[float]) -> tuple[float, float, float] | None:
-    """(p50, p95, max), nearest rank; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = lambda p: ordered[max(math.ceil(p * len(ordered)) - 1, 0)]  # noqa: E731
-    return rank(0.50), rank(0.95), ordered[-1]
 
 
 def freshness(landed: dict[tuple[str, datetime], datetime], late_ids: set[str], late_minutes: float) -> dict[str, tuple | None]:

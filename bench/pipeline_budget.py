@@ -48,7 +48,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from bench import API_ENDPOINTS, DAG_ID, scaled_rate_limits  # noqa: E402  (sets sys.path)
+from bench import API_ENDPOINTS, DAG_ID, scaled_rate_limits, window_shares  # noqa: E402  (sets sys.path)
 import lake_check  # noqa: E402
 from local_airflow import migrated_template  # noqa: E402
 from local_scheduler import pipeline_services  # noqa: E402
@@ -112,19 +112,6 @@ def schedule_floor(calls: int, limits, margin: float) -> float:
                 t = max(t, admitted[-limit] + seconds)
         admitted.append(t)
     return t
-
-
-def window_shares(arrivals: list[float], seconds: float, limit: int, step: float = 1.0) -> list[float]:
-    """Calls in ``(t - seconds, t]`` / limit for t from first + seconds to last, every ``step``."""
-    if not arrivals or arrivals[-1] - arrivals[0] < seconds:
-        return []
-    shares = []
-    t = arrivals[0] + seconds
-    while t <= arrivals[-1] + 1e-9:
-        inside = bisect.bisect_right(arrivals, t) - bisect.bisect_right(arrivals, t - seconds)
-        shares.append(inside / limit)
-        t += step
-    return shares
 
 
 def run_one(args, slots: int, template_db: Path, root: Path) -> dict[str, Any]:

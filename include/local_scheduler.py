@@ -251,11 +251,24 @@ class AirflowServices:
         # everything but the slots as it was.
         self.api("PATCH", f"/pools/{name}?update_mask=slots", {"pool": name, "slots": slots, "include_deferred": False})
 
-    def create_backfill(self, dag_id: str, from_date, to_date, *, max_active_runs: int = 10, conf: dict | None = None) -> dict:
+    def create_backfill(
+        self,
+        dag_id: str,
+        from_date,
+        to_date,
+        *,
+        max_active_runs: int = 10,
+        conf: dict | None = None,
+        attempts: int = 10,
+        freeze_writers: bool = False,
+    ) -> dict:
         """``airflow backfill create``: runs for logical dates in [from_date, to_date] (inclusive).
 
         On SQLite, Airflow 3.3 answers 503 "Database is locked" when the scheduler holds
-        the write lock at that moment (it removes the half-made backfill): try again.
+        the write lock at that moment (it removes the half-made backfill): try again, up
+        to ``attempts`` times. A backfill of a hundred runs or more is one transaction of
+        seconds that any other service's commit breaks, every time: ``freeze_writers``
+        stops the other services (SIGSTOP) during each attempt and resumes them after.
         """
         body = {
             "dag_id": dag_id,
@@ -264,14 +277,35 @@ class AirflowServices:
             "max_active_runs": max_active_runs,
             "dag_run_conf": conf or {},
         }
-        for attempt in range(1, 11):
+        for attempt in range(1, attempts + 1):
             try:
-                return self.api("POST", "/backfills", body)
+                with self.frozen(*(name for name in self.services if name != "api-server") if freeze_writers else ()):
+                    return self.api("POST", "/backfills", body)
             except ServicesError as exc:
-                if "-> 503" not in str(exc) or "locked" not in str(exc) or attempt == 10:
+                if "-> 503" not in str(exc) or "locked" not in str(exc) or attempt == attempts:
                     raise
                 time.sleep(1)
         raise AssertionError("unreachable")
+
+    @contextlib.contextmanager
+    def frozen(self, *names: str):
+        """Stop (SIGSTOP) these services' process groups for the block, then resume them.
+
+        For SQLite only: nothing else commits meanwhile. One of them may be stopped in
+        the middle of a write; the caller's call then fails as locked and is retried.
+        """
+        stopped = []
+        try:
+            for name in names:
+                proc = self.processes.get(name)
+                if proc is not None and proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGSTOP)
+                    stopped.append(proc)
+            yield
+        finally:
+            for proc in stopped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGCONT)
 
     def clear_run(self, dag_id: str, run_id: str) -> None:
         """Clear every task of a run (the run is queued again and rerun)."""
@@ -347,6 +381,7 @@ def pipeline_services(
     env: dict[str, str] | None = None,
     parallelism: int = 4,
     dag_id: str = "mde_alert_ips",
+    triggerer: bool = False,
 ):
     """The pipeline deployed on the real services against a running simulator.
 
@@ -354,12 +389,14 @@ def pipeline_services(
     simulator's connection (``client`` adds connection extras, e.g. the limiter margin),
     ``include/pools.json`` imported as a deployment does (then resized to ``pool_slots``),
     and the DAG parsed. The DAG stays paused: unpausing is the caller's move.
+    ``triggerer``: also run the triggerer (scheduled runs' settle defers until the hour
+    has settled; backfills of past hours never defer).
     """
     from local_airflow import fresh_home, lake_env
 
     home = fresh_home(template_db, Path(root) / "airflow", **sim.env(**(client or {})), **lake_env(Path(root) / "lake"), **(env or {}))
     home.import_pools()  # also writes airflow.cfg (one jwt_secret for all services)
-    with AirflowServices(home, parallelism=parallelism) as services:
+    with AirflowServices(home, parallelism=parallelism, triggerer=triggerer) as services:
         if pool_slots is not None:
             services.set_pool("mde_api", pool_slots)
         services.wait_for_dag(dag_id)
