@@ -48,7 +48,7 @@ def simulator(request, tmp_path_factory):
 
 
 # The longest modules (measured with --durations, longest test first) start first, so
-# that `make test`'s two xdist workers (-n 2 --maxschedchunk 1: tests are dealt one at a
+# that `make test`'s xdist workers (-n 3 --maxschedchunk 1: tests are dealt one at a
 # time, each worker holding one more in reserve) share them and the short tests fill the
 # gaps, instead of one worker ending the run alone on a long tail. A module-scoped fixture
 # is set up once per worker that runs a test of its module.
