@@ -43,6 +43,17 @@ def small_tables(interval_start: datetime, variant: int = 0, tenant_id: str = TE
     )
 
 
+def two_days_of_hours(location, every_hours: int) -> None:
+    """Commit every ``every_hours``-th hour of the first two days into ``location`` (a small
+    lake for the abfs tests: compact day 0 and day 1 stays hourly)."""
+    from mde_pipeline.lake.commit import commit_interval
+
+    for d in range(2):
+        for h in range(0, 24, every_hours):
+            start = FIRST_DAY + timedelta(days=d, hours=h)
+            commit_interval(location, start, small_tables(start))
+
+
 def tenant_hours(tenant_id: str) -> list[datetime]:
     """Every hour the template lake holds for ``tenant_id``."""
     return [FIRST_DAY + timedelta(days=d, hours=h) for d in TENANT_DATA[tenant_id][1] for h in range(24)]

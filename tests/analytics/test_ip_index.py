@@ -34,7 +34,7 @@ from mde_pipeline.lake.layout import interval_file
 from mde_pipeline.lake.parquet import parquet_bytes
 from mde_pipeline.lake.storage import write_files_atomic
 
-from tests.analytics.conftest import DAYS, FIRST_DAY, OTHER_TENANT, TENANT, day_name, small_tables, tenant_dir
+from tests.analytics.conftest import DAYS, FIRST_DAY, OTHER_TENANT, TENANT, day_name, small_tables, tenant_dir, two_days_of_hours
 
 MONTH = FIRST_DAY.strftime("%Y-%m")
 HOUR = FIRST_DAY + timedelta(days=1, hours=5)
@@ -251,10 +251,7 @@ def test_index_and_session_on_abfs(abfs_location):
     from mde_pipeline.analytics.session import LakeSession
 
     location = abfs_location
-    for d in range(2):
-        for h in range(0, 24, 6):
-            start = FIRST_DAY + timedelta(days=d, hours=h)
-            commit_interval(location, start, small_tables(start))
+    two_days_of_hours(location, every_hours=6)
     compact(location, days=[0])
     [index] = index_months(location)
     assert index.days == (day_name(0),) and index.uri.startswith("abfs://")

@@ -35,7 +35,7 @@ from mde_pipeline.lake.recent_index import (
 )
 from mde_pipeline.lake.schema import ALERT_IPS, ALERTS
 from mde_pipeline.lake.storage import write_files_atomic
-from tests.analytics.conftest import DAYS, FIRST_DAY, TENANT, day_name, small_tables, tenant_dir
+from tests.analytics.conftest import DAYS, FIRST_DAY, TENANT, day_name, small_tables, tenant_dir, two_days_of_hours
 from tests.analytics.test_ip_index import KEYS, QUERY, alert_ips_view, compact, lake_ips
 from tests.lake.lake_data import wait_for_marker
 
@@ -212,10 +212,7 @@ def test_recent_index_on_abfs(abfs_location):
     from mde_pipeline.lake.tenants import replace_tenant
 
     location = abfs_location
-    for d in range(2):
-        for h in range(0, 24, 8):
-            start = FIRST_DAY + timedelta(days=d, hours=h)
-            commit_interval(location, start, small_tables(start))
+    two_days_of_hours(location, every_hours=8)
     compact(location, days=[0])
     index_months(location)
     recent = build_recent_index(location)
