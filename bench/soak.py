@@ -11,10 +11,10 @@ over the past hours (up to two hours ago) wants ~days x 24 x (alerts + 1) calls,
 than the budget (5 days: ~18,000 calls, 12 h of budget, where 80 minutes can spend at most
 ~3,000); unpausing the DAG lets the scheduler create the scheduled run of the
 latest complete hour (``catchup=False``) and then one per real hour boundary, each
-settling (deferred, settings.SETTLE) before it lists. After ``--minutes`` the bench waits
-(at most ``--grace`` minutes) until the run of every hour that ended inside the soak
-exists and every scheduled run has finished, then reads the simulator's call log and
-the metadata DB.
+settling (deferred; ``--settle-seconds``, the DAG's default 300) before it lists. After
+``--minutes`` the bench waits (at most ``--grace`` minutes) until the run of every hour
+that ended inside the soak exists and every scheduled run has finished, then reads the
+simulator's call log and the metadata DB.
 
 On SQLite a backfill of ~100 runs or more is one transaction of seconds that any other
 service's commit breaks ("Database is locked"), every time: the bench creates it with
@@ -175,7 +175,7 @@ def soak(args, root: Path) -> int:
     wanted = len(backfill_hours) * (args.alerts_per_hour + 1)
     print(
         f"soak: windows {REAL_RATE_LIMITS} (the service's), {args.minutes:g} min + up to {args.grace:g} min grace; "
-        f"{args.alerts_per_hour} alerts/h from {data_start:%Y-%m-%d %H:%M} to {data_end:%Y-%m-%d %H:%M} UTC; "
+        f"settle {args.settle_seconds} s; {args.alerts_per_hour} alerts/h from {data_start:%Y-%m-%d %H:%M} to {data_end:%Y-%m-%d %H:%M} UTC; "
         f"backfill of {len(backfill_hours)} h wants ~{wanted} calls ({wanted / REAL_RATE_LIMITS[1][0]:.0f} h of budget); "
         f"workdir {root}",
         flush=True,
@@ -190,7 +190,11 @@ def soak(args, root: Path) -> int:
         rate_limits=REAL_RATE_LIMITS,
         startup_timeout=300,
     ) as sim:
-        with pipeline_services(root / "run", sim, template_db, triggerer=True, parallelism=args.parallelism) as airflow:
+        # The DAG's production settle delay (local homes default to 0: tests list at once).
+        settle = {"MDE_ALERT_IPS_SETTLE_SECONDS": str(args.settle_seconds)}
+        with pipeline_services(
+            root / "run", sim, template_db, env=settle, triggerer=True, parallelism=args.parallelism
+        ) as airflow:
             airflow.create_backfill(
                 DAG_ID, backfill_hours[0], backfill_hours[-1], max_active_runs=args.max_active_runs, attempts=30, freeze_writers=True
             )
@@ -297,6 +301,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--parallelism", type=int, default=6, help="Airflow core.parallelism (6)")
     p.add_argument("--grace", type=float, default=30.0, help="minutes to wait after the soak for scheduled runs (30)")
     p.add_argument("--report-every", type=float, default=5.0, help="progress line every this many minutes (5)")
+    p.add_argument("--settle-seconds", type=int, default=300, help="the DAG's settle delay (300, its production default)")
     p.add_argument("--seed", type=int, default=20)
     return p
 
