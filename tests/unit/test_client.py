@@ -382,8 +382,8 @@ class RecordingLedger(InMemoryLedger):
         super().__init__()
         self.granted = []
 
-    def reserve(self, key, now, windows):
-        decision = super().reserve(key, now, windows)
+    def reserve(self, key, now, windows, background=None):
+        decision = super().reserve(key, now, windows, background)
         if decision.wait_seconds <= 0:
             self.granted.append(now)
         return decision

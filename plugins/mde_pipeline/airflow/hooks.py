@@ -83,6 +83,8 @@ class MdeHook(BaseHook):
     """Hook for the Microsoft Defender for Endpoint API.
 
     :param mde_conn_id: Airflow connection id (default ``mde_default``).
+    :param background: the calls are a backfill's: they leave the hourly loads their
+        reserve of the budget (``mde_pipeline.api.backfill_reserve``).
     """
 
     conn_name_attr = "mde_conn_id"
@@ -90,9 +92,10 @@ class MdeHook(BaseHook):
     conn_type = CONN_TYPE  # `http` connections are read the same way (only the UI differs)
     hook_name = HOOK_NAME
 
-    def __init__(self, mde_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+    def __init__(self, mde_conn_id: str = default_conn_name, *, background: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.mde_conn_id = mde_conn_id
+        self.background = background
         self._config: MdeConnectionConfig | None = None
         self._client: MdeClient | None = None
 
@@ -118,7 +121,7 @@ class MdeHook(BaseHook):
     def get_client(self) -> MdeClient:
         """The API client for this connection (one per hook, so its stats add up)."""
         if self._client is None:
-            self._client = MdeClient(self.get_config())
+            self._client = MdeClient(self.get_config(), background=self.background)
         return self._client
 
     def get_conn(self) -> MdeClient:

@@ -35,6 +35,7 @@ from mde_pipeline.airflow.cached_fetch import as_flag, fetch_batch_cached
 from mde_pipeline.airflow.lake_location import check_lake_writable, configured_tenant_location
 from mde_pipeline.airflow.lake_tasks import publish_interval, publish_location, push_listed_tenant, stage_listing
 from mde_pipeline.airflow.lineage import lake_datasets, lake_lineage
+from mde_pipeline.airflow.priority import BACKFILL_RUN_TYPE, is_backfill_run
 from mde_pipeline.airflow.lookback import LOOKBACK_MAX_BATCHES, list_lookback, stage_lookback
 from mde_pipeline.airflow.settings import DEFAULT_BATCH_SIZE, MDE_CONN_ID, MDE_POOL
 from mde_pipeline.api.errors import (
@@ -53,11 +54,21 @@ from mde_pipeline.lake.location import LakeLocationError
 NOT_RETRYABLE_ERRORS = (MdePermissionError, MdeBadRequestError, InvalidAlertIdError)
 
 
+def is_backfill(context: Any) -> bool:
+    """The task runs for a backfill: the run's type when the context has it, else its id."""
+    run_type = getattr(context.get("dag_run"), "run_type", None)
+    if run_type is not None:
+        return getattr(run_type, "value", run_type) == BACKFILL_RUN_TYPE
+    return is_backfill_run(context.get("run_id"))
+
+
 @contextmanager
-def _mde_client(conn_id: str):
+def _mde_client(conn_id: str, context: Any):
     from mde_pipeline.airflow.hooks import MdeHook  # azure-core and friends only when a task runs
 
-    hook = MdeHook(mde_conn_id=conn_id)
+    # A backfill's calls leave the hourly loads their share of the budget (the pool's
+    # priority rule orders slots only; the budget ledger orders calls).
+    hook = MdeHook(mde_conn_id=conn_id, background=is_backfill(context))
     try:
         yield hook.get_client()
     finally:
@@ -127,7 +138,7 @@ class MdeListAlertsOperator(BaseOperator):
         batch_size = int(self.batch_size)
 
         def run() -> list[dict[str, Any]]:
-            with _mde_client(self.mde_conn_id) as client:
+            with _mde_client(self.mde_conn_id, context) as client:
                 # The tenant's own part of the lake: staging, look-back and commits never
                 # touch another tenant's files. client.tenant_id is canonical (a domain
                 # name resolved from the token); publish finds it in XCom.
@@ -212,7 +223,7 @@ class MdeFetchAlertIpsOperator(BaseOperator):
             raise AirflowFailException(f"batch must be a dict with an 'alerts' list, got {type(batch).__name__}")
 
         def run() -> list[dict[str, Any]]:
-            with _mde_client(self.mde_conn_id) as client:
+            with _mde_client(self.mde_conn_id, context) as client:
                 return fetch_batch_cached(
                     client,
                     batch,

@@ -26,11 +26,17 @@ if TYPE_CHECKING:
 # Above anything a task's own priority_weight plausibly holds (default 1).
 NON_BACKFILL_BONUS = 10_000
 BACKFILL_RUN_ID_PREFIX = "backfill__"
+BACKFILL_RUN_TYPE = "backfill"  # DagRunType.BACKFILL_JOB
+
+
+def is_backfill_run(run_id: str | None) -> bool:
+    """A backfill's run: its tasks rank last for pool slots and spend the budget last."""
+    return bool(run_id) and run_id.startswith(BACKFILL_RUN_ID_PREFIX)
 
 
 def weight_for(run_id: str | None, task_priority_weight: int) -> int:
     """The weight of a task instance of ``run_id`` whose task has ``task_priority_weight``."""
-    if run_id and run_id.startswith(BACKFILL_RUN_ID_PREFIX):
+    if is_backfill_run(run_id):
         return task_priority_weight
     return task_priority_weight + NON_BACKFILL_BONUS
 

@@ -135,7 +135,10 @@ class MdeClient:
         clock: Clock | None = None,
         ledger: Ledger | None = None,
         transport: HttpTransport | None = None,
+        background: bool = False,
     ) -> None:
+        """``background``: this client works for a backfill run; its calls leave the
+        hourly loads their reserve of the budget (api/backfill_reserve.py)."""
         self.config = config
         self.stats = ClientStats()
         self._tenant_id = offline_tenant_id(config.tenant_id)  # a domain name: from the token's tid
@@ -153,6 +156,8 @@ class MdeClient:
             margin_seconds=config.rate_limit_margin_seconds,
             share=config.rate_limit_share,
             max_blocked_wait=config.max_throttle_wait_seconds,
+            background=background,
+            scheduled_reserve_share=config.scheduled_reserve_share,
         )
         # What Entra answered our credential's requests: a 400 is configuration, not bad luck.
         self._entra_answers = EntraAnswers()

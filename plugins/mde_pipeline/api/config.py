@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from mde_pipeline.api.backfill_reserve import DEFAULT_SCHEDULED_RESERVE_SHARE
 from mde_pipeline.api.clouds import Endpoints, resolve_endpoints
 from mde_pipeline.api.errors import MdeConfigurationError
 from mde_pipeline.api.ledger_backends import check_ledger_spec, ledger_secrets
@@ -28,6 +29,7 @@ AUTH_METHODS = ("client_secret", "certificate", "managed_identity", "workload_id
 KNOWN_EXTRA_KEYS = frozenset(
     {
         "tenant_id", "cloud", "authority_host", "scope", "rate_limits", "rate_limit_margin_seconds",
+        "scheduled_reserve_share",
         "rate_limit_share", "rate_limit_ledger_dir", "rate_limit_ledger", "timeout", "connect_timeout",
         "read_timeout", "retry_total", "retry_backoff_factor", "retry_backoff_max", "max_throttle_wait_seconds",
         "throttle_backoff_seconds", "request_deadline_seconds",
@@ -126,6 +128,9 @@ class MdeConnectionConfig:
     rate_limits: tuple[Window, ...] = parse_rate_limits(None)
     rate_limit_margin_seconds: float = DEFAULT_MARGIN_SECONDS
     rate_limit_share: float = 1.0
+    # The least share of the hourly budget a backfill leaves to the hourly loads, beyond
+    # what they were seen to use (api/backfill_reserve.py).
+    scheduled_reserve_share: float = DEFAULT_SCHEDULED_RESERVE_SHARE
     rate_limit_ledger: str = field(default="sqlite", repr=False)  # a Redis URL may hold a password
     rate_limit_ledger_dir: str | None = None
     connect_timeout: float = 10.0
@@ -272,6 +277,9 @@ class MdeConnectionConfig:
         share = _number(extra, "rate_limit_share", 1.0)
         if not 0 < share <= 1:
             raise MdeConfigurationError(f"extra rate_limit_share must be in (0, 1], got {share!r}")
+        reserve_share = _number(extra, "scheduled_reserve_share", DEFAULT_SCHEDULED_RESERVE_SHARE)
+        if not 0 <= reserve_share < 1:
+            raise MdeConfigurationError(f"extra scheduled_reserve_share must be in [0, 1), got {reserve_share!r}")
         ca_bundle = extra.get("ca_bundle") or ()
         if isinstance(ca_bundle, str):
             ca_bundle = (ca_bundle,)
@@ -294,6 +302,7 @@ class MdeConnectionConfig:
             rate_limits=parse_rate_limits(rate_limits),
             rate_limit_margin_seconds=_number(extra, "rate_limit_margin_seconds", DEFAULT_MARGIN_SECONDS),
             rate_limit_share=share,
+            scheduled_reserve_share=reserve_share,
             rate_limit_ledger=ledger,
             rate_limit_ledger_dir=_text(extra, "rate_limit_ledger_dir"),
             connect_timeout=connect_timeout,

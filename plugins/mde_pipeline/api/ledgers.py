@@ -16,7 +16,7 @@ import threading
 from typing import NamedTuple, Protocol, Sequence
 
 from mde_pipeline.api.private_dirs import private_temp_dir
-from mde_pipeline.api.windows import Window, max_block_seconds, seconds_until_free
+from mde_pipeline.api.windows import Window, leave_one_free, max_block_seconds, seconds_until_free
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,13 @@ class Decision(NamedTuple):
 
 
 class Ledger(Protocol):
-    def reserve(self, key: str, now: float, windows: Sequence[Window]) -> Decision:
-        """Atomically record a reservation at ``now`` if it fits, else say how long to wait."""
+    def reserve(
+        self, key: str, now: float, windows: Sequence[Window], background: Sequence[Window] | None = None
+    ) -> Decision:
+        """Atomically record a reservation at ``now`` if it fits, else say how long to wait.
+
+        ``background``: the reservation is a backfill's, and the backfills' own
+        reservations must also fit these limits (api/backfill_reserve.py)."""
 
     def settle(self, key: str, entry: int, at: float) -> None:
         """Move a reservation to ``at`` when its attempt ended (never earlier)."""
@@ -46,6 +51,9 @@ class Ledger(Protocol):
         """Reservations still kept (not yet pruned), ascending."""
 
     def blocked_until(self, key: str) -> float: ...
+
+    def foreground_minutes(self, key: str, since_minute: int) -> dict[int, int]:
+        """Foreground (not background) calls granted per minute from ``since_minute`` on."""
 
 
 def clip_block(until: float, now: float, windows: Sequence[Window]) -> float:
@@ -67,10 +75,23 @@ def clip_block(until: float, now: float, windows: Sequence[Window]) -> float:
     return until
 
 
-def decide(timestamps: Sequence[float], blocked_until: float, now: float, windows: Sequence[Window]) -> Decision:
+def decide(
+    timestamps: Sequence[float],
+    blocked_until: float,
+    now: float,
+    windows: Sequence[Window],
+    background: Sequence[Window] | None = None,
+    background_timestamps: Sequence[float] = (),
+) -> Decision:
     if blocked_until > now:
         return Decision(blocked_until - now, True)
-    return Decision(seconds_until_free(timestamps, now, windows), False)
+    if background is None:
+        return Decision(seconds_until_free(timestamps, now, windows), False)
+    # A backfill never takes the last free call of a window: when a call leaves a full
+    # window, an hourly load waiting for it gets it, not the backfill that wakes with it.
+    wait = seconds_until_free(timestamps, now, leave_one_free(windows))
+    wait = max(wait, seconds_until_free(background_timestamps, now, background))
+    return Decision(wait, False)
 
 
 class SqliteLedger:
@@ -89,13 +110,23 @@ class SqliteLedger:
         self._pid: int | None = None
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         with self._transaction() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT NOT NULL, ts REAL NOT NULL)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS calls (key TEXT NOT NULL, ts REAL NOT NULL, "
+                "background INTEGER NOT NULL DEFAULT 0)"
+            )
             conn.execute("CREATE INDEX IF NOT EXISTS calls_key_ts ON calls (key, ts)")
             conn.execute("CREATE TABLE IF NOT EXISTS blocks (key TEXT PRIMARY KEY, until REAL NOT NULL)")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS minutes (key TEXT NOT NULL, minute INTEGER NOT NULL, "
-                "calls INTEGER NOT NULL DEFAULT 0, throttled INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (key, minute))"
+                "calls INTEGER NOT NULL DEFAULT 0, throttled INTEGER NOT NULL DEFAULT 0, "
+                "background INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (key, minute))"
             )
+            # A ledger file from before backfill reservations had a kind: add the column
+            # (old rows count as foreground, which only errs towards the hourly loads).
+            for table in ("calls", "minutes"):
+                columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                if "background" not in columns:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN background INTEGER NOT NULL DEFAULT 0")
 
     def _connection(self) -> sqlite3.Connection:
         # A connection must not cross a fork (Airflow forks task processes).
@@ -129,21 +160,34 @@ class SqliteLedger:
     def _transaction(self) -> "SqliteLedger._Tx":
         return SqliteLedger._Tx(self)
 
-    def reserve(self, key: str, now: float, windows: Sequence[Window]) -> Decision:
+    def reserve(
+        self, key: str, now: float, windows: Sequence[Window], background: Sequence[Window] | None = None
+    ) -> Decision:
         longest = max(w.seconds for w in windows)
         with self._transaction() as conn:
             conn.execute("DELETE FROM calls WHERE key = ? AND ts <= ?", (key, now - longest))
-            calls = [row[0] for row in conn.execute("SELECT ts FROM calls WHERE key = ? ORDER BY ts", (key,))]
+            rows = conn.execute("SELECT ts, background FROM calls WHERE key = ? ORDER BY ts", (key,)).fetchall()
             row = conn.execute("SELECT until FROM blocks WHERE key = ?", (key,)).fetchone()
             blocked = clip_block(row[0], now, windows) if row else 0.0
             if row and blocked != row[0]:
                 conn.execute("UPDATE blocks SET until = ? WHERE key = ?", (blocked, key))
-            decision = decide(calls, blocked, now, windows)
+            decision = decide(
+                [ts for ts, _ in rows], blocked, now, windows, background, [ts for ts, bg in rows if bg]
+            )
             if decision.wait_seconds <= 0:
-                cursor = conn.execute("INSERT INTO calls (key, ts) VALUES (?, ?)", (key, now))
-                _count_minute(conn, key, now, "calls")
+                kind = int(background is not None)
+                cursor = conn.execute("INSERT INTO calls (key, ts, background) VALUES (?, ?, ?)", (key, now, kind))
+                _count_minute(conn, key, now, "calls", background=kind)
                 return decision._replace(entry=cursor.lastrowid)
             return decision
+
+    def foreground_minutes(self, key: str, since_minute: int) -> dict[int, int]:
+        with self._transaction() as conn:
+            return dict(
+                conn.execute(
+                    "SELECT minute, calls - background FROM minutes WHERE key = ? AND minute >= ?", (key, since_minute)
+                )
+            )
 
     def settle(self, key: str, entry: int, at: float) -> None:
         with self._transaction() as conn:
@@ -190,13 +234,14 @@ class SqliteLedger:
             self._conn = None
 
 
-def _count_minute(conn: sqlite3.Connection, key: str, at: float, column: str) -> None:
-    """Add one to ``column`` of ``at``'s minute; drop minutes past the history (bounded)."""
+def _count_minute(conn: sqlite3.Connection, key: str, at: float, column: str, *, background: int = 0) -> None:
+    """Add one to ``column`` of ``at``'s minute (and to ``background`` for a backfill's
+    call); drop minutes past the history (bounded)."""
     minute = int(at // 60)
     conn.execute(
-        f"INSERT INTO minutes (key, minute, {column}) VALUES (?, ?, 1) "
-        f"ON CONFLICT (key, minute) DO UPDATE SET {column} = {column} + 1",
-        (key, minute),
+        f"INSERT INTO minutes (key, minute, {column}, background) VALUES (?, ?, 1, ?) "
+        f"ON CONFLICT (key, minute) DO UPDATE SET {column} = {column} + 1, background = background + ?",
+        (key, minute, background, background),
     )
     conn.execute("DELETE FROM minutes WHERE key = ? AND minute < ?", (key, minute - HISTORY_SECONDS // 60))
 

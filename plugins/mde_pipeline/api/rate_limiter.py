@@ -59,6 +59,11 @@ throttle. No block reaches past the longest window + slack (``max_block_seconds`
 ``record_throttle`` caps what it writes and the ledger clips what it reads. A wait longer than the caller's
 ``max_blocked_wait`` raises :class:`~mde_pipeline.errors.MdeThrottledError`.
 
+Backfills: a limiter made with ``background=True`` (a backfill run's task) also keeps
+its kind's reservations within the limits of :mod:`mde_pipeline.api.backfill_reserve`,
+so a backfill never takes the budget the next hourly load needs. Foreground callers see
+only the windows.
+
 Time: one seam, :class:`Clock` (``now()``, ``sleep()``). The system clock is wall time
 (``time.time``) because reservations are compared across processes; unit tests use
 a fake clock and never sleep.
@@ -70,8 +75,13 @@ import time
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
+from mde_pipeline.api.backfill_reserve import (
+    DEFAULT_SCHEDULED_RESERVE_SHARE,
+    RESERVE_REFRESH_SECONDS,
+    background_windows,
+)
 from mde_pipeline.api.errors import MdeThrottledError
-from mde_pipeline.api.ledgers import Ledger
+from mde_pipeline.api.ledgers import HISTORY_SECONDS, Decision, Ledger
 from mde_pipeline.api.windows import Window, effective_windows, max_block_seconds
 
 DEFAULT_MARGIN_SECONDS = 1.0
@@ -117,6 +127,8 @@ class RateLimiter:
         margin_seconds: float = DEFAULT_MARGIN_SECONDS,
         share: float = 1.0,
         max_blocked_wait: float | None = None,
+        background: bool = False,
+        scheduled_reserve_share: float = DEFAULT_SCHEDULED_RESERVE_SHARE,
     ) -> None:
         self.configured_windows = tuple(rate_limits)
         self.windows = effective_windows(self.configured_windows, share=share, margin=margin_seconds)
@@ -127,12 +139,35 @@ class RateLimiter:
         self.max_blocked_wait = max_blocked_wait
         # No throttle outlasts the longest window: a longer Retry-After is implausible.
         self.max_block_seconds = max_block_seconds(self.configured_windows)
+        self.background = background
+        self.scheduled_reserve_share = scheduled_reserve_share
+        background_windows(self.windows, {}, floor_share=scheduled_reserve_share)  # a bad share fails here
+        self._background_limits: tuple[Window, ...] | None = None
+        self._background_limits_at = float("-inf")
+
+    def background_limits(self, now: float) -> tuple[Window, ...]:
+        """What this backfill's kind may hold in each window now (refreshed each minute)."""
+        if self._background_limits is None or now - self._background_limits_at >= RESERVE_REFRESH_SECONDS:
+            history = getattr(self.ledger, "foreground_minutes", None)  # optional in the Ledger protocol
+            since = int(now // 60) - HISTORY_SECONDS // 60  # what the ledger keeps: a day
+            foreground = history(self.key, since) if history is not None else {}
+            self._background_limits = background_windows(
+                self.windows, foreground, floor_share=self.scheduled_reserve_share
+            )
+            self._background_limits_at = now
+        return self._background_limits
+
+    def try_reserve(self, now: float) -> Decision:
+        """One reservation attempt at ``now``: recorded, or how long to wait."""
+        if self.background:
+            return self.ledger.reserve(self.key, now, self.windows, self.background_limits(now))
+        return self.ledger.reserve(self.key, now, self.windows)
 
     def acquire(self) -> Slot:
         waited = 0.0
         while True:
             now = self.clock.now()
-            decision = self.ledger.reserve(self.key, now, self.windows)
+            decision = self.try_reserve(now)
             if decision.wait_seconds <= 0:
                 return Slot(now, waited, decision.entry)
             if decision.blocked and self.max_blocked_wait is not None and decision.wait_seconds > self.max_blocked_wait:

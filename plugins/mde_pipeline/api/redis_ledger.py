@@ -9,7 +9,8 @@ CeleryExecutor already runs, or another) holds the same state for everybody:
     mde-ledger:{<tenant>:<client>}:calls   sorted set: reservation id -> time (s)
     mde-ledger:{<tenant>:<client>}:block   the time until which nobody may call
     mde-ledger:{<tenant>:<client>}:ids     counter of reservation ids
-    mde-ledger:{<tenant>:<client>}:minutes calls granted / 429s per minute, 24 h (status page)
+    mde-ledger:{<tenant>:<client>}:minutes calls granted / 429s / backfill calls per minute, 24 h
+    mde-ledger:{<tenant>:<client>}:bgcalls the backfills' reservations (a subset of calls)
 
 Each reservation is one Lua script, so the read-decide-insert is atomic across every
 process on every host, exactly as ``BEGIN IMMEDIATE`` makes it on one host. The
@@ -41,15 +42,20 @@ KEY_PREFIX = "mde-ledger:"
 _EPSILON = 1e-6  # as in windows.seconds_until_free
 HISTORY_MINUTES = HISTORY_SECONDS // 60
 
-# KEYS: calls, block, ids, minutes. ARGV: now, longest window, block ceiling (absolute),
-# epsilon, history length in minutes, then limit/seconds pairs. Returns {wait as text, blocked 0/1, entry id or 0}: Redis
-# truncates Lua numbers to integers, so the wait travels as text.
+# KEYS: calls, block, ids, minutes, bgcalls. ARGV: now, longest window, block ceiling
+# (absolute), epsilon, history length in minutes, background (0/1), number of windows n,
+# then n limit/seconds pairs, then (background only) n background limit/seconds pairs.
+# Returns {wait as text, blocked 0/1, entry id or 0}: Redis truncates Lua numbers to
+# integers, so the wait travels as text.
 _RESERVE = """
 local now = tonumber(ARGV[1])
 local longest = tonumber(ARGV[2])
 local ceiling = tonumber(ARGV[3])
 local eps = tonumber(ARGV[4])
+local background = tonumber(ARGV[6])
+local n = tonumber(ARGV[7])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - longest)
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - longest)
 local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
 if blocked > ceiling then
   blocked = ceiling
@@ -59,28 +65,41 @@ if blocked > now then
   return {string.format('%.9f', blocked - now), 1, 0}
 end
 local wait = 0
-for i = 6, #ARGV, 2 do
-  local limit = tonumber(ARGV[i])
-  local seconds = tonumber(ARGV[i + 1])
-  local horizon = string.format('(%.9f', now - seconds + eps)
-  local excess = redis.call('ZCOUNT', KEYS[1], horizon, '+inf') - limit + 1
-  if excess > 0 then
-    local oldest = redis.call('ZRANGEBYSCORE', KEYS[1], horizon, '+inf', 'WITHSCORES', 'LIMIT', excess - 1, 1)
-    local w = tonumber(oldest[2]) + seconds - now
-    if w > wait then wait = w end
+local function fit(set, first, last, spare)
+  for i = first, last, 2 do
+    local limit = math.max(1, tonumber(ARGV[i]) - spare)
+    local seconds = tonumber(ARGV[i + 1])
+    local horizon = string.format('(%.9f', now - seconds + eps)
+    local excess = redis.call('ZCOUNT', set, horizon, '+inf') - limit + 1
+    if excess > 0 then
+      local oldest = redis.call('ZRANGEBYSCORE', set, horizon, '+inf', 'WITHSCORES', 'LIMIT', excess - 1, 1)
+      local w = tonumber(oldest[2]) + seconds - now
+      if w > wait then wait = w end
+    end
   end
+end
+-- A backfill leaves one call of each window free (windows.leave_one_free).
+fit(KEYS[1], 8, 7 + 2 * n, background)
+if background == 1 then
+  fit(KEYS[5], 8 + 2 * n, 7 + 4 * n, 0)
 end
 if wait > 0 then
   return {string.format('%.9f', wait), 0, 0}
 end
 local id = redis.call('INCR', KEYS[3])
-redis.call('ZADD', KEYS[1], string.format('%.9f', now), id)
 local ttl = math.ceil((longest + 60) * 1000)
+redis.call('ZADD', KEYS[1], string.format('%.9f', now), id)
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[3], ttl)
 local minute = math.floor(now / 60)
+local gone = minute - tonumber(ARGV[5])
 redis.call('HINCRBY', KEYS[4], 'c:' .. minute, 1)
-redis.call('HDEL', KEYS[4], 'c:' .. (minute - tonumber(ARGV[5])), 't:' .. (minute - tonumber(ARGV[5])))
+if background == 1 then
+  redis.call('ZADD', KEYS[5], string.format('%.9f', now), id)
+  redis.call('PEXPIRE', KEYS[5], ttl)
+  redis.call('HINCRBY', KEYS[4], 'b:' .. minute, 1)
+end
+redis.call('HDEL', KEYS[4], 'c:' .. gone, 't:' .. gone, 'b:' .. gone)
 redis.call('EXPIRE', KEYS[4], tonumber(ARGV[5]) * 60 + 3600)
 return {'0', 0, id}
 """
@@ -117,23 +136,30 @@ class RedisLedger:
         self._block = self._redis.register_script(_BLOCK)
 
     @staticmethod
-    def _keys(key: str) -> tuple[str, str, str, str]:
+    def _keys(key: str) -> tuple[str, str, str, str, str]:
         base = f"{KEY_PREFIX}{{{key}}}"
-        return f"{base}:calls", f"{base}:block", f"{base}:ids", f"{base}:minutes"
+        return f"{base}:calls", f"{base}:block", f"{base}:ids", f"{base}:minutes", f"{base}:bgcalls"
 
-    def reserve(self, key: str, now: float, windows: Sequence[Window]) -> Decision:
+    def reserve(
+        self, key: str, now: float, windows: Sequence[Window], background: Sequence[Window] | None = None
+    ) -> Decision:
         longest = max(w.seconds for w in windows)
-        pairs = [value for w in windows for value in (w.limit, repr(float(w.seconds)))]
+        if background is not None and len(background) != len(windows):
+            raise ValueError("background limits must pair with the windows one to one")
+        pairs = [value for w in (*windows, *(background or ())) for value in (w.limit, repr(float(w.seconds)))]
         wait, blocked, entry = self._reserve(
             keys=self._keys(key),
-            args=[repr(now), repr(longest), repr(now + max_block_seconds(windows)), _EPSILON, HISTORY_MINUTES, *pairs],
+            args=[repr(now), repr(longest), repr(now + max_block_seconds(windows)), _EPSILON, HISTORY_MINUTES,
+                  int(background is not None), len(windows), *pairs],  # fmt: skip
         )
         wait = float(wait)
         return Decision(wait, bool(int(blocked)), int(entry) if wait <= 0 else None)
 
     def settle(self, key: str, entry: int, at: float) -> None:
-        # XX: only an entry still kept; GT: never earlier than it was.
-        self._redis.zadd(self._keys(key)[0], {str(entry): at}, xx=True, gt=True)
+        # XX: only an entry still kept (and only in the set that holds it); GT: never earlier.
+        names = self._keys(key)
+        for name in (names[0], names[4]):
+            self._redis.zadd(name, {str(entry): at}, xx=True, gt=True)
 
     def block_until(self, key: str, until: float) -> None:
         # The block key outlives the block by a minute, then Redis drops it. (A caller
@@ -147,19 +173,26 @@ class RedisLedger:
         self._redis.hincrby(name, f"t:{int(at // 60)}", 1)
         self._redis.expire(name, HISTORY_MINUTES * 60 + 3600)
 
-    def history(self, key: str, since_minute: int) -> list[tuple[int, int, int]]:
-        """(minute, calls granted, 429s) from ``since_minute`` on, ascending."""
-        counts: dict[int, list[int]] = {}
+    def _minutes(self, key: str, since_minute: int) -> dict[int, dict[str, int]]:
+        """minute -> {"c": calls granted, "t": 429s, "b": backfill calls} from ``since_minute`` on."""
+        counts: dict[int, dict[str, int]] = {}
         stale = []
         for field, value in self._redis.hgetall(self._keys(key)[3]).items():
             kind, minute = (field.decode() if isinstance(field, bytes) else field).split(":")
             if int(minute) >= since_minute:
-                counts.setdefault(int(minute), [0, 0])[kind == "t"] = int(value)
+                counts.setdefault(int(minute), {"c": 0, "t": 0, "b": 0})[kind] = int(value)
             elif int(minute) < since_minute - 60:  # past the history: a reader keeps it bounded
                 stale.append(field)
         if stale:
             self._redis.hdel(self._keys(key)[3], *stale)
-        return [(minute, calls, throttled) for minute, (calls, throttled) in sorted(counts.items())]
+        return counts
+
+    def history(self, key: str, since_minute: int) -> list[tuple[int, int, int]]:
+        """(minute, calls granted, 429s) from ``since_minute`` on, ascending."""
+        return [(minute, c["c"], c["t"]) for minute, c in sorted(self._minutes(key, since_minute).items())]
+
+    def foreground_minutes(self, key: str, since_minute: int) -> dict[int, int]:
+        return {minute: c["c"] - c["b"] for minute, c in self._minutes(key, since_minute).items()}
 
     def calls_since(self, key: str, since: float) -> int:
         """Reservations after ``since`` (what the limiter sees in a window)."""

@@ -58,6 +58,12 @@ def effective_windows(windows: Iterable[Window], *, share: float, margin: float)
     return tuple(Window(max(1, math.floor(w.limit * share + 1e-9)), w.seconds + margin) for w in windows)
 
 
+def leave_one_free(windows: Sequence[Window]) -> tuple[Window, ...]:
+    """The windows a backfill's reservation must fit: one call short of each limit
+    (never below one), so a waiting foreground caller wins every call that comes free."""
+    return tuple(Window(max(1, w.limit - 1), w.seconds) for w in windows)
+
+
 def max_block_seconds(windows: Sequence[Window]) -> float:
     """The longest wait a 429 may impose: the longest window plus BLOCK_SLACK_SECONDS."""
     return max(w.seconds for w in windows) + BLOCK_SLACK_SECONDS
