@@ -58,6 +58,9 @@ def test_the_hour_keeps_what_the_hourly_loads_used_and_the_minute_keeps_half():
     assert background_windows(windows, seen, floor_share=0.02) == (Window(50, 61.0), Window(1349, 3601.0))
     # Hourly loads that need the whole budget: the backfill still moves, one call an hour.
     assert background_windows(windows, {5: 5000}, floor_share=0.02)[1] == Window(1, 3601.0)
+    # Windows of seconds (tests): minute buckets say nothing, the floor only.
+    assert background_windows((Window(3, 1.5), Window(12, 6.5)), {1: 13}, floor_share=0.02) == (
+        Window(1, 1.5), Window(11, 6.5))  # fmt: skip
     with pytest.raises(ValueError, match="scheduled_reserve_share"):
         background_windows(windows, {}, floor_share=1.0)
 

@@ -24,6 +24,7 @@ def test_defaults():
     assert config.rate_limits == (Window(100, 60.0), Window(1500, 3600.0))
     assert config.rate_limit_margin_seconds == 1.0
     assert config.rate_limit_share == 1.0
+    assert config.scheduled_reserve_share == 0.02
     assert (config.connect_timeout, config.read_timeout) == (10.0, 60.0)
     assert config.max_throttle_wait_seconds == 3900.0
     assert config.disable_instance_discovery is False
@@ -72,6 +73,8 @@ def test_rate_limits_as_json_text():
         ({"rate_limits": "nope"}, "rate_limits"),
         ({"rate_limit_share": 0}, "rate_limit_share"),
         ({"rate_limit_share": 2}, "rate_limit_share"),
+        ({"scheduled_reserve_share": 1}, "scheduled_reserve_share"),
+        ({"scheduled_reserve_share": -0.1}, "scheduled_reserve_share"),
         ({"timeout": "fast"}, "timeout"),
         ({"retry_total": 1.5}, "retry_total"),
         ({"retry_total": -1}, "retry_total"),

@@ -83,6 +83,18 @@ def test_client_is_cached_per_hook_and_spends_the_connections_budget(monkeypatch
         hook.close()
 
 
+def test_a_backfill_tasks_client_reserves_in_the_background(monkeypatch):
+    set_connection(monkeypatch, extra={"tenant_id": "t", "scheduled_reserve_share": 0.1})
+    hooks = MdeHook(), MdeHook(background=True)
+    try:
+        scheduled, backfill = (hook.get_client().limiter for hook in hooks)
+        assert (scheduled.background, backfill.background) == (False, True)
+        assert backfill.scheduled_reserve_share == 0.1
+    finally:
+        for hook in hooks:
+            hook.close()
+
+
 def test_missing_connection_is_airflows_not_found_error(monkeypatch):
     monkeypatch.delenv("AIRFLOW_CONN_MDE_MISSING", raising=False)
     from airflow.sdk.exceptions import AirflowNotFoundException

@@ -32,6 +32,7 @@ from mde_pipeline.airflow.operators import (
     MdeFetchAlertIpsOperator,
     MdeListAlertsOperator,
     _fail_fast_on_configuration_errors,
+    is_backfill,
 )
 from mde_pipeline.airflow.settings import MDE_POOL
 from mde_pipeline.api.fetch import fetch_batch_ips
@@ -277,3 +278,18 @@ def test_errors_that_are_never_per_alert_still_fail_the_batch_at_once():
     with pytest.raises(MdePermissionError):
         fetch_batch_ips(client, batch_of("a", "b"), clock=FakeClock())
     assert client.asked == ["a"]
+
+
+def test_only_a_backfill_runs_tasks_spend_the_budget_in_the_background():
+    from airflow.utils.types import DagRunType
+
+    @dataclass
+    class Run:
+        run_type: object
+
+    assert is_backfill({"dag_run": Run(DagRunType.BACKFILL_JOB), "run_id": "x"})
+    assert not is_backfill({"dag_run": Run(DagRunType.SCHEDULED), "run_id": "backfill__looks_like_one"})
+    assert not is_backfill({"dag_run": Run(DagRunType.MANUAL)})
+    # No run in the context (a mapped task seen from the scheduler): the run id's prefix.
+    assert is_backfill({"run_id": "backfill__2026-01-01T00:00:00+00:00"})
+    assert not is_backfill({"run_id": "scheduled__2026-01-01T00:00:00+00:00"})
