@@ -108,7 +108,7 @@ lock: constraints
 	$(UV) pip compile requirements.txt -c $(CONSTRAINTS) --python-version $(AIRFLOW_PYTHON) --python-platform $(PLATFORM) -q -o requirements.lock
 	$(UV) pip compile requirements-dev.txt -c $(CONSTRAINTS) --python-version $(AIRFLOW_PYTHON) --python-platform $(PLATFORM) -q -o requirements-dev.lock
 
-# The simulator on its own (see README): python -m mde_simulator --help
+# The simulator on its own (see README): make sim SIM_ARGS=--help
 sim: $(STAMP)
 	$(PY) -m mde_simulator $(SIM_ARGS)
 

@@ -54,7 +54,7 @@ step "Airflow version (waits for the metadata database)"
 step "Migrating the metadata database"
 "${ENTRYPOINT}" airflow db migrate
 
-step "Admin user '${_AIRFLOW_WWW_USER_USERNAME:-airflow}': created, or its password set from .env"
+step "Admin user '${_AIRFLOW_WWW_USER_USERNAME:-admin}': created, or its password set from .env"
 if [[ -z "${_AIRFLOW_WWW_USER_PASSWORD:-}" ]]; then
   echo "ERROR: _AIRFLOW_WWW_USER_PASSWORD is empty: set it in .env (see .env.example)." >&2
   exit 1
@@ -62,14 +62,14 @@ fi
 # `users create` leaves an existing user as it is (and says so); `users reset-password`
 # (FAB auth manager) then makes the password the one in .env, new or changed.
 "${ENTRYPOINT}" airflow users create \
-  --username "${_AIRFLOW_WWW_USER_USERNAME:-airflow}" \
+  --username "${_AIRFLOW_WWW_USER_USERNAME:-admin}" \
   --firstname "${_AIRFLOW_WWW_USER_FIRSTNAME:-Airflow}" \
   --lastname "${_AIRFLOW_WWW_USER_LASTNAME:-Admin}" \
   --email "${_AIRFLOW_WWW_USER_EMAIL:-airflowadmin@example.com}" \
   --role Admin \
   --password "${_AIRFLOW_WWW_USER_PASSWORD}"
 "${ENTRYPOINT}" airflow users reset-password \
-  --username "${_AIRFLOW_WWW_USER_USERNAME:-airflow}" \
+  --username "${_AIRFLOW_WWW_USER_USERNAME:-admin}" \
   --password "${_AIRFLOW_WWW_USER_PASSWORD}"
 
 step "Importing pools from ${POOLS_FILE}"

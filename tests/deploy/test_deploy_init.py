@@ -173,7 +173,7 @@ def test_init_script_sets_up_a_fresh_deployment_and_a_rerun_applies_a_changed_ad
         assert [c for c in calls if c.startswith("airflow users")] == [
             "airflow users create", "airflow users reset-password"]
         assert "OK  mde_default" in proc.stdout and "OK  lake: abfs://mde-lake/mde" in proc.stdout
-        assert 'User "airflow" created with role "Admin"' in proc.stdout
+        assert 'User "admin" created with role "Admin"' in proc.stdout
         # Volumes handed to AIRFLOW_UID, group-writable.
         for folder in ("logs", "lake", "mde-rate-ledger", "mde-sim"):
             info = (home / folder).stat()
@@ -190,12 +190,12 @@ def test_init_script_sets_up_a_fresh_deployment_and_a_rerun_applies_a_changed_ad
         second = run_init(dict(env, _AIRFLOW_WWW_USER_PASSWORD="second-Password-2"))
         assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
         assert (home / "entrypoint.log").read_text().splitlines() == calls + calls  # the same steps again
-        assert "airflow already exists" in second.stdout
-        assert 'User "airflow" password reset successfully' in second.stdout
+        assert "admin already exists" in second.stdout
+        assert 'User "admin" password reset successfully' in second.stdout
         check = subprocess.run(
             [str(Path(env["VENV_BIN"]) / "python"), "-c",
              "import os, sqlite3, sys; from werkzeug.security import check_password_hash as ok; "
-             "[(h,)] = sqlite3.connect(sys.argv[1]).execute(\"select password from ab_user where username='airflow'\"); "
+             "[(h,)] = sqlite3.connect(sys.argv[1]).execute(\"select password from ab_user where username='admin'\"); "
              "print(ok(h, os.environ['FIRST']), ok(h, 'second-Password-2'))",
              str(home / "airflow.db")],
             env=dict(env, FIRST=first_password), capture_output=True, text=True, timeout=120)
