@@ -47,6 +47,8 @@ class Expected:
     hours_missing: int
     rows_per_day: dict[str, dict[str, int]] = field(default_factory=dict)
     alerts_per_hour_recent: float = 0.0
+    backfill_calls: list[int] = field(default_factory=list)
+    backfill_limits: list[int] = field(default_factory=list)
 
 
 def connection(expected: Expected, *, tenant: str = TENANT, client: str = CLIENT, **extra) -> str:
@@ -109,7 +111,8 @@ def fill_ledger(expected: Expected, now: datetime, ledger=None) -> Expected:
     earlier_hour = [t - 120 - 60 * i for i in range(20)]  # 20 calls 2..21 minutes ago
     earlier_day = [t - 7200 - 600 * i for i in range(30)]  # outside the hour, inside 24 h
     for ts in sorted(earlier_day + earlier_hour + in_minute):
-        assert ledger.reserve(key, ts, BIG).wait_seconds == 0
+        # The calls of the last hour are a backfill's (background reservations).
+        assert ledger.reserve(key, ts, BIG, BIG if ts in earlier_hour else None).wait_seconds == 0
     for ts in (t - 300, t - 300, t - 7300):
         ledger.count_throttle(key, ts)
     blocked_until = t + 900
@@ -119,6 +122,10 @@ def fill_ledger(expected: Expected, now: datetime, ledger=None) -> Expected:
     expected.calls_minute = len(in_minute) + sum(1 for ts in earlier_hour if ts > t - 61)
     expected.calls_hour = len(in_minute) + len(earlier_hour)
     expected.calls_24h = len(in_minute) + len(earlier_hour) + len(earlier_day)
+    expected.backfill_calls = [sum(1 for ts in earlier_hour if ts > t - 61), len(earlier_hour)]
+    # What a backfill may hold now: half the minute; the hour less the 2 % floor (the
+    # foreground never used more than 30 calls in 60 minutes here).
+    expected.backfill_limits = [50, 1470]
     expected.throttled_24h = 3
     expected.blocked_until = blocked_until
     return expected

@@ -60,6 +60,8 @@ def test_budget_figures_equal_the_ledger(prepared):
     assert budget["per_minute"]["throttled_24h"] == prepared.throttled_24h
     assert budget["blocked_until"] == pytest.approx(prepared.blocked_until)
     assert budget["sustained_calls_per_hour"] == pytest.approx(1500 * 3600 / 3601, abs=1e-3)
+    assert [w["backfill_calls"] for w in budget["windows"]] == prepared.backfill_calls
+    assert [w["backfill_limit"] for w in budget["windows"]] == prepared.backfill_limits
 
 
 def test_budget_figures_come_from_a_shared_redis_ledger_too(tmp_path, monkeypatch):
@@ -78,6 +80,8 @@ def test_budget_figures_come_from_a_shared_redis_ledger_too(tmp_path, monkeypatc
     assert status["errors"] == []
     budget = status["tenants"][0]["budget"]
     assert [w["calls"] for w in budget["windows"]] == [expected.calls_minute, expected.calls_hour]
+    assert [w["backfill_calls"] for w in budget["windows"]] == expected.backfill_calls
+    assert [w["backfill_limit"] for w in budget["windows"]] == expected.backfill_limits
     assert (budget["per_minute"]["calls_24h"], budget["per_minute"]["throttled_24h"]) == (expected.calls_24h, 3)
     assert budget["blocked_until"] == pytest.approx(expected.blocked_until)
     assert PASSWORD not in budget["ledger_path"] and budget["ledger_path"].startswith("redis://")

@@ -114,6 +114,19 @@ def test_a_ledger_file_from_before_reservation_kinds_is_upgraded_in_place(tmp_pa
         ledger.close()
 
 
+def test_the_status_reads_a_ledger_file_from_before_reservation_kinds(tmp_path):
+    from mde_pipeline.api.budget_status import budget_status
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as conn:  # read-only: the status never upgrades a file
+        conn.execute("CREATE TABLE calls (key TEXT NOT NULL, ts REAL NOT NULL)")
+        conn.execute("INSERT INTO calls VALUES (?, ?)", (KEY, 100.0))
+    windows = (Window(100, 60.0), Window(1500, 3600.0))
+    status = budget_status(path, KEY, windows, windows, now=110.0)
+    assert [(w["calls"], w["backfill_calls"], w["backfill_limit"]) for w in status["windows"]] == [
+        (1, 0, 50), (1, 0, 1470)]  # fmt: skip
+
+
 # --------------------------------------------------------------------------- hours at the real windows
 
 

@@ -9,6 +9,8 @@ read with plain reads (its Lua scripts are the only writers). Figures:
 * the per-minute history (calls granted, 429s received) of the last 24 hours, from the
   ``minutes`` table the ledger keeps (ledgers.py; a ledger written before that table
   existed has no history);
+* per window, the backfills' reservations and what they may hold now (their cap, the
+  hourly loads' reserve subtracted: api/backfill_reserve.py);
 * a block (a 429's Retry-After) still in force;
 * the sustained rate the windows allow, for ETAs.
 """
@@ -19,9 +21,10 @@ import os
 import sqlite3
 from typing import Any, Sequence
 
+from mde_pipeline.api.backfill_reserve import DEFAULT_SCHEDULED_RESERVE_SHARE, background_windows
 from mde_pipeline.api.ledgers import HISTORY_SECONDS
 from mde_pipeline.api.redis_ledger import RedisLedger
-from mde_pipeline.api.windows import Window
+from mde_pipeline.api.windows import Window, leave_one_free
 
 
 def sustained_calls_per_hour(windows: Sequence[Window]) -> float:
@@ -38,8 +41,8 @@ def _connect(path: str | os.PathLike[str]) -> sqlite3.Connection | None:
 def _rows(conn: sqlite3.Connection, sql: str, params: tuple) -> list[tuple]:
     try:
         return conn.execute(sql, params).fetchall()
-    except sqlite3.OperationalError as exc:  # a table an older ledger does not have
-        if "no such table" in str(exc):
+    except sqlite3.OperationalError as exc:  # a table or column an older ledger does not have
+        if "no such table" in str(exc) or "no such column" in str(exc):
             return []
         raise
 
@@ -64,10 +67,13 @@ def budget_status(
     configured: Sequence[Window],
     effective: Sequence[Window],
     now: float,
+    reserve_share: float = DEFAULT_SCHEDULED_RESERVE_SHARE,
 ) -> dict[str, Any]:
     """The budget section of the status JSON for one key of a SQLite ledger (docs/OPERATORS.md)."""
     used: list[int] = [0] * len(effective)
+    background: list[int] = [0] * len(effective)
     history: list[tuple[int, int, int]] = []
+    foreground: dict[int, int] = {}
     blocked_until = 0.0
     conn = _connect(path)
     try:
@@ -75,6 +81,17 @@ def budget_status(
             for index, window in enumerate(effective):
                 rows = _rows(conn, "SELECT count(*) FROM calls WHERE key = ? AND ts > ?", (key, now - window.seconds))
                 used[index] = int(rows[0][0]) if rows else 0
+                rows = _rows(
+                    conn, "SELECT count(*) FROM calls WHERE key = ? AND ts > ? AND background = 1",
+                    (key, now - window.seconds),
+                )  # fmt: skip
+                background[index] = int(rows[0][0]) if rows else 0
+            foreground = dict(
+                _rows(
+                    conn, "SELECT minute, calls - background FROM minutes WHERE key = ? AND minute >= ?",
+                    (key, _first_minute(now)),
+                )  # fmt: skip
+            )
             history = _rows(
                 conn,
                 "SELECT minute, calls, throttled FROM minutes WHERE key = ? AND minute >= ? ORDER BY minute",
@@ -85,16 +102,29 @@ def budget_status(
     finally:
         if conn is not None:
             conn.close()
-    return _section(key, os.fspath(path), conn is not None, configured, effective, used, history, blocked_until, now)
+    return _section(
+        key, os.fspath(path), conn is not None, configured, effective, used, history, blocked_until, now,
+        background, background_windows(effective, foreground, floor_share=reserve_share),
+    )  # fmt: skip
 
 
 def redis_budget_status(
-    ledger: RedisLedger, where: str, key: str, configured: Sequence[Window], effective: Sequence[Window], now: float
+    ledger: RedisLedger,
+    where: str,
+    key: str,
+    configured: Sequence[Window],
+    effective: Sequence[Window],
+    now: float,
+    reserve_share: float = DEFAULT_SCHEDULED_RESERVE_SHARE,
 ) -> dict[str, Any]:
     """The same section from the Redis ledger every host shares (``where``: its URL, no password)."""
     used = [ledger.calls_since(key, now - window.seconds) for window in effective]
+    background = [ledger.calls_since(key, now - window.seconds, background=True) for window in effective]
     history = ledger.history(key, _first_minute(now))
-    return _section(key, where, True, configured, effective, used, history, ledger.blocked_until(key), now)
+    caps = background_windows(effective, ledger.foreground_minutes(key, _first_minute(now)), floor_share=reserve_share)
+    return _section(
+        key, where, True, configured, effective, used, history, ledger.blocked_until(key), now, background, caps
+    )
 
 
 def _first_minute(now: float) -> int:
@@ -111,8 +141,12 @@ def _section(
     history: Sequence[Sequence[int]],
     blocked_until: float,
     now: float,
+    background: Sequence[int],
+    background_caps: Sequence[Window],
 ) -> dict[str, Any]:
     rows = [[int(minute) * 60, int(calls), int(throttled)] for minute, calls, throttled in history]
+    # What a backfill may hold now: its own cap, and one call short of the window.
+    backfill_limits = [min(cap.limit, free.limit) for cap, free in zip(background_caps, leave_one_free(effective))]
     return {
         "ledger_key": key,
         "ledger_path": where,
@@ -124,8 +158,12 @@ def _section(
                 "effective_limit": eff.limit,
                 "calls": count,
                 "used_share": round(count / eff.limit, 4),
+                "backfill_calls": backfill,
+                "backfill_limit": backfill_limit,
             }
-            for conf, eff, count in zip(configured, effective, used)
+            for conf, eff, count, backfill, backfill_limit in zip(
+                configured, effective, used, background, backfill_limits
+            )
         ],
         "sustained_calls_per_hour": round(sustained_calls_per_hour(effective), 3),
         "blocked_until": blocked_until if blocked_until > now else None,

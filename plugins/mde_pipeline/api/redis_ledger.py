@@ -194,9 +194,10 @@ class RedisLedger:
     def foreground_minutes(self, key: str, since_minute: int) -> dict[int, int]:
         return {minute: c["c"] - c["b"] for minute, c in self._minutes(key, since_minute).items()}
 
-    def calls_since(self, key: str, since: float) -> int:
-        """Reservations after ``since`` (what the limiter sees in a window)."""
-        return int(self._redis.zcount(self._keys(key)[0], f"({since!r}", "+inf"))
+    def calls_since(self, key: str, since: float, *, background: bool = False) -> int:
+        """Reservations after ``since`` (what the limiter sees in a window); only the
+        backfills' with ``background``."""
+        return int(self._redis.zcount(self._keys(key)[4 if background else 0], f"({since!r}", "+inf"))
 
     def keys(self) -> list[str]:
         """Every budget key the ledger holds."""

@@ -35,7 +35,9 @@ def _budget(index: int, budget: dict[str, Any] | None, why: str | None) -> str:
         f"<tr><th>{_text(w['limit'])} calls / {_text(int(w['seconds']))} s</th>"
         + _cell(f"t{index}-window-{int(w['seconds'])}-calls", w["calls"])
         + _cell(f"t{index}-window-{int(w['seconds'])}-limit", w["effective_limit"])
-        + f"<td>{w['used_share'] * 100:.0f}%</td></tr>"
+        + f"<td>{w['used_share'] * 100:.0f}%</td>"
+        + _cell(f"t{index}-window-{int(w['seconds'])}-backfill", f"{w['backfill_calls']} / {w['backfill_limit']}")
+        + "</tr>"
         for w in budget["windows"]
     )
     per_minute = budget["per_minute"]
@@ -45,7 +47,8 @@ def _budget(index: int, budget: dict[str, Any] | None, why: str | None) -> str:
         if budget["blocked_until"] else f'<p data-testid="t{index}-blocked-until">No block in force.</p>'
     )
     return (
-        "<table><tr><th>window</th><th>calls now</th><th>limit (effective)</th><th>used</th></tr>"
+        "<table><tr><th>window</th><th>calls now</th><th>limit (effective)</th><th>used</th>"
+        "<th>of them backfill / may hold</th></tr>"
         f"{rows}</table>{blocked}"
         f'<p>Last 24 h: <span data-testid="t{index}-calls-24h">{_text(per_minute["calls_24h"])}</span> calls, '
         f'<span data-testid="t{index}-throttled-24h">{_text(per_minute["throttled_24h"])}</span> answered 429. '

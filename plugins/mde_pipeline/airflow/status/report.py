@@ -72,7 +72,7 @@ def _budget(config: Any, now: float, errors: list[str], ledger_path: str | None,
         ledger = RedisLedger(config.rate_limit_ledger, ca_file=trust_bundle(config.ca_bundle))
         try:
             where = safe_ledger_display(config.rate_limit_ledger)
-            return redis_budget_status(ledger, where, config.budget_key, windows, eff, now)
+            return redis_budget_status(ledger, where, config.budget_key, windows, eff, now, config.scheduled_reserve_share)
         except Exception as exc:  # Redis down: the section is empty, the error says why
             unavailable["budget"] = _error(errors, "budget ledger (Redis)", exc)
             return None
@@ -80,7 +80,7 @@ def _budget(config: Any, now: float, errors: list[str], ledger_path: str | None,
             ledger.close()
     path = ledger_path or os.path.join(default_ledger_dir(config.rate_limit_ledger_dir), LEDGER_FILE_NAME)
     try:
-        return budget_status(path, config.budget_key, windows, eff, now)
+        return budget_status(path, config.budget_key, windows, eff, now, config.scheduled_reserve_share)
     except Exception as exc:  # e.g. not a SQLite file: the section is empty, the error says why
         unavailable["budget"] = _error(errors, f"budget ledger {path}", exc)
         return None

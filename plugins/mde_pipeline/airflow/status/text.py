@@ -45,7 +45,7 @@ def _budget_lines(budget: dict[str, Any] | None, why: str | None) -> list[str]:
     for w in budget["windows"]:
         lines.append(
             f"    {int(w['seconds']):>5d} s window: {w['calls']:>6,d} / {w['effective_limit']:<6,d} "
-            f"{bar(w['calls'] / w['effective_limit'], 20)}"
+            f"{bar(w['calls'] / w['effective_limit'], 20)}  backfill {w['backfill_calls']:,d} / {w['backfill_limit']:,d}"
         )
     minutes = budget["per_minute"]
     lines.append(f"    sustained rate: {rate(budget['sustained_calls_per_hour'])} calls/hour")
