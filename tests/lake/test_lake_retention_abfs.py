@@ -1,6 +1,7 @@
-"""Retention on ADLS (Azurite): a full removal of an expired compacted, indexed day, and a
-removal killed half-way (after ``alerts``, before ``alert_ips``) finished by the next run.
-The local kill points (every step) are in tests/analytics/test_retention.py."""
+"""Retention on ADLS (Azurite): a full removal of an expired compacted, indexed day; a
+removal failed at each of its steps and finished by the next run; a process killed
+half-way (after ``alerts``, before ``alert_ips``) finished by the next run once its lease
+has expired. The local kill points (every step) are in tests/analytics/test_retention.py."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from mde_pipeline.lake.commit import commit_interval
 from mde_pipeline.lake.compaction import compact_day
 from mde_pipeline.lake.ip_index import index_months, valid_month_indexes
 from mde_pipeline.lake.layout import day_directory, fetch_cache_path
-from mde_pipeline.lake.retention import REMOVED, apply_retention
+from mde_pipeline.lake import retention
+from mde_pipeline.lake.retention import REMOVED, STEPS, apply_retention
 from mde_pipeline.lake.schema import ALERT_IPS, ALERTS, SCHEMAS
 from mde_pipeline.lake.storage import write_files_atomic
 from tests.lake.azurite import resolve_with_airflow
@@ -93,3 +95,37 @@ def test_retention_on_adls_full_run_and_a_kill_finished_by_the_next_run(azurite,
     [result] = apply_retention(killed, None, TODAY)
     assert (result.day, result.action) == (DAY, REMOVED)
     _assert_day_gone(killed)
+
+
+def _kept_rows(location) -> dict[str, list]:
+    """Every row of the kept day, per table, in a stable order (what no step may touch)."""
+    return {
+        table: sorted(str(row) for row in duckdb_read(location, table, "*").to_pylist() if str(row["date"]) != DAY)
+        for table in SCHEMAS
+    }
+
+
+def test_retention_on_adls_failed_at_each_step_is_finished_by_the_next_run(azurite_conn_id, abfs_root, monkeypatch):
+    """An error between any two steps (the task fails, its lease is released): a reader
+    never sees an alert of the day without its IPs, the next run (retention switched off
+    meanwhile) finishes the removal, and the kept day holds exactly what it held."""
+    for step in STEPS:
+        location = resolve_with_airflow(f"{abfs_root}/{step.replace(' ', '-')}", conn_id=azurite_conn_id).for_tenant(TENANT)
+        _lake(location)
+        kept = _kept_rows(location)
+
+        def fail(reached, step=step):
+            if reached == step:
+                raise RuntimeError(f"failed after {reached}")
+
+        monkeypatch.setattr(retention, "retention_checkpoint", fail)
+        with pytest.raises(RuntimeError, match=step):
+            apply_retention(location, KEEP, TODAY)
+        monkeypatch.setattr(retention, "retention_checkpoint", lambda reached: None)
+        assert DAY not in _days(location, ALERTS) or DAY in _days(location, ALERT_IPS), step
+
+        results = apply_retention(location, None, TODAY)
+        assert [(r.day, r.action) for r in results] == ([] if step == "unmarked" else [(DAY, REMOVED)]), step
+        _assert_day_gone(location)
+        assert _kept_rows(location) == kept, step
+    assert all(kept.values())
