@@ -123,9 +123,8 @@ def fill_ledger(expected: Expected, now: datetime, ledger=None) -> Expected:
     expected.calls_hour = len(in_minute) + len(earlier_hour)
     expected.calls_24h = len(in_minute) + len(earlier_hour) + len(earlier_day)
     expected.backfill_calls = [sum(1 for ts in earlier_hour if ts > t - 61), len(earlier_hour)]
-    # What a backfill may hold now: half the minute; the hour less the 2 % floor (the
-    # foreground never used more than 30 calls in 60 minutes here).
-    expected.backfill_limits = [50, 1470]
+    # What a backfill may hold: half the minute, the hour less its last free call.
+    expected.backfill_limits = [50, 1499]
     expected.throttled_24h = 3
     expected.blocked_until = blocked_until
     return expected

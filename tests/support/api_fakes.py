@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import threading
 from typing import Sequence
@@ -33,45 +34,56 @@ class FakeClock:
 
 
 class InMemoryLedger:
-    """Ledger for one process: unit tests only (the product needs one shared across processes)."""
+    """Ledger for one process: unit tests only (the product needs one shared across processes).
+
+    Keeps each key's reservations as sorted (time, entry) lists, all and background
+    ones apart, so hours of reservations at the real windows stay fast to simulate."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._calls: dict[str, dict[int, float]] = {}
-        self._background: set[int] = set()
-        self._foreground_minutes: dict[str, dict[int, int]] = {}
+        self._calls: dict[str, list[tuple[float, int]]] = {}
+        self._background: dict[str, list[tuple[float, int]]] = {}
+        self._times: dict[int, float] = {}  # entry -> its time in the lists
         self._blocked: dict[str, float] = {}
         self._next_entry = itertools.count(1)
+
+    @staticmethod
+    def _prune(entries: list[tuple[float, int]], horizon: float) -> None:
+        del entries[: bisect.bisect_right(entries, (horizon, float("inf")))]
 
     def reserve(self, key: str, now: float, windows: Sequence[Window], background: Sequence[Window] | None = None) -> Decision:
         longest = max(w.seconds for w in windows)
         with self._lock:
-            calls = {entry: t for entry, t in self._calls.get(key, {}).items() if t > now - longest}
-            self._calls[key] = calls
+            calls = self._calls.setdefault(key, [])
+            kept_background = self._background.setdefault(key, [])
+            self._prune(calls, now - longest)
+            self._prune(kept_background, now - longest)
             if key in self._blocked:  # clipped like SqliteLedger, and kept clipped
                 self._blocked[key] = clip_block(self._blocked[key], now, windows)
-            kept_background = sorted(t for entry, t in calls.items() if entry in self._background)
-            decision = decide(sorted(calls.values()), self._blocked.get(key, 0.0), now, windows, background, kept_background)
+            decision = decide(
+                [t for t, _ in calls], self._blocked.get(key, 0.0), now, windows, background,
+                [t for t, _ in kept_background],
+            )  # fmt: skip
             if decision.wait_seconds <= 0:
                 entry = next(self._next_entry)
-                calls[entry] = now
+                bisect.insort(calls, (now, entry))
+                self._times[entry] = now
                 if background is not None:
-                    self._background.add(entry)
-                else:
-                    minutes = self._foreground_minutes.setdefault(key, {})
-                    minutes[int(now // 60)] = minutes.get(int(now // 60), 0) + 1
+                    bisect.insort(kept_background, (now, entry))
                 return decision._replace(entry=entry)
             return decision
 
-    def foreground_minutes(self, key: str, since_minute: int) -> dict[int, int]:
-        with self._lock:
-            return {m: c for m, c in self._foreground_minutes.get(key, {}).items() if m >= since_minute}
-
     def settle(self, key: str, entry: int, at: float) -> None:
         with self._lock:
-            calls = self._calls.get(key, {})
-            if entry in calls:
-                calls[entry] = max(calls[entry], at)
+            held = (self._times.get(entry), entry)
+            if held[0] is None or at <= held[0]:
+                return
+            for entries in (self._calls.get(key, []), self._background.get(key, [])):
+                index = bisect.bisect_left(entries, held)
+                if index < len(entries) and entries[index] == held:  # still kept (not pruned)
+                    del entries[index]
+                    bisect.insort(entries, (at, entry))
+            self._times[entry] = at
 
     def block_until(self, key: str, until: float) -> None:
         with self._lock:
@@ -83,5 +95,5 @@ class InMemoryLedger:
 
     def reservations(self, key: str) -> list[float]:
         with self._lock:
-            return sorted(self._calls.get(key, {}).values())
+            return [t for t, _ in self._calls.get(key, [])]
 

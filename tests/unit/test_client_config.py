@@ -24,7 +24,7 @@ def test_defaults():
     assert config.rate_limits == (Window(100, 60.0), Window(1500, 3600.0))
     assert config.rate_limit_margin_seconds == 1.0
     assert config.rate_limit_share == 1.0
-    assert config.scheduled_reserve_share == 0.02
+    assert config.scheduled_reserve_share == 0.0
     assert (config.connect_timeout, config.read_timeout) == (10.0, 60.0)
     assert config.max_throttle_wait_seconds == 3900.0
     assert config.disable_instance_discovery is False

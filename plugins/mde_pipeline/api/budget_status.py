@@ -9,8 +9,7 @@ read with plain reads (its Lua scripts are the only writers). Figures:
 * the per-minute history (calls granted, 429s received) of the last 24 hours, from the
   ``minutes`` table the ledger keeps (ledgers.py; a ledger written before that table
   existed has no history);
-* per window, the backfills' reservations and what they may hold now (their cap, the
-  hourly loads' reserve subtracted: api/backfill_reserve.py);
+* per window, the backfills' reservations and what they may hold (api/backfill_reserve.py);
 * a block (a 429's Retry-After) still in force;
 * the sustained rate the windows allow, for ETAs.
 """
@@ -73,7 +72,6 @@ def budget_status(
     used: list[int] = [0] * len(effective)
     background: list[int] = [0] * len(effective)
     history: list[tuple[int, int, int]] = []
-    foreground: dict[int, int] = {}
     blocked_until = 0.0
     conn = _connect(path)
     try:
@@ -86,12 +84,6 @@ def budget_status(
                     (key, now - window.seconds),
                 )  # fmt: skip
                 background[index] = int(rows[0][0]) if rows else 0
-            foreground = dict(
-                _rows(
-                    conn, "SELECT minute, calls - background FROM minutes WHERE key = ? AND minute >= ?",
-                    (key, _first_minute(now)),
-                )  # fmt: skip
-            )
             history = _rows(
                 conn,
                 "SELECT minute, calls, throttled FROM minutes WHERE key = ? AND minute >= ? ORDER BY minute",
@@ -104,7 +96,7 @@ def budget_status(
             conn.close()
     return _section(
         key, os.fspath(path), conn is not None, configured, effective, used, history, blocked_until, now,
-        background, background_windows(effective, foreground, floor_share=reserve_share),
+        background, background_windows(effective, floor_share=reserve_share),
     )  # fmt: skip
 
 
@@ -121,7 +113,7 @@ def redis_budget_status(
     used = [ledger.calls_since(key, now - window.seconds) for window in effective]
     background = [ledger.calls_since(key, now - window.seconds, background=True) for window in effective]
     history = ledger.history(key, _first_minute(now))
-    caps = background_windows(effective, ledger.foreground_minutes(key, _first_minute(now)), floor_share=reserve_share)
+    caps = background_windows(effective, floor_share=reserve_share)
     return _section(
         key, where, True, configured, effective, used, history, ledger.blocked_until(key), now, background, caps
     )

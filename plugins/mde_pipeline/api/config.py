@@ -128,8 +128,8 @@ class MdeConnectionConfig:
     rate_limits: tuple[Window, ...] = parse_rate_limits(None)
     rate_limit_margin_seconds: float = DEFAULT_MARGIN_SECONDS
     rate_limit_share: float = 1.0
-    # The least share of the hourly budget a backfill leaves to the hourly loads, beyond
-    # what they were seen to use (api/backfill_reserve.py).
+    # Share of the hourly budget a running backfill leaves free for the hourly loads to
+    # start at full speed (api/backfill_reserve.py; default none: fill over lag).
     scheduled_reserve_share: float = DEFAULT_SCHEDULED_RESERVE_SHARE
     rate_limit_ledger: str = field(default="sqlite", repr=False)  # a Redis URL may hold a password
     rate_limit_ledger_dir: str | None = None

@@ -52,9 +52,6 @@ class Ledger(Protocol):
 
     def blocked_until(self, key: str) -> float: ...
 
-    def foreground_minutes(self, key: str, since_minute: int) -> dict[int, int]:
-        """Foreground (not background) calls granted per minute from ``since_minute`` on."""
-
 
 def clip_block(until: float, now: float, windows: Sequence[Window]) -> float:
     """A stored block never reaches past now + the longest window + slack.
@@ -118,15 +115,12 @@ class SqliteLedger:
             conn.execute("CREATE TABLE IF NOT EXISTS blocks (key TEXT PRIMARY KEY, until REAL NOT NULL)")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS minutes (key TEXT NOT NULL, minute INTEGER NOT NULL, "
-                "calls INTEGER NOT NULL DEFAULT 0, throttled INTEGER NOT NULL DEFAULT 0, "
-                "background INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (key, minute))"
+                "calls INTEGER NOT NULL DEFAULT 0, throttled INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (key, minute))"
             )
             # A ledger file from before backfill reservations had a kind: add the column
             # (old rows count as foreground, which only errs towards the hourly loads).
-            for table in ("calls", "minutes"):
-                columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-                if "background" not in columns:
-                    conn.execute(f"ALTER TABLE {table} ADD COLUMN background INTEGER NOT NULL DEFAULT 0")
+            if "background" not in {row[1] for row in conn.execute("PRAGMA table_info(calls)")}:
+                conn.execute("ALTER TABLE calls ADD COLUMN background INTEGER NOT NULL DEFAULT 0")
 
     def _connection(self) -> sqlite3.Connection:
         # A connection must not cross a fork (Airflow forks task processes).
@@ -177,17 +171,9 @@ class SqliteLedger:
             if decision.wait_seconds <= 0:
                 kind = int(background is not None)
                 cursor = conn.execute("INSERT INTO calls (key, ts, background) VALUES (?, ?, ?)", (key, now, kind))
-                _count_minute(conn, key, now, "calls", background=kind)
+                _count_minute(conn, key, now, "calls")
                 return decision._replace(entry=cursor.lastrowid)
             return decision
-
-    def foreground_minutes(self, key: str, since_minute: int) -> dict[int, int]:
-        with self._transaction() as conn:
-            return dict(
-                conn.execute(
-                    "SELECT minute, calls - background FROM minutes WHERE key = ? AND minute >= ?", (key, since_minute)
-                )
-            )
 
     def settle(self, key: str, entry: int, at: float) -> None:
         with self._transaction() as conn:
@@ -234,14 +220,13 @@ class SqliteLedger:
             self._conn = None
 
 
-def _count_minute(conn: sqlite3.Connection, key: str, at: float, column: str, *, background: int = 0) -> None:
-    """Add one to ``column`` of ``at``'s minute (and to ``background`` for a backfill's
-    call); drop minutes past the history (bounded)."""
+def _count_minute(conn: sqlite3.Connection, key: str, at: float, column: str) -> None:
+    """Add one to ``column`` of ``at``'s minute; drop minutes past the history (bounded)."""
     minute = int(at // 60)
     conn.execute(
-        f"INSERT INTO minutes (key, minute, {column}, background) VALUES (?, ?, 1, ?) "
-        f"ON CONFLICT (key, minute) DO UPDATE SET {column} = {column} + 1, background = background + ?",
-        (key, minute, background, background),
+        f"INSERT INTO minutes (key, minute, {column}) VALUES (?, ?, 1) "
+        f"ON CONFLICT (key, minute) DO UPDATE SET {column} = {column} + 1",
+        (key, minute),
     )
     conn.execute("DELETE FROM minutes WHERE key = ? AND minute < ?", (key, minute - HISTORY_SECONDS // 60))
 

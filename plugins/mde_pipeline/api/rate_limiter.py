@@ -60,9 +60,9 @@ throttle. No block reaches past the longest window + slack (``max_block_seconds`
 ``max_blocked_wait`` raises :class:`~mde_pipeline.errors.MdeThrottledError`.
 
 Backfills: a limiter made with ``background=True`` (a backfill run's task) also keeps
-its kind's reservations within the limits of :mod:`mde_pipeline.api.backfill_reserve`,
-so a backfill never takes the budget the next hourly load needs. Foreground callers see
-only the windows.
+its kind's reservations within the limits of :mod:`mde_pipeline.api.backfill_reserve`
+and never takes the last free call of a window, so an hourly load waiting on a full
+window gets each call that leaves it. Foreground callers see only the windows.
 
 Time: one seam, :class:`Clock` (``now()``, ``sleep()``). The system clock is wall time
 (``time.time``) because reservations are compared across processes; unit tests use
@@ -75,13 +75,9 @@ import time
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
-from mde_pipeline.api.backfill_reserve import (
-    DEFAULT_SCHEDULED_RESERVE_SHARE,
-    RESERVE_REFRESH_SECONDS,
-    background_windows,
-)
+from mde_pipeline.api.backfill_reserve import DEFAULT_SCHEDULED_RESERVE_SHARE, background_windows
 from mde_pipeline.api.errors import MdeThrottledError
-from mde_pipeline.api.ledgers import HISTORY_SECONDS, Decision, Ledger
+from mde_pipeline.api.ledgers import Decision, Ledger
 from mde_pipeline.api.windows import Window, effective_windows, max_block_seconds
 
 DEFAULT_MARGIN_SECONDS = 1.0
@@ -141,26 +137,15 @@ class RateLimiter:
         self.max_block_seconds = max_block_seconds(self.configured_windows)
         self.background = background
         self.scheduled_reserve_share = scheduled_reserve_share
-        background_windows(self.windows, {}, floor_share=scheduled_reserve_share)  # a bad share fails here
-        self._background_limits: tuple[Window, ...] | None = None
-        self._background_limits_at = float("-inf")
-
-    def background_limits(self, now: float) -> tuple[Window, ...]:
-        """What this backfill's kind may hold in each window now (refreshed each minute)."""
-        if self._background_limits is None or now - self._background_limits_at >= RESERVE_REFRESH_SECONDS:
-            history = getattr(self.ledger, "foreground_minutes", None)  # optional in the Ledger protocol
-            since = int(now // 60) - HISTORY_SECONDS // 60  # what the ledger keeps: a day
-            foreground = history(self.key, since) if history is not None else {}
-            self._background_limits = background_windows(
-                self.windows, foreground, floor_share=self.scheduled_reserve_share
-            )
-            self._background_limits_at = now
-        return self._background_limits
+        # A backfill's calls keep these limits among themselves (api/backfill_reserve.py).
+        self.background_limits = (
+            background_windows(self.windows, floor_share=scheduled_reserve_share) if background else None
+        )
 
     def try_reserve(self, now: float) -> Decision:
         """One reservation attempt at ``now``: recorded, or how long to wait."""
-        if self.background:
-            return self.ledger.reserve(self.key, now, self.windows, self.background_limits(now))
+        if self.background_limits is not None:
+            return self.ledger.reserve(self.key, now, self.windows, self.background_limits)
         return self.ledger.reserve(self.key, now, self.windows)
 
     def acquire(self) -> Slot:

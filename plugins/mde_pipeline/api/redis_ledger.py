@@ -9,7 +9,7 @@ CeleryExecutor already runs, or another) holds the same state for everybody:
     mde-ledger:{<tenant>:<client>}:calls   sorted set: reservation id -> time (s)
     mde-ledger:{<tenant>:<client>}:block   the time until which nobody may call
     mde-ledger:{<tenant>:<client>}:ids     counter of reservation ids
-    mde-ledger:{<tenant>:<client>}:minutes calls granted / 429s / backfill calls per minute, 24 h
+    mde-ledger:{<tenant>:<client>}:minutes calls granted / 429s per minute, 24 h (status page)
     mde-ledger:{<tenant>:<client>}:bgcalls the backfills' reservations (a subset of calls)
 
 Each reservation is one Lua script, so the read-decide-insert is atomic across every
@@ -97,9 +97,8 @@ redis.call('HINCRBY', KEYS[4], 'c:' .. minute, 1)
 if background == 1 then
   redis.call('ZADD', KEYS[5], string.format('%.9f', now), id)
   redis.call('PEXPIRE', KEYS[5], ttl)
-  redis.call('HINCRBY', KEYS[4], 'b:' .. minute, 1)
 end
-redis.call('HDEL', KEYS[4], 'c:' .. gone, 't:' .. gone, 'b:' .. gone)
+redis.call('HDEL', KEYS[4], 'c:' .. gone, 't:' .. gone)
 redis.call('EXPIRE', KEYS[4], tonumber(ARGV[5]) * 60 + 3600)
 return {'0', 0, id}
 """
@@ -173,26 +172,19 @@ class RedisLedger:
         self._redis.hincrby(name, f"t:{int(at // 60)}", 1)
         self._redis.expire(name, HISTORY_MINUTES * 60 + 3600)
 
-    def _minutes(self, key: str, since_minute: int) -> dict[int, dict[str, int]]:
-        """minute -> {"c": calls granted, "t": 429s, "b": backfill calls} from ``since_minute`` on."""
-        counts: dict[int, dict[str, int]] = {}
+    def history(self, key: str, since_minute: int) -> list[tuple[int, int, int]]:
+        """(minute, calls granted, 429s) from ``since_minute`` on, ascending."""
+        counts: dict[int, list[int]] = {}
         stale = []
         for field, value in self._redis.hgetall(self._keys(key)[3]).items():
             kind, minute = (field.decode() if isinstance(field, bytes) else field).split(":")
             if int(minute) >= since_minute:
-                counts.setdefault(int(minute), {"c": 0, "t": 0, "b": 0})[kind] = int(value)
+                counts.setdefault(int(minute), [0, 0])[kind == "t"] = int(value)
             elif int(minute) < since_minute - 60:  # past the history: a reader keeps it bounded
                 stale.append(field)
         if stale:
             self._redis.hdel(self._keys(key)[3], *stale)
-        return counts
-
-    def history(self, key: str, since_minute: int) -> list[tuple[int, int, int]]:
-        """(minute, calls granted, 429s) from ``since_minute`` on, ascending."""
-        return [(minute, c["c"], c["t"]) for minute, c in sorted(self._minutes(key, since_minute).items())]
-
-    def foreground_minutes(self, key: str, since_minute: int) -> dict[int, int]:
-        return {minute: c["c"] - c["b"] for minute, c in self._minutes(key, since_minute).items()}
+        return [(minute, calls, throttled) for minute, (calls, throttled) in sorted(counts.items())]
 
     def calls_since(self, key: str, since: float, *, background: bool = False) -> int:
         """Reservations after ``since`` (what the limiter sees in a window); only the

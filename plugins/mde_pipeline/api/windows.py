@@ -6,6 +6,7 @@ See :mod:`mde_pipeline.api.rate_limiter` for why the windows are widened by a ma
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -76,10 +77,9 @@ def seconds_until_free(timestamps: Sequence[float], now: float, windows: Sequenc
     """
     wait = 0.0
     for window in windows:
-        horizon = now - window.seconds + _EPSILON
-        in_window = [t for t in timestamps if t > horizon]
-        excess = len(in_window) - window.limit + 1
+        first = bisect.bisect_right(timestamps, now - window.seconds + _EPSILON)  # the oldest inside
+        excess = len(timestamps) - first - window.limit + 1
         if excess > 0:
             # The excess oldest reservations must leave this window first.
-            wait = max(wait, in_window[excess - 1] + window.seconds - now)
+            wait = max(wait, timestamps[first + excess - 1] + window.seconds - now)
     return max(0.0, wait)
