@@ -96,7 +96,7 @@ def tail(path: Path, lines: int = 40) -> str:
 
 
 class AirflowServices:
-    """api-server + dag-processor + scheduler for one :class:`AirflowHome`."""
+    """api-server + dag-processor + scheduler (or the api-server alone) for one :class:`AirflowHome`."""
 
     def __init__(
         self,
@@ -107,9 +107,11 @@ class AirflowServices:
         extra_env: dict[str, str] | None = None,
         startup_timeout: float = 120.0,
         triggerer: bool = False,
+        api_only: bool = False,
     ) -> None:
         self.home = home
-        self.services = SERVICES + ((TRIGGERER,) if triggerer else ())
+        # api_only: the UI and the REST API alone (a form test: nothing parses or schedules).
+        self.services = ("api-server",) if api_only else SERVICES + ((TRIGGERER,) if triggerer else ())
         self.api_port = api_port or free_port()
         self.startup_timeout = startup_timeout
         self.log_dir = Path(home.path) / "services"
@@ -158,7 +160,8 @@ class AirflowServices:
                     preexec_fn=die_with_parent,
                 )
             self.wait_for(self._api_ready, self.startup_timeout, "the api-server's Execution API to answer")
-            self.wait_for(self._scheduler_running, self.startup_timeout, "the scheduler job to heartbeat")
+            if "scheduler" in self.services:
+                self.wait_for(self._scheduler_running, self.startup_timeout, "the scheduler job to heartbeat")
         except BaseException:
             self.stop()
             raise

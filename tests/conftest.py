@@ -63,6 +63,7 @@ LONGEST_FIRST = (
     "tests/integration/test_make_run_then_ui.py",
     "tests/deploy/test_deploy_init.py",
     "tests/status/test_status_browser.py",
+    "tests/deploy/test_conn_form_browser.py",
     "tests/status/test_lineage.py",
     "tests/lake/test_lake_abfs_crash.py",
     "tests/lake/test_lake_commit_record.py",

@@ -178,3 +178,13 @@ def built_wheel(tmp_path_factory) -> Path:
                     str(source)], check=True, capture_output=True, timeout=300)  # fmt: skip
     [wheel] = out.glob("*.whl")
     return wheel
+
+
+@pytest.fixture(scope="session")
+def wheel_site(built_wheel, tmp_path_factory) -> Path:
+    """The wheel installed into a folder, as a deployment installs it (no dependencies:
+    the venv has them); put it on PYTHONPATH."""
+    site = tmp_path_factory.mktemp("site")
+    subprocess.run([venv_tool("uv"), "pip", "install", "--quiet", "--no-deps", "--target", str(site),
+                    "--python", sys.executable, str(built_wheel)], check=True, capture_output=True, timeout=120)  # fmt: skip
+    return site

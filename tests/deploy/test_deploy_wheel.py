@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from conftest import REPO, venv_tool
+from conftest import REPO
 from mde_pipeline import __version__
 from mde_pipeline.airflow.lake_location import default_lake_root
 from mde_pipeline.airflow.provider_info import CONN_FIELDS, get_provider_info
@@ -96,10 +96,8 @@ def test_the_provider_info_passes_airflows_schema_and_every_field_is_an_extra_of
     assert set(CONN_FIELDS) == FORM_FIELDS and FORM_FIELDS <= KNOWN_EXTRA_KEYS
 
 
-def test_airflow_finds_the_connection_type_and_the_plugin_through_the_wheel_alone(built_wheel, tmp_path):
-    site = tmp_path / "site"
-    subprocess.run([venv_tool("uv"), "pip", "install", "--quiet", "--no-deps", "--target", str(site),
-                    "--python", sys.executable, str(built_wheel)], check=True, capture_output=True, timeout=120)  # fmt: skip
+def test_airflow_finds_the_connection_type_and_the_plugin_through_the_wheel_alone(wheel_site, tmp_path):
+    site = wheel_site
     (tmp_path / "plugins").mkdir()
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(site), "AIRFLOW_HOME": str(tmp_path / "home"),
            "AIRFLOW__CORE__PLUGINS_FOLDER": str(tmp_path / "plugins"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}  # fmt: skip

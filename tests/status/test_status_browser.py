@@ -1,65 +1,26 @@
 """The operator's view in a real browser, served by a real Airflow API server.
 
-Debian's chromium + chromedriver (installed here with apt-get when missing), driven by
-selenium, load ``/mde/`` from the api-server of an isolated Airflow home whose lake and
-budget ledger the test prepared (tests/status/status_data.py), next to a real backfill
-(created through the REST API, its tasks held back by an empty pool). The figures in the
-DOM must equal the prepared data; the screenshot is saved under the test's tmp path.
+A headless Chromium (tests/support/browser.py) loads ``/mde/`` from the api-server of an
+isolated Airflow home whose lake and budget ledger the test prepared
+(tests/status/status_data.py), next to a real backfill (created through the REST API,
+its tasks held back by an empty pool). The figures in the DOM must equal the prepared data; the screenshot is saved under the test's tmp path.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
 from local_airflow import fresh_home, lake_env
 from local_scheduler import AirflowServices
 from status_data import connection, fill_ledger, prepare
+from tests.support.browser import browser  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.slow
-
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-HEADLESS_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1400,2200",
-)
-
-
-def ensure_chromium() -> None:
-    if Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists():
-        return
-    if shutil.which("apt-get") is None:
-        pytest.skip("chromium is missing and apt-get is not available")
-    install = ["apt-get", "install", "-y", "chromium", "chromium-driver"]
-    if subprocess.run(install, capture_output=True).returncode != 0:
-        subprocess.run(["apt-get", "update"], check=True, capture_output=True)
-        subprocess.run(install, check=True, capture_output=True)
-
-
-@pytest.fixture
-def browser(tmp_path):
-    ensure_chromium()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in HEADLESS_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(120)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def http_status(url: str, token: str | None = None) -> int:

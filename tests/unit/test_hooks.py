@@ -60,6 +60,28 @@ def test_an_mde_connection_parses_into_the_config_of_the_equivalent_http_one(mon
     assert typed.rate_limits[0].limit == 7 and typed.auth_method == "client_secret"
 
 
+def test_the_older_form_spelling_extra__mde__name_reads_as_the_bare_name(monkeypatch):
+    """Airflow 3.3's form saves ``tenant_id`` (tests/deploy/test_conn_form_browser.py);
+    Airflow 2's saved ``extra__mde__tenant_id``: the same config either way."""
+    bare = {"tenant_id": "hook-tenant", "cloud": "eu", "rate_limits": "[[7, 3]]", "certificate_path": None}
+    set_connection(monkeypatch, conn_id="mde_bare", conn_type="mde", extra=bare)
+    prefixed = {f"extra__mde__{key}": value for key, value in bare.items()}
+    set_connection(monkeypatch, conn_id="mde_prefixed", conn_type="mde", extra={**prefixed, "tenant_id": None})
+    expected = MdeHook("mde_bare").get_config()
+    renamed = expected.__class__(**{**expected.__dict__, "conn_id": "mde_prefixed"})
+    assert MdeHook("mde_prefixed").get_config() == renamed
+
+    set_connection(monkeypatch, conn_id="mde_both", conn_type="mde", extra={**bare, "extra__mde__tenant_id": "other"})
+    with pytest.raises(MdeConfigurationError, match="extra tenant_id and extra__mde__tenant_id .* different values"):
+        MdeHook("mde_both").get_config()
+
+
+def test_a_malformed_extra_is_reported_as_such(monkeypatch):
+    set_connection(monkeypatch, conn_id="mde_broken", conn_type="mde", extra='{"tenant_id": ')
+    with pytest.raises(MdeConfigurationError, match="connection 'mde_broken': extra is not valid JSON"):
+        MdeHook("mde_broken").get_config()
+
+
 def test_hook_uses_the_named_connection_host_and_port(monkeypatch):
     set_connection(monkeypatch, conn_id="mde_other", host="mde-proxy.example.org", port=8443,
                    extra={"tenant_id": "t"})  # fmt: skip

@@ -30,6 +30,12 @@ from mde_pipeline.common.tenant_ids import offline_tenant_id
 
 __all__ = ["MdeHook", "MdeConnectionConfig", "MdeConfigurationError", "connection_tenant_id", "mask_connection_secrets"]
 
+# Airflow 3's connection form saves each field of provider_info.CONN_FIELDS under its bare
+# name (``tenant_id``), which the config reads; Airflow 2's saved ``extra__<type>__<name>``,
+# the spelling ProvidersManager still uses for the widgets. Either is read (a connection
+# written by an older tool or copied from one parses the same); both, differing, is an error.
+FORM_PREFIX = f"extra__{CONN_TYPE}__"
+
 # Extra keys that hold secrets although their names hold none of Airflow's sensitive
 # words, so Airflow would not mask them by itself.
 SECRET_EXTRA_KEYS = ("certificate_data", "certificate_password")
@@ -51,6 +57,23 @@ def mask_connection_secrets(extra: Any) -> None:
         mask_secret(value)
         for line in pem_lines(value):
             mask_secret(line)
+
+
+def unprefixed_extra(extra: dict[str, Any], conn_id: str) -> dict[str, Any]:
+    """``extra`` with each ``extra__mde__<name>`` key read as ``<name>`` (an empty value, as
+    the form leaves an unset field, gives way to the other spelling's)."""
+    out = {key: value for key, value in extra.items() if not key.startswith(FORM_PREFIX)}
+    for key, value in extra.items():
+        if not key.startswith(FORM_PREFIX):
+            continue
+        name = key[len(FORM_PREFIX):]
+        if out.get(name) in (None, ""):
+            out[name] = value
+        elif value not in (None, "") and value != out[name]:
+            raise MdeConfigurationError(
+                f"connection {conn_id!r}: extra {name} and {key} are the same setting with different values; keep one"
+            )
+    return out
 
 
 def _host_with_port(host: str | None, port: int | None) -> str | None:
@@ -108,12 +131,17 @@ class MdeHook(BaseHook):
                 extra = conn.extra_dejson
             except Exception:  # a malformed extra is reported by from_parts below
                 extra = None
+            # The text as stored unless it has prefixed keys: a malformed extra (which
+            # extra_dejson reads as {}) is then reported as such by from_parts below.
+            extra_text: Any = conn.extra
+            if isinstance(extra, dict) and any(key.startswith(FORM_PREFIX) for key in extra):
+                extra_text = extra = unprefixed_extra(extra, self.mde_conn_id)
             mask_connection_secrets(extra)
             self._config = MdeConnectionConfig.from_parts(
                 host=_host_with_port(conn.host, conn.port),
                 login=conn.login,
                 password=conn.password,
-                extra=conn.extra,
+                extra=extra_text,
                 conn_id=self.mde_conn_id,
             )
         return self._config
