@@ -44,6 +44,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.markdown import FENCE, fenced_blocks
+
 REPO = Path(__file__).resolve().parents[2]
 DOCS = ("README.md", "docs/ANALYSTS.md", "docs/OPERATORS.md", "docs/DEPLOYMENT.md")
 SHELL_LANGS = {"sh", "bash", "shell", "console"}
@@ -96,7 +98,6 @@ class Report:
 
 # ---- Extraction ------------------------------------------------------------------------
 
-FENCE = re.compile(r"^(\s*)```(\w*)\s*$")
 COMMAND_START = re.compile(r"^(\$ )?(make|python3?|pip|pytest|airflow|docker|curl|sed|duckdb|\.venv/|PYTHONPATH=)\b")
 
 
@@ -155,19 +156,11 @@ def doc_lines(text: str, name: str) -> tuple[list[Line], list[str]]:
     unlabelled fences that hold commands."""
     lines, unlabelled = [], []
     rows = text.splitlines()
-    index = 0
-    while index < len(rows):
-        fence = FENCE.match(rows[index])
-        if not fence:
-            index += 1
-            continue
-        end = next(i for i in range(index + 1, len(rows)) if rows[i].strip() == "```")
-        body = rows[index + 1 : end]
-        if fence.group(2) in SHELL_LANGS:
-            lines += block_lines(body, fence.group(2), name, index + 2)
-        elif not fence.group(2) and body and COMMAND_START.match(body[0].strip()):
+    for index, lang, body in fenced_blocks(rows):
+        if lang in SHELL_LANGS:
+            lines += block_lines(body, lang, name, index + 2)
+        elif not lang and body and COMMAND_START.match(body[0].strip()):
             unlabelled.append(f"{name}:{index + 1}: a fence of commands without a language: label it ```bash")
-        index = end + 1
     # The prose: fenced rows blanked, so that line numbers stay.
     in_fence, kept = False, []
     for row in rows:

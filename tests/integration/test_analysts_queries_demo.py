@@ -28,6 +28,7 @@ from mde_pipeline.analytics.session import split_statements
 from mde_pipeline.airflow.tenants import DAG_ID
 from mde_simulator.demo import IOC_ADDRESSES
 from mde_simulator.process import SimulatorProcess
+from tests.support.markdown import fenced_blocks
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +38,6 @@ HOURS = 3
 LIMITS = [[25, 1], [250, 10]]
 CLIENT = {"rate_limit_margin_seconds": 0.5, "retry_backoff_factor": 0.05}
 MARKER = re.compile(r"<!--\s*demo-check:\s*(.*?)\s*-->")
-FENCE = re.compile(r"^(\s*)```(\w*)\s*$")
 MAKE_QUERY = re.compile(r'SQL="([^"]*)"')
 NOT_DUCKDB = "not-duckdb"
 DOC_IOC = "203.0.113.7"  # the address the doc looks up
@@ -47,15 +47,9 @@ def doc_queries(text: str) -> list[tuple[str, str]]:
     """(check name, SQL) of every query in the doc's code blocks, in order."""
     queries = []
     lines = text.splitlines()
-    index = 0
-    while index < len(lines):
-        fence = FENCE.match(lines[index])
-        if not fence:
-            index += 1
-            continue
-        end = next(i for i in range(index + 1, len(lines)) if lines[i].strip() == "```")
-        body = "\n".join(lines[index + 1 : end])
-        if fence.group(2) == "sql":
+    for index, lang, rows in fenced_blocks(lines):
+        body = "\n".join(rows)
+        if lang == "sql":
             statements = split_statements(body)
         else:  # shell lines: the SQL of `make query SQL="..."` (not the "..." placeholder)
             statements = [sql for sql in MAKE_QUERY.findall(body) if sql.strip(". ")]
@@ -66,7 +60,6 @@ def doc_queries(text: str) -> list[tuple[str, str]]:
             if names != [NOT_DUCKDB]:
                 assert len(names) == len(statements), f"line {index + 1}: {len(statements)} queries, checks {names}"
                 queries += zip(names, statements)
-        index = end + 1
     return queries
 
 
