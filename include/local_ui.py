@@ -19,6 +19,7 @@ waits until 5 minutes after the hour's end before listing).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import signal
 import sys
@@ -33,6 +34,8 @@ from mde_simulator.process import SimulatorProcess
 
 
 def main(argv: list[str] | None = None) -> int:
+    # `kill -USR1 <pid>` prints where every thread is (a stack that does not stop on Ctrl-C).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--hours", type=int, default=3)

@@ -124,9 +124,13 @@ def stop_output(ui: subprocess.Popen, home) -> str:
         return rest
     except subprocess.TimeoutExpired:
         left = leftover_processes(home)
+        for entry in left:  # where make ui's script is stuck (faulthandler, to its stderr)
+            if "include/local_ui.py" in entry:
+                os.kill(int(entry.split(":")[0]), signal.SIGUSR1)
+        time.sleep(2)
         os.killpg(ui.pid, signal.SIGKILL)
         rest, _ = ui.communicate(timeout=60)
-        pytest.fail(f"make ui did not stop within 300 s of Ctrl-C; still running: {left}\n{rest[-4000:]}")
+        pytest.fail(f"make ui did not stop within 300 s of Ctrl-C; still running: {left}\n{rest[-8000:]}")
 
 
 def leftover_processes(home) -> list[str]:
