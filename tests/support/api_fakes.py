@@ -7,6 +7,7 @@ import itertools
 import threading
 from typing import Sequence
 
+from mde_pipeline.api.backfill_reserve import load_waiting_until, retention_seconds
 from mde_pipeline.api.ledgers import Decision, clip_block, decide
 from mde_pipeline.api.windows import Window
 
@@ -45,6 +46,7 @@ class InMemoryLedger:
         self._background: dict[str, list[tuple[float, int]]] = {}
         self._times: dict[int, float] = {}  # entry -> its time in the lists
         self._blocked: dict[str, float] = {}
+        self._waiting: dict[str, float] = {}  # the load-waiting mark
         self._next_entry = itertools.count(1)
 
     @staticmethod
@@ -52,18 +54,21 @@ class InMemoryLedger:
         del entries[: bisect.bisect_right(entries, (horizon, float("inf")))]
 
     def reserve(self, key: str, now: float, windows: Sequence[Window], background: Sequence[Window] | None = None) -> Decision:
-        longest = max(w.seconds for w in windows)
+        kept = retention_seconds(windows)
         with self._lock:
             calls = self._calls.setdefault(key, [])
             kept_background = self._background.setdefault(key, [])
-            self._prune(calls, now - longest)
-            self._prune(kept_background, now - longest)
+            self._prune(calls, now - kept)
+            self._prune(kept_background, now - kept)
             if key in self._blocked:  # clipped like SqliteLedger, and kept clipped
                 self._blocked[key] = clip_block(self._blocked[key], now, windows)
+            waiting = self._waiting.get(key, 0.0)
             decision = decide(
                 [t for t, _ in calls], self._blocked.get(key, 0.0), now, windows, background,
-                [t for t, _ in kept_background],
+                [t for t, _ in kept_background], waiting,
             )  # fmt: skip
+            if background is None:
+                self._waiting[key] = load_waiting_until(waiting, now, decision.wait_seconds)
             if decision.wait_seconds <= 0:
                 entry = next(self._next_entry)
                 bisect.insort(calls, (now, entry))

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from mde_pipeline.api.backfill_reserve import background_windows
+from mde_pipeline.api.backfill_reserve import LOAD_WAITING_GRACE_SECONDS, background_windows, retention_seconds
 from mde_pipeline.api.ledgers import SqliteLedger, ledger_key
 from mde_pipeline.api.rate_limiter import RateLimiter
 from mde_pipeline.api.redis_ledger import RedisLedger
@@ -76,6 +76,68 @@ def test_a_settled_background_reservation_counts_from_its_end_in_both_counts(led
     assert ledger.reserve(KEY, 165.0, windows, capped).wait_seconds == pytest.approx(25.0)
 
 
+TWO = (Window(10, 60.0), Window(40, 600.0))  # a minute and a ten-minute "hour", small
+TWO_CAPPED = (Window(5, 60.0), Window(40, 600.0))  # half of the minute for backfills
+
+
+def test_once_the_long_window_is_full_a_backfill_replaces_calls_at_the_pace_they_leave(ledger):
+    # A foreground burst of 9 calls in one minute, then the backfill grows at 5 a minute.
+    for i in range(9):
+        assert ledger.reserve(KEY, 1000.0 + i, TWO).wait_seconds == 0
+    t, grown = 1060.0, 0
+    while t < 1600.0:
+        decision = ledger.reserve(KEY, t, TWO, TWO_CAPPED)
+        grown += decision.wait_seconds == 0
+        t += max(decision.wait_seconds, 0.5)
+    assert grown == 30  # 39 held in all: one call of the 40 stays free
+    assert max(sum(1 for u in ledger.reservations(KEY) if m <= u < m + 60) for m in range(1060, 1600, 60)) <= 5
+    # The burst leaves the long window at 9 in a few seconds: the backfill takes all nine
+    # back within the minute (its own cap is 5), in a short sleep, not after its own
+    # calls age out of the minute.
+    taken = []
+    t = 1600.0
+    while t < 1660.0:
+        decision = ledger.reserve(KEY, t, TWO, TWO_CAPPED)
+        if decision.wait_seconds == 0:
+            taken.append(t)
+        t += max(min(decision.wait_seconds, 60.0), 0.25)
+    assert len(taken) == 9
+    assert taken[-1] < 1612.0
+
+
+def test_a_waiting_hourly_load_gets_every_freed_call_however_many_backfill_tasks_wake(ledger):
+    windows, capped = (Window(4, 60.0),), (Window(4, 60.0),)
+    assert [ledger.reserve(KEY, 100.0 + i, windows, capped).wait_seconds for i in range(3)] == [0, 0, 0]
+    assert ledger.reserve(KEY, 103.0, windows).wait_seconds == 0  # the load takes the free one
+    refused = ledger.reserve(KEY, 104.0, windows)  # the load waits for the first to leave
+    assert refused.wait_seconds == pytest.approx(56.0)
+    # The three backfill calls leave at 160-162; a backfill task asking first finds the
+    # budget marked wanted until the load's wait ends, plus the grace.
+    grace = LOAD_WAITING_GRACE_SECONDS
+    assert ledger.reserve(KEY, 162.5, windows, capped).wait_seconds == pytest.approx(104.0 + 56.0 + grace - 162.5)
+    assert ledger.reserve(KEY, 162.5, windows).wait_seconds == 0  # the load's
+    # A granted call renews the live mark; the grace after the load's last call, the
+    # backfill goes on.
+    assert ledger.reserve(KEY, 166.0, windows, capped).wait_seconds == pytest.approx(162.5 + grace - 166.0)
+    assert ledger.reserve(KEY, 162.5 + grace + 0.1, windows, capped).wait_seconds == 0
+
+
+def test_an_uncontended_hourly_load_does_not_pause_the_backfill(ledger):
+    windows, capped = (Window(10, 60.0),), (Window(10, 60.0),)
+    assert [ledger.reserve(KEY, 100.0 + i, windows).wait_seconds for i in range(3)] == [0, 0, 0]
+    assert ledger.reserve(KEY, 103.0, windows, capped).wait_seconds == 0
+
+
+def test_reservations_are_kept_for_the_long_window_and_one_short_window_before_it(ledger):
+    assert retention_seconds(TWO) == 660.0
+    ledger.reserve(KEY, 1000.0, TWO)
+    ledger.reserve(KEY, 1500.0, TWO)
+    ledger.reserve(KEY, 1650.0, TWO)  # 1000 is 650 s old: kept (it left the window 50 s ago)
+    assert ledger.reservations(KEY) == [1000.0, 1500.0, 1650.0]
+    ledger.reserve(KEY, 1700.0, TWO)
+    assert ledger.reservations(KEY) == [1500.0, 1650.0, 1700.0]
+
+
 def test_a_ledger_file_from_before_reservation_kinds_is_upgraded_in_place(tmp_path):
     path = tmp_path / "old.sqlite3"
     with sqlite3.connect(path) as conn:  # the schema of the previous release
@@ -124,19 +186,22 @@ class Caller:
 
 
 def run_hours(ledger, *, hours: int, backfill_background: bool, load_calls: int = 151, settle: float = 300.0,
-              first_start: float | None = None):
-    """A backfill wanting more than the budget from t=0, and a scheduled load of
-    ``load_calls`` calls starting ``settle`` s after each hour's end (the first one
-    ``first_start`` s after its hour's end when given). Each call lasts 0.5 s (then
-    settled). Returns (backfill grants, {hour: load grants})."""
+              first_start: float | None = None, backfill_tasks: int = 1):
+    """A backfill wanting more than the budget from t=0 (``backfill_tasks`` tasks calling
+    side by side), and a scheduled load of ``load_calls`` calls starting ``settle`` s
+    after each hour's end. ``first_start``: the first load starts that long after its
+    hour's end instead; 0 is hour 0's load starting with the backfill (the run the
+    scheduler creates when the DAG is unpaused, as in the soak). Each call lasts 0.5 s
+    (then settled). Returns (backfill grants, {hour: load grants})."""
     clock = FakeClock(start=0.0)
-    backfill = Caller(ledger, clock, background=backfill_background)
+    tasks = [Caller(ledger, clock, background=backfill_background) for _ in range(backfill_tasks)]
     loads = {}
     end = hours * 3600.0
+    first_hour = 0 if first_start == 0 else 1
     while True:
-        candidates = [(backfill.next_try, backfill)]
-        for hour in range(1, hours):
-            start = hour * 3600.0 + (first_start if hour == 1 and first_start is not None else settle)
+        candidates = [(task.next_try, task) for task in tasks]
+        for hour in range(first_hour, hours):
+            start = hour * 3600.0 + (first_start if hour == first_hour and first_start is not None else settle)
             load = loads.get(hour)
             if load is None:
                 load = loads[hour] = Caller(ledger, clock, background=False)
@@ -145,7 +210,7 @@ def run_hours(ledger, *, hours: int, backfill_background: bool, load_calls: int 
                 candidates.append((load.next_try, load))
         # Ties go to the backfill: in production both wake when a call leaves the window
         # and either may ask first; the reserve must not depend on winning that race.
-        at, caller = min(candidates, key=lambda c: (c[0], c[1] is not backfill))
+        at, caller = min(candidates, key=lambda c: (c[0], c[1] not in tasks))
         if at >= end:
             break
         clock.advance(max(0.0, at - clock.now()))
@@ -157,7 +222,7 @@ def run_hours(ledger, *, hours: int, backfill_background: bool, load_calls: int 
         caller.granted.append(now)
         ledger.settle(KEY, decision.entry, now + 0.5)
         caller.next_try = now + 0.5
-    return backfill.granted, {hour: load.granted for hour, load in loads.items()}
+    return sorted(t for task in tasks for t in task.granted), {hour: load.granted for hour, load in loads.items()}
 
 
 def fill_min(all_grants: list[float], *, after: float, until: float) -> float:
@@ -190,14 +255,17 @@ def test_without_the_rules_a_backfill_starves_the_hourly_loads():
 @pytest.mark.parametrize("load_calls, lag_bound", [(151, 9), (400, 14), (800, 22)])
 def test_with_the_rules_every_hourly_load_finishes_soon_and_the_budget_stays_full(load_calls, lag_bound):
     """Loads of 151, 400 and 800 calls an hour (a lone load takes 2, 4 and 8 minutes at
-    100 a minute), the first one starting in five phases of its hour (its hour's end +
-    5 minutes of settle, as a scheduled run; or later, as the run created at unpause or
-    a rerun). After the first hour every load ends within ``lag_bound`` minutes of its
-    hour's end, settle included, and the hour's window stays >= 0.97 full throughout."""
-    for first_start in (None, 600.0, 1080.0, 1800.0, 2700.0):
+    100 a minute) beside a backfill of four tasks (the pool's share a backfill gets), the
+    first load starting in six phases of its hour (its hour's end + 5 minutes of settle,
+    as a scheduled run; with the backfill, as the run created at unpause in the soak; or
+    later, as a rerun). After the first hours every load ends within ``lag_bound``
+    minutes of its hour's end, settle included, and the hour's window stays >= 0.97 full
+    throughout."""
+    for first_start in (None, 0.0, 600.0, 1080.0, 1800.0, 2700.0):
         backfill, loads = run_hours(
-            InMemoryLedger(), hours=5, backfill_background=True, load_calls=load_calls, first_start=first_start
-        )
+            InMemoryLedger(), hours=5, backfill_background=True, load_calls=load_calls, first_start=first_start,
+            backfill_tasks=4,
+        )  # fmt: skip
         lags = lag_minutes(loads, load_calls=load_calls)
         assert all(lag < lag_bound for hour, lag in lags.items() if hour >= 3), (first_start, lags)
         every = backfill + [t for grants in loads.values() for t in grants]

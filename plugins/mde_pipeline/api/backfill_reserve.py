@@ -15,26 +15,40 @@ So every reservation has a kind:
   any other, and in addition
 
   1. it never takes the last free call of a window (windows.leave_one_free, applied by
-     the ledger): when a call leaves a full window, an hourly load waiting for it gets
+     the ledger): when a call leaves a full window, an hourly load asking for it gets
      it, not the backfill that woke with it;
-  2. the background reservations in each shorter window (the minute) stay below half
-     its limit, so a backfill spends the hour's budget over at least 30 of its 60
-     minutes and its calls leave the window as spread out as they came: a load that
-     finds the hour full takes each of them as it leaves, at 50 a minute or more,
-     whatever the phase of the hour it starts in;
+  2. while the backfill *grows* into the hour, its reservations in each shorter window
+     (the minute) stay below half its limit, so it spends an empty hour's budget over
+     at least 30 minutes and its calls leave the window spread out; once the hour is
+     full, it may *replace* calls as they leave: its cap in the minute is raised to the
+     calls (of either kind) that left the hour in the last minute (replacing_windows),
+     so a burst that leaves at 100 a minute comes back at that pace and the hour stays
+     full, in the same pattern;
   3. the background reservations in the longest window stay below
      ``limit - ceil(limit * scheduled_reserve_share)`` (connection extra, default 0):
-     calls kept free for a load to start at full speed, paid for in fill.
+     calls kept free for a load to start at full speed, paid for in fill;
+  4. while an hourly load waits for the budget, no background reservation is granted
+     (load_waiting_until: a foreground reservation told to wait marks the budget wanted
+     until its wait ends plus a grace; each call it then gets renews the mark). Rule 1
+     alone hands a load one call of each bunch that leaves together: with four backfill
+     tasks waking on the same freed calls, a load got a quarter of them.
 
-What was tried and measured against it (tests/unit/test_backfill_reserve.py's run of
-five hours at the real windows, loads of 151, 400 and 800 calls, first loads in five
-phases of the hour): a reserve learned from the foreground's per-minute history (the
-most calls the hourly loads used in an hour) filled 0.85-0.96 of the hour, because
-loads spread differently from hour to hour are counted twice and because a load
-arriving while the previous one's calls are still in the window waits for them anyway;
-pacing the backfill to its hourly share per minute made loads slower (they take the
-freed calls at the backfill's pace). These rules: worst lag of a load after the first
-hour 7.7 / 12.8 / 21 minutes (5 of them the settle delay), fill 0.997.
+Measured on tests/unit/test_backfill_reserve.py's runs of five hours at the real windows
+(fake clock; a backfill of four tasks; loads of 151, 400 and 800 calls; the first load
+in six phases of its hour, one of them starting with the backfill as the run created
+at unpause does): worst lag of a load after the first hours 7.7 / 13.2 / 21 minutes (5
+of them the settle delay), fill >= 0.973 at every second after the first hour. What the
+rules replaced, on the same runs: with rule 2 capping at half the minute even in a full
+hour, a load's burst leaving the hour was refilled at 50 a minute (fill 0.83-0.90, the
+soak's 0.87); without rule 4, four backfill tasks kept a 400-call load waiting for over
+an hour.
+
+Tried and dropped earlier (same simulation, one backfill task): a reserve learned from
+the foreground's per-minute history (the most calls the hourly loads used in an hour)
+filled 0.85-0.96 of the hour, because loads spread differently from hour to hour are
+counted twice and because a load arriving while the previous one's calls are still in
+the window waits for them anyway; pacing the backfill to its hourly share per minute
+made loads slower (they take the freed calls at the backfill's pace).
 """
 
 from __future__ import annotations
@@ -42,10 +56,14 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from mde_pipeline.api.windows import Window
+from mde_pipeline.api.windows import Window, first_inside, seconds_until_free
 
 DEFAULT_SCHEDULED_RESERVE_SHARE = 0.0
 SHORT_WINDOW_BACKFILL_SHARE = 0.5
+# How long a waiting hourly load's mark outlives its last ask: covers one call's round
+# trip and the step to the next ask, so the mark holds for a load calling back to back
+# and ends this long after its last call (the backfill then takes what it left).
+LOAD_WAITING_GRACE_SECONDS = 5.0
 
 
 def background_windows(windows: Sequence[Window], *, floor_share: float) -> tuple[Window, ...]:
@@ -62,3 +80,70 @@ def background_windows(windows: Sequence[Window], *, floor_share: float) -> tupl
             kept = window.limit - math.floor(window.limit * SHORT_WINDOW_BACKFILL_SHARE + 1e-9)
         limits.append(Window(max(1, window.limit - kept), window.seconds))
     return tuple(limits)
+
+
+
+def replacing_windows(
+    windows: Sequence[Window], background: Sequence[Window], now: float, timestamps: Sequence[float]
+) -> tuple[Window, ...]:
+    """The background limits that apply ``now``: rule 2's cap on each shorter window is
+    raised to the calls (of either kind) that left the longest window during the last
+    shorter window, so a backfill replaces calls at the pace they leave the hour.
+
+    Rule 2 spreads the budget while a backfill *grows* into the hour; once the hour is
+    full, the cap would refill a burst that leaves at 100 a minute (an hourly load's
+    calls) at 50, and the hour would run 5-15 % empty (measured: soak fill 0.87).
+    Replacing keeps the hour's pattern as it was; rule 4 still hands every freed call
+    to a waiting load. ``timestamps`` must reach back ``retention_seconds(windows)``."""
+    longest = max(w.seconds for w in windows)
+    newest = first_inside(timestamps, now, longest)
+    out = []
+    for window, limit in zip(windows, background):
+        if window.seconds < longest:
+            oldest = first_inside(timestamps, now, longest + window.seconds)
+            limit = Window(max(limit.limit, min(newest - oldest, window.limit)), limit.seconds)
+        out.append(limit)
+    return tuple(out)
+
+
+def background_wait(
+    windows: Sequence[Window],
+    background: Sequence[Window],
+    now: float,
+    timestamps: Sequence[float],
+    background_timestamps: Sequence[float],
+) -> float:
+    """How long a background reservation waits for the backfills' own limits (rules 2
+    and 3, replacement applied). Never past the next call leaving the longest window:
+    that raises the replacement cap, and a backfill asleep until its own calls age out
+    of the minute would leave the hour's freed calls unused."""
+    wait = seconds_until_free(background_timestamps, now, replacing_windows(windows, background, now, timestamps))
+    if wait > 0:
+        longest = max(w.seconds for w in windows)
+        inside = first_inside(timestamps, now, longest)
+        if inside < len(timestamps):
+            wait = min(wait, max(0.0, timestamps[inside] + longest - now))
+    return wait
+
+
+def retention_seconds(windows: Sequence[Window]) -> float:
+    """How far back a ledger keeps reservations: the longest window, and the longest
+    shorter one before it (replacing_windows counts the calls that left)."""
+    longest = max(w.seconds for w in windows)
+    return longest + max((w.seconds for w in windows if w.seconds < longest), default=0.0)
+
+
+def load_waiting_until(marked_until: float, now: float, wait_seconds: float) -> float:
+    """The "an hourly load is waiting" mark after a foreground reservation at ``now``
+    (``wait_seconds`` > 0: refused for that long). Rule 4: while the mark holds, no
+    background reservation is granted, so every call that comes free goes to the load,
+    however many backfill tasks wake with it (rule 1 alone hands a load one call of each
+    bunch that leaves together: with 4 backfill tasks a load got a quarter of them and
+    waited over an hour, in the simulation). A granted call renews a live mark (the
+    load keeps calling), an uncontended load never sets one: the backfill is not paused
+    for loads that the window serves anyway."""
+    if wait_seconds > 0:
+        return max(marked_until, now + wait_seconds + LOAD_WAITING_GRACE_SECONDS)
+    if marked_until > now:
+        return max(marked_until, now + LOAD_WAITING_GRACE_SECONDS)
+    return marked_until

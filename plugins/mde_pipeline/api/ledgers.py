@@ -16,6 +16,7 @@ import threading
 from typing import NamedTuple, Protocol, Sequence
 
 from mde_pipeline.api.private_dirs import private_temp_dir
+from mde_pipeline.api.backfill_reserve import background_wait, load_waiting_until, retention_seconds
 from mde_pipeline.api.windows import Window, leave_one_free, max_block_seconds, seconds_until_free
 
 log = logging.getLogger(__name__)
@@ -79,15 +80,24 @@ def decide(
     windows: Sequence[Window],
     background: Sequence[Window] | None = None,
     background_timestamps: Sequence[float] = (),
+    load_waiting_until: float = 0.0,
 ) -> Decision:
+    """Whether a reservation fits at ``now`` (backfill_reserve.py's rules for a
+    ``background`` one); the ledger then records it or, for a refused foreground one,
+    renews the load-waiting mark (backfill_reserve.load_waiting_until)."""
     if blocked_until > now:
         return Decision(blocked_until - now, True)
     if background is None:
         return Decision(seconds_until_free(timestamps, now, windows), False)
     # A backfill never takes the last free call of a window: when a call leaves a full
     # window, an hourly load waiting for it gets it, not the backfill that wakes with it.
-    wait = seconds_until_free(timestamps, now, leave_one_free(windows))
-    wait = max(wait, seconds_until_free(background_timestamps, now, background))
+    windows = leave_one_free(windows)
+    wait = seconds_until_free(timestamps, now, windows)
+    wait = max(
+        wait,
+        background_wait(windows, background, now, timestamps, background_timestamps),
+        load_waiting_until - now,  # rule 4: a waiting hourly load takes every freed call
+    )
     return Decision(wait, False)
 
 
@@ -113,6 +123,7 @@ class SqliteLedger:
             )
             conn.execute("CREATE INDEX IF NOT EXISTS calls_key_ts ON calls (key, ts)")
             conn.execute("CREATE TABLE IF NOT EXISTS blocks (key TEXT PRIMARY KEY, until REAL NOT NULL)")
+            conn.execute("CREATE TABLE IF NOT EXISTS waiting (key TEXT PRIMARY KEY, until REAL NOT NULL)")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS minutes (key TEXT NOT NULL, minute INTEGER NOT NULL, "
                 "calls INTEGER NOT NULL DEFAULT 0, throttled INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (key, minute))"
@@ -157,17 +168,23 @@ class SqliteLedger:
     def reserve(
         self, key: str, now: float, windows: Sequence[Window], background: Sequence[Window] | None = None
     ) -> Decision:
-        longest = max(w.seconds for w in windows)
+        kept = retention_seconds(windows)
         with self._transaction() as conn:
-            conn.execute("DELETE FROM calls WHERE key = ? AND ts <= ?", (key, now - longest))
+            conn.execute("DELETE FROM calls WHERE key = ? AND ts <= ?", (key, now - kept))
             rows = conn.execute("SELECT ts, background FROM calls WHERE key = ? ORDER BY ts", (key,)).fetchall()
             row = conn.execute("SELECT until FROM blocks WHERE key = ?", (key,)).fetchone()
             blocked = clip_block(row[0], now, windows) if row else 0.0
             if row and blocked != row[0]:
                 conn.execute("UPDATE blocks SET until = ? WHERE key = ?", (blocked, key))
+            row = conn.execute("SELECT until FROM waiting WHERE key = ?", (key,)).fetchone()
+            waiting = row[0] if row else 0.0
             decision = decide(
-                [ts for ts, _ in rows], blocked, now, windows, background, [ts for ts, bg in rows if bg]
+                [ts for ts, _ in rows], blocked, now, windows, background, [ts for ts, bg in rows if bg], waiting
             )
+            if background is None:
+                marked = load_waiting_until(waiting, now, decision.wait_seconds)
+                if marked != waiting:
+                    conn.execute("INSERT OR REPLACE INTO waiting (key, until) VALUES (?, ?)", (key, marked))
             if decision.wait_seconds <= 0:
                 kind = int(background is not None)
                 cursor = conn.execute("INSERT INTO calls (key, ts, background) VALUES (?, ?, ?)", (key, now, kind))

@@ -11,6 +11,7 @@ CeleryExecutor already runs, or another) holds the same state for everybody:
     mde-ledger:{<tenant>:<client>}:ids     counter of reservation ids
     mde-ledger:{<tenant>:<client>}:minutes calls granted / 429s per minute, 24 h (status page)
     mde-ledger:{<tenant>:<client>}:bgcalls the backfills' reservations (a subset of calls)
+    mde-ledger:{<tenant>:<client>}:waiting until when an hourly load waits (backfill_reserve rule 4)
 
 Each reservation is one Lua script, so the read-decide-insert is atomic across every
 process on every host, exactly as ``BEGIN IMMEDIATE`` makes it on one host. The
@@ -30,46 +31,77 @@ import math
 import time
 from typing import Any, Sequence
 
+from mde_pipeline.api.backfill_reserve import LOAD_WAITING_GRACE_SECONDS, retention_seconds
 from mde_pipeline.api.ledgers import HISTORY_SECONDS, Decision
 from mde_pipeline.api.redis_url import REDIS_SCHEMES, is_redis_url, parse_redis_url
-from mde_pipeline.api.windows import Window, max_block_seconds
+from mde_pipeline.api.windows import EPSILON, Window, max_block_seconds
 
 __all__ = ["REDIS_SCHEMES", "RedisLedger", "is_redis_url"]
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "mde-ledger:"
-_EPSILON = 1e-6  # as in windows.seconds_until_free
 HISTORY_MINUTES = HISTORY_SECONDS // 60
 
-# KEYS: calls, block, ids, minutes, bgcalls. ARGV: now, longest window, block ceiling
-# (absolute), epsilon, history length in minutes, background (0/1), number of windows n,
-# then n limit/seconds pairs, then (background only) n background limit/seconds pairs.
-# Returns {wait as text, blocked 0/1, entry id or 0}: Redis truncates Lua numbers to
-# integers, so the wait travels as text.
+# KEYS: calls, block, ids, minutes, bgcalls, waiting. ARGV: now, how long reservations
+# are kept (backfill_reserve.retention_seconds), block ceiling (absolute), epsilon,
+# history length in minutes, background (0/1), number of windows n, the load-waiting
+# grace, then n limit/seconds pairs, then (background only) n background limit/seconds
+# pairs. Returns {wait as text, blocked 0/1, entry id or 0}: Redis truncates Lua numbers
+# to integers, so the wait travels as text. The rules are api/backfill_reserve.py's
+# (decide, background_wait, load_waiting_until), line for line.
 _RESERVE = """
 local now = tonumber(ARGV[1])
-local longest = tonumber(ARGV[2])
+local kept = tonumber(ARGV[2])
 local ceiling = tonumber(ARGV[3])
 local eps = tonumber(ARGV[4])
 local background = tonumber(ARGV[6])
 local n = tonumber(ARGV[7])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - longest)
-redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - longest)
+local grace = tonumber(ARGV[8])
+local first_pair = 9
+local function fmt(x) return string.format('%.9f', x) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - kept)
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - kept)
+local waiting = tonumber(redis.call('GET', KEYS[6]) or '0')
+-- Rule 4: a foreground caller told to wait marks the budget wanted; a granted one
+-- renews a live mark (backfill_reserve.load_waiting_until).
+local function mark(wait)
+  if background == 1 then return end
+  local marked = waiting
+  if wait > 0 then
+    marked = math.max(waiting, now + wait + grace)
+  elseif waiting > now then
+    marked = math.max(waiting, now + grace)
+  end
+  if marked ~= waiting then
+    redis.call('SET', KEYS[6], fmt(marked), 'PX', math.ceil((marked - now + 60) * 1000))
+  end
+end
 local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
 if blocked > ceiling then
   blocked = ceiling
-  redis.call('SET', KEYS[2], string.format('%.9f', blocked), 'KEEPTTL')
+  redis.call('SET', KEYS[2], fmt(blocked), 'KEEPTTL')
 end
 if blocked > now then
-  return {string.format('%.9f', blocked - now), 1, 0}
+  mark(blocked - now)
+  return {fmt(blocked - now), 1, 0}
+end
+local longest = 0
+for k = 0, n - 1 do
+  longest = math.max(longest, tonumber(ARGV[first_pair + 2 * k + 1]))
 end
 local wait = 0
-local function fit(set, first, last, spare)
-  for i = first, last, 2 do
+local function fit(set, first, spare, replacing)
+  for k = 0, n - 1 do
+    local i = first + 2 * k
     local limit = math.max(1, tonumber(ARGV[i]) - spare)
     local seconds = tonumber(ARGV[i + 1])
-    local horizon = string.format('(%.9f', now - seconds + eps)
+    if replacing and seconds < longest then
+      -- Rule 2 replaces: the calls that left the longest window in the last shorter one.
+      local left = redis.call('ZCOUNT', KEYS[1], '(' .. fmt(now - longest - seconds + eps), fmt(now - longest + eps))
+      limit = math.max(limit, math.min(left, math.max(1, tonumber(ARGV[first_pair + 2 * k]) - 1)))
+    end
+    local horizon = '(' .. fmt(now - seconds + eps)
     local excess = redis.call('ZCOUNT', set, horizon, '+inf') - limit + 1
     if excess > 0 then
       local oldest = redis.call('ZRANGEBYSCORE', set, horizon, '+inf', 'WITHSCORES', 'LIMIT', excess - 1, 1)
@@ -79,23 +111,35 @@ local function fit(set, first, last, spare)
   end
 end
 -- A backfill leaves one call of each window free (windows.leave_one_free).
-fit(KEYS[1], 8, 7 + 2 * n, background)
+fit(KEYS[1], first_pair, background, false)
 if background == 1 then
-  fit(KEYS[5], 8 + 2 * n, 7 + 4 * n, 0)
+  local shared = wait
+  wait = 0
+  fit(KEYS[5], first_pair + 2 * n, 0, true)
+  if wait > 0 then
+    -- Never past the next call leaving the longest window (it raises the cap).
+    local next = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. fmt(now - longest + eps), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    if #next > 0 then
+      wait = math.min(wait, math.max(0, tonumber(next[2]) + longest - now))
+    end
+  end
+  wait = math.max(wait, shared, waiting - now)
+else
+  mark(wait)
 end
 if wait > 0 then
-  return {string.format('%.9f', wait), 0, 0}
+  return {fmt(wait), 0, 0}
 end
 local id = redis.call('INCR', KEYS[3])
-local ttl = math.ceil((longest + 60) * 1000)
-redis.call('ZADD', KEYS[1], string.format('%.9f', now), id)
+local ttl = math.ceil((kept + 60) * 1000)
+redis.call('ZADD', KEYS[1], fmt(now), id)
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[3], ttl)
 local minute = math.floor(now / 60)
 local gone = minute - tonumber(ARGV[5])
 redis.call('HINCRBY', KEYS[4], 'c:' .. minute, 1)
 if background == 1 then
-  redis.call('ZADD', KEYS[5], string.format('%.9f', now), id)
+  redis.call('ZADD', KEYS[5], fmt(now), id)
   redis.call('PEXPIRE', KEYS[5], ttl)
 end
 redis.call('HDEL', KEYS[4], 'c:' .. gone, 't:' .. gone)
@@ -135,21 +179,23 @@ class RedisLedger:
         self._block = self._redis.register_script(_BLOCK)
 
     @staticmethod
-    def _keys(key: str) -> tuple[str, str, str, str, str]:
+    def _keys(key: str) -> tuple[str, str, str, str, str, str]:
         base = f"{KEY_PREFIX}{{{key}}}"
-        return f"{base}:calls", f"{base}:block", f"{base}:ids", f"{base}:minutes", f"{base}:bgcalls"
+        return (
+            f"{base}:calls", f"{base}:block", f"{base}:ids", f"{base}:minutes", f"{base}:bgcalls", f"{base}:waiting"
+        )  # fmt: skip
 
     def reserve(
         self, key: str, now: float, windows: Sequence[Window], background: Sequence[Window] | None = None
     ) -> Decision:
-        longest = max(w.seconds for w in windows)
         if background is not None and len(background) != len(windows):
             raise ValueError("background limits must pair with the windows one to one")
         pairs = [value for w in (*windows, *(background or ())) for value in (w.limit, repr(float(w.seconds)))]
         wait, blocked, entry = self._reserve(
             keys=self._keys(key),
-            args=[repr(now), repr(longest), repr(now + max_block_seconds(windows)), _EPSILON, HISTORY_MINUTES,
-                  int(background is not None), len(windows), *pairs],  # fmt: skip
+            args=[repr(now), repr(retention_seconds(windows)), repr(now + max_block_seconds(windows)), EPSILON,
+                  HISTORY_MINUTES, int(background is not None), len(windows), LOAD_WAITING_GRACE_SECONDS,
+                  *pairs],  # fmt: skip
         )
         wait = float(wait)
         return Decision(wait, bool(int(blocked)), int(entry) if wait <= 0 else None)

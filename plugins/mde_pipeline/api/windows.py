@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 DEFAULT_RATE_LIMITS: tuple[tuple[int, float], ...] = ((100, 60.0), (1500, 3600.0))
 # Float slack when comparing "has this reservation left the window": a reservation
 # exactly W' old has left it; rounding must not turn that into a 1e-13 s extra wait.
-_EPSILON = 1e-6
+EPSILON = 1e-6
 # The longest throttle we believe is the longest window plus this slack: no Retry-After
 # beyond it is honoured and no block in the ledger reaches further (max_block_seconds).
 BLOCK_SLACK_SECONDS = 60.0
@@ -70,6 +70,12 @@ def max_block_seconds(windows: Sequence[Window]) -> float:
     return max(w.seconds for w in windows) + BLOCK_SLACK_SECONDS
 
 
+def first_inside(timestamps: Sequence[float], now: float, seconds: float) -> int:
+    """Index of the oldest of ``timestamps`` (ascending) still inside a window of
+    ``seconds`` ending ``now``: those before it have left."""
+    return bisect.bisect_right(timestamps, now - seconds + EPSILON)
+
+
 def seconds_until_free(timestamps: Sequence[float], now: float, windows: Sequence[Window]) -> float:
     """How long until one more reservation fits in every window (0 = now).
 
@@ -77,7 +83,7 @@ def seconds_until_free(timestamps: Sequence[float], now: float, windows: Sequenc
     """
     wait = 0.0
     for window in windows:
-        first = bisect.bisect_right(timestamps, now - window.seconds + _EPSILON)  # the oldest inside
+        first = first_inside(timestamps, now, window.seconds)
         excess = len(timestamps) - first - window.limit + 1
         if excess > 0:
             # The excess oldest reservations must leave this window first.
