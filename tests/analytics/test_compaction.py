@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -15,12 +16,20 @@ import pytest
 from mde_pipeline.lake import storage
 from mde_pipeline.lake.commit import commit_interval, read_interval
 from mde_pipeline.lake.compaction import closed_days, compact_closed_days, compact_day
-from mde_pipeline.lake.days import CompactionError, publish_interval_into_compacted_day, read_compacted_interval, recover_day
-from mde_pipeline.lake.layout import MANIFEST_NAME, interval_file, list_day
+from mde_pipeline.lake.days import (
+    CompactionError,
+    publish_interval_into_compacted_day,
+    read_compacted_interval,
+    recover_day,
+    recover_interrupted_swaps,
+)
+from mde_pipeline.lake.layout import MANIFEST_NAME, interval_file, list_day, staged_compaction_days
 from mde_pipeline.lake.locks import day_lock
 from mde_pipeline.lake.parquet import parquet_bytes
 from mde_pipeline.lake.schema import ALERT_IPS, ALERTS, ROW_KEYS, SCHEMAS
+from mde_pipeline.lake.retired import RETIRED_GRACE, retired_at
 from mde_pipeline.lake.storage import write_files_atomic
+from mde_pipeline.lake.sweeps import sweep_every_tenant_staging
 
 from tests.analytics.conftest import DAYS, FIRST_DAY, OTHER_TENANT, TENANT, day_name, small_tables, tenant_dir
 
@@ -258,6 +267,82 @@ def test_a_swap_that_dies_leaves_the_day_recoverable_and_exact(hourly_lake, monk
     assert table_rows(root, ALERT_IPS).equals(before)
 
 
+def retired_dirs(root: Path, table: str = ALERT_IPS, day: str = DAY) -> list[Path]:
+    return sorted((tenant_dir(root, "_staging") / "compaction_retired" / table / f"date={day}").glob("*"))
+
+
+def test_a_reader_that_opened_the_day_before_a_swap_reads_every_row_of_the_old_day(hourly_lake):
+    """The race a glob hit under load: the day directory opened before the swap, read after.
+    The swapped-out directory is retired (renamed), not removed: its listing and rows stay."""
+    root, location = hourly_lake
+    compact_day(location, ALERT_IPS, DAY)
+    rows = table_rows(root, ALERT_IPS, DAY).num_rows
+    listing = os.scandir(day_dir(root, ALERT_IPS, DAY))  # opendir only; read after the swap
+    handle = os.open(day_dir(root, ALERT_IPS, DAY), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        publish_interval_into_compacted_day(location, ALERT_IPS, HOUR, small_tables(HOUR)[ALERT_IPS])
+        names = sorted(entry.name for entry in listing if entry.name.endswith(".parquet"))
+        assert names and names != parquet_files(root, ALERT_IPS, DAY)  # the old day's files
+        seen = 0
+        for name in names:
+            with os.fdopen(os.open(name, os.O_RDONLY, dir_fd=handle), "rb") as file:
+                seen += pq.read_table(pa.BufferReader(file.read())).num_rows
+        assert seen == rows
+    finally:
+        listing.close()
+        os.close(handle)
+    assert table_rows(root, ALERT_IPS, DAY).num_rows == rows  # readers by path: the new day, once
+    assert len(retired_dirs(root)) == 2  # the hourly day and the first compacted one
+
+
+@pytest.mark.parametrize("fail_at", ["exchanged", "retired"])
+def test_a_swap_killed_after_the_exchange_leaves_the_new_day_and_retires_the_old(hourly_lake, monkeypatch, fail_at):
+    """Killed after the exchange, before or after the previous day was retired: the live day
+    is the new one, complete; the next run retires what staging holds (a reader may be
+    listing it) and a later sweep removes it after the grace."""
+    root, location = hourly_lake
+    before = table_rows(root, ALERT_IPS)
+
+    def crash(step):
+        if step == fail_at:
+            raise KeyboardInterrupt(f"killed at {step}")
+
+    monkeypatch.setattr(storage, "swap_checkpoint", crash)
+    with pytest.raises(KeyboardInterrupt):
+        compact_day(location, ALERT_IPS, DAY)
+    monkeypatch.setattr(storage, "swap_checkpoint", lambda step: None)
+    assert table_rows(root, ALERT_IPS).equals(before)
+    assert parquet_files(root, ALERT_IPS, DAY)[0].startswith("compacted-")
+    staging = tenant_dir(root, "_staging") / "compaction" / ALERT_IPS / f"date={DAY}"
+    assert len(list(staging.iterdir())) == (1 if fail_at == "exchanged" else 0)  # the previous day / an empty folder
+    assert len(retired_dirs(root)) == (0 if fail_at == "exchanged" else 1)
+
+    assert recover_interrupted_swaps(location) == [(ALERT_IPS, DAY)]
+    assert not staging.exists()
+    [old] = retired_dirs(root)
+    assert len(list(old.glob("interval=*.parquet"))) == 24  # the hourly day, whole
+    assert table_rows(root, ALERT_IPS).equals(before)
+
+    stamp = retired_at(old.name)
+    grace = RETIRED_GRACE.total_seconds()
+    assert sweep_every_tenant_staging(location, now=FIRST_DAY, wall_clock=stamp + grace - 1)["retired_swept"] == 0
+    assert sweep_every_tenant_staging(location, now=FIRST_DAY, wall_clock=stamp + grace + 1)["retired_swept"] == 1
+    assert not (tenant_dir(root, "_staging") / "compaction_retired").exists()
+    assert table_rows(root, ALERT_IPS).equals(before)
+
+
+def test_retired_days_are_not_interrupted_swaps(hourly_lake):
+    root, location = hourly_lake
+    for table in SCHEMAS:
+        compact_day(location, table, DAY)
+    assert [len(retired_dirs(root, table)) for table in SCHEMAS] == [1, 1]
+    assert [staged_compaction_days(location, table) for table in SCHEMAS] == [[], []]
+    assert recover_interrupted_swaps(location) == []
+    with day_lock(location, DAY):
+        assert recover_day(location, ALERT_IPS, DAY) is False
+    assert [len(retired_dirs(root, table)) for table in SCHEMAS] == [1, 1]
+
+
 def test_compaction_waits_for_an_hourly_commit_holding_the_day_lock(hourly_lake, tmp_path):
     """A rerun committing under the lock lands whole before the compaction reads the day."""
     root, location = hourly_lake
@@ -307,7 +392,7 @@ def test_writer_temp_files_and_other_days_are_left_alone(hourly_lake):
     stray = day_dir(root, ALERT_IPS, DAY) / ".interval=20250302T05.parquet.abc.tmp"
     stray.write_bytes(b"half a file")
     compact_day(location, ALERT_IPS, DAY)
-    # The temp file is not data; it was in the old directory, which is gone.
+    # The temp file is not data; it was in the old directory, which left the table (retired).
     assert table_rows(root, ALERT_IPS, DAY).num_rows == sum(
         small_tables(FIRST_DAY + timedelta(days=1, hours=h))[ALERT_IPS].num_rows for h in range(24)
     )

@@ -44,7 +44,8 @@ def _files(root: Path) -> list[str]:
 
 def _prepare(location) -> None:
     """The old day compacted and indexed, with a fetch-cache hour, a leftover commit
-    folder and a compaction staging folder of it (all of what retention must take)."""
+    folder and a compaction staging folder of it, and its swapped-out hourly directories
+    (all of what retention must take)."""
     for table in SCHEMAS:
         compact_day(location, table, OLD)
         compact_day(location, table, day_name(1))
@@ -84,6 +85,8 @@ def test_expired_days_leave_the_lake_whole_and_the_index_is_rebuilt_without_them
     other_before = [f for f in _files(root) if OTHER_TENANT in f]
     kept_before = _day_rows(root, day_name(1))
     assert oldest_day(location) == OLD
+    # The swapped-out hourly days, within their grace: they go with the day too.
+    assert len(list((tenant_dir(root, "_staging") / "compaction_retired").glob(f"*/date={OLD}/*"))) == 2
 
     session = connect(resolve_lake_location(str(root)))  # an analyst's session open across the removal
     count_ips = "select count(*) from alert_ips where date = DATE '2025-03-01'"

@@ -153,10 +153,10 @@ def test_compaction_sweeps_every_tenant_folder_under_staging(request, backend):
     assert staged_tenants(root) == sorted(t.tenant_id for t in (never, removed, committed))
 
     # Just written: nothing goes (the failed runs are younger than the age, the cache is not idle).
-    assert sweep_every_tenant_staging(root, now=START) == {"staging_swept": 0, "fetch_cache_swept": 0}
+    assert sweep_every_tenant_staging(root, now=START) == {"staging_swept": 0, "fetch_cache_swept": 0, "retired_swept": 0}
     in_a_week = time.time() + 8 * 86400
     swept = sweep_every_tenant_staging(root, now=START, wall_clock=in_a_week)
-    assert swept == {"staging_swept": 3, "fetch_cache_swept": 3}
+    assert swept == {"staging_swept": 3, "fetch_cache_swept": 3, "retired_swept": 0}
     root.fs.invalidate_cache()
     for tenant in (never, removed, committed):
         assert staged_names(tenant, START, SCHEDULED) == []

@@ -7,6 +7,7 @@
 * :mod:`.records` - alert JSON and fetch results -> rows; ``interval_tables``, ``check_interval``.
 * :mod:`.parquet` - the one Parquet writer and the one reader.
 * :mod:`.storage`, :mod:`.locks` - atomic writes, directory swaps, day locks.
+* :mod:`.retired` - swapped-out local day directories, kept for readers, then swept.
 * :mod:`.ip_index` - the IP-sorted month copy of compacted ``alert_ips`` days.
 * :mod:`.days` - a day as one unit: read, build compacted, swap in, recover.
 * :mod:`.commit` - ``commit_interval``: the only hourly write.

@@ -16,9 +16,12 @@ files or the compacted file of a day, never both and never neither:
 
 * local filesystem: the new day is built as a complete directory under
   ``<root>/_staging/compaction/`` and exchanged with the live ``date=`` directory
-  (storage.swap_local_directory). A reader that listed the old files just before the
-  swap and opens them after gets "file not found" (a loud failure, never wrong rows);
-  a retry reads the new day.
+  (storage.swap_local_directory). The swapped-out directory is renamed under
+  ``<root>/_staging/compaction_retired/`` and removed after retired.RETIRED_GRACE, so a
+  reader that opened the day directory just before the swap still lists the old files
+  (removed at once, it would list nothing: the day silently missing). A reader that
+  listed the old files and opens them after the swap gets "file not found" (a loud
+  failure, never wrong rows); a retry reads the new day.
 * abfs (ADLS Gen2 through adlfs, which speaks the Blob API: no directory rename): new
   before old. The new files are staged complete under ``_staging/compaction/`` with
   their manifest committed last (the commit point), copied into the day (manifest
@@ -55,6 +58,7 @@ from mde_pipeline.lake.layout import (
     DayFiles,
     base_name,
     compacted_file_name,
+    compaction_retired_directory,
     compaction_staging_directory,
     day_directory,
     day_of,
@@ -195,6 +199,10 @@ def _staging(location: LakeLocation, table: str, day: str, *parts: str) -> str:
     return location.path(compaction_staging_directory(table, day), *parts)
 
 
+def _retired(location: LakeLocation, table: str, day: str) -> str:
+    return location.path(compaction_retired_directory(table, day))
+
+
 def invalidate_index(location: LakeLocation, table: str, day: str) -> None:
     """Drop the IP index covering ``day`` before ``table``'s files of the day change."""
     if table == INDEXED_TABLE:
@@ -206,7 +214,7 @@ def replace_day(location: LakeLocation, built: CompactedDay) -> None:
     invalidate_index(location, built.table, built.day)
     live = location.path(day_directory(built.table, built.day))
     if location.is_local:
-        swap_local_directory(live, built.files, _staging(location, built.table, built.day))
+        swap_local_directory(live, built.files, _staging(location, built.table, built.day), _retired(location, built.table, built.day))
         return
     token = uuid.uuid4().hex[:12]
     # Stage every file, the manifest last: a complete staged manifest is the commit
@@ -222,7 +230,8 @@ def recover_day(location: LakeLocation, table: str, day: str) -> bool:
     """Finish or discard an interrupted swap of one day (call under the day's lock).
 
     Local: the live directory is always complete (the swap is one exchange); leftovers
-    are removed, and a day left absent by the two-rename fallback is put back. abfs: a
+    are retired (retired.RETIRED_GRACE: one may be the previous day a reader is
+    listing), and a day left absent by the two-rename fallback is put back. abfs: a
     staged day with its manifest is finished (copied in, then the old files deleted);
     an incomplete one is discarded. Returns whether there was anything to recover.
     """
@@ -238,7 +247,7 @@ def recover_day(location: LakeLocation, table: str, day: str) -> bool:
     invalidate_index(location, table, day)
     live = location.path(day_directory(table, day))
     if location.is_local:
-        recover_local_directory(live, root, MANIFEST_NAME)
+        recover_local_directory(live, root, MANIFEST_NAME, _retired(location, table, day))
         return True
     check_held = lambda: check_day_held(location, day)  # noqa: E731
     for staged in entries:

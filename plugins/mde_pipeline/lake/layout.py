@@ -11,6 +11,7 @@ Layout under the root (docs/DESIGN.md, "Lake"), ``T`` = ``tenant_id=<tenant id>`
     _ip_index/T/month=recent/_index.json                      its manifest
     _staging/T/<YYYYMMDDTHH>/<run id>/<name>.json             a run's hand-over (staging.py)
     _staging/T/compaction/<table>/date=YYYY-MM-DD/...         days being swapped in
+    _staging/T/compaction_retired/<table>/date=YYYY-MM-DD/<UTC time>-<token>/  days swapped out (local; kept minutes)
     _staging/T/fetch_cache/<tenant>/<YYYYMMDDTHH>/<part>.jsonl fetch results per version (fetch_cache.py)
     _staging/T/commits/<YYYYMMDDTHH>/<token>/...              an hour's commit record (commit_log.py)
     _staging/T/retention/date=YYYY-MM-DD.json                 a day being removed (retention.py)
@@ -47,6 +48,10 @@ COMPACTED_PREFIX = "compacted-"
 MANIFEST_NAME = "_compaction.json"  # a compacted day's manifest
 STAGING_DIR = "_staging"
 COMPACTION_STAGING_DIR = f"{STAGING_DIR}/compaction"
+# Swapped-out day directories (local lake), kept retired.RETIRED_GRACE for readers that
+# were listing them: outside the tables and outside COMPACTION_STAGING_DIR (never an
+# interrupted swap to recover).
+COMPACTION_RETIRED_DIR = f"{STAGING_DIR}/compaction_retired"
 FETCH_CACHE_DIR = f"{STAGING_DIR}/fetch_cache"
 COMMITS_DIR = f"{STAGING_DIR}/commits"
 COMMIT_RECORD = "_commit.json"  # written last: the commit point of an hour's two tables
@@ -159,6 +164,12 @@ def compaction_staging_directory(table: str, day: str) -> str:
     return f"{COMPACTION_STAGING_DIR}/{day_directory(table, day)}"
 
 
+def compaction_retired_directory(table: str, day: str) -> str:
+    """Where a day's swapped-out directories wait out retired.RETIRED_GRACE (local lake),
+    relative to the root."""
+    return f"{COMPACTION_RETIRED_DIR}/{day_directory(table, day)}"
+
+
 def index_directory(month: str) -> str:
     """``_ip_index/month=YYYY-MM`` relative to the root."""
     if len(month) != 7 or month[4] != "-":
@@ -183,8 +194,17 @@ def is_day_data_file(name: str) -> bool:
 def staged_compaction_days(location: LakeLocation, table: str) -> list[str]:
     """Days of ``table`` with something under ``_staging/compaction/`` (a swap that may
     have been interrupted), sorted."""
+    return _days_under(location, f"{COMPACTION_STAGING_DIR}/{check_table(table)}")
+
+
+def retired_compaction_days(location: LakeLocation, table: str) -> list[str]:
+    """Days of ``table`` with a folder under ``_staging/compaction_retired/``, sorted."""
+    return _days_under(location, f"{COMPACTION_RETIRED_DIR}/{check_table(table)}")
+
+
+def _days_under(location: LakeLocation, relative: str) -> list[str]:
     days = []
-    for name in list_names(location, f"{COMPACTION_STAGING_DIR}/{check_table(table)}") or ():
+    for name in list_names(location, relative) or ():
         if name.startswith(DATE_PREFIX):
             try:
                 days.append(day_of(name.removeprefix(DATE_PREFIX)))

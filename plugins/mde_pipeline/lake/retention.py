@@ -15,8 +15,9 @@ the day's lock (the one hourly commits and compaction take):
    visible without its IPs (a reader may see IPs of D whose alerts are gone, as during a
    commit's apply step, for the length of one removal or until the next run finishes a
    killed one);
-4. what staging holds of D ("removed staging"): interrupted compaction swaps, commit
-   records of its hours, fetch-cache hours of D in every cache folder;
+4. what staging holds of D ("removed staging"): interrupted compaction swaps, its
+   swapped-out directories (``_staging/T/compaction_retired/``), commit records of its
+   hours, fetch-cache hours of D in every cache folder;
 5. the record ("unmarked"), last.
 
 Never a day being loaded: a day with a staged run of one of its hours (a run that is
@@ -43,6 +44,7 @@ from mde_pipeline.lake.layout import (
     JSON_SUFFIX,
     RETENTION_DIR,
     commit_path,
+    compaction_retired_directory,
     compaction_staging_directory,
     day_directory,
     day_of,
@@ -154,8 +156,10 @@ def _files_under(location: LakeLocation, relative: str) -> list[str]:
 
 
 def _staging_directories(location: LakeLocation, day: str) -> list[str]:
-    """Staging folders of ``day``: compaction swaps, commit records, fetch-cache hours."""
+    """Staging folders of ``day``: compaction swaps and swapped-out days (their grace does
+    not outlive the day), commit records, fetch-cache hours."""
     directories = [compaction_staging_directory(table, day) for table in SCHEMAS]
+    directories += [compaction_retired_directory(table, day) for table in SCHEMAS]
     for hour in pending_hours(location):
         if partition_date(hour) == day:
             directories.append(commit_path(hour))

@@ -20,10 +20,11 @@ Directories (:func:`swap_local_directory`, :func:`finish_blob_swap`): how compac
 replaces a whole day. Local: the new directory is built complete next to the live one
 and exchanged with it in one ``renameat2(RENAME_EXCHANGE)`` (Linux >= 3.15; ext4, xfs,
 btrfs, tmpfs), falling back to two renames (a window of microseconds in which the day is
-absent, logged) where the kernel or filesystem refuses. Blob (no directory rename):
-the new files are staged complete (their manifest last: the commit point), then copied
-in (manifest last) and only then the old ones deleted; a crash is finished from the
-staged copy by the next run.
+absent, logged) where the kernel or filesystem refuses; the previous directory is then
+retired (lake.retired), not removed at once. Blob (no directory rename): the new files
+are staged complete (their manifest last: the commit point), then copied in (manifest
+last) and only then the old ones deleted; a crash is finished from the staged copy by
+the next run.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from typing import IO, Any
 
 from mde_pipeline.lake.layout import TEMP_SUFFIX, base_name, is_day_data_file
 from mde_pipeline.lake.location import LakeLocation
+from mde_pipeline.lake.retired import RETIRED_GRACE, retire_directory, sweep_retired_directories
 
 # A temp file this old belongs to a writer that died; younger ones may be in use.
 STALE_TEMP_AGE = timedelta(hours=1)
@@ -279,13 +281,14 @@ def swap_checkpoint(step: str) -> None:
     return None
 
 
-def swap_local_directory(live: str, files: Mapping[str, bytes], staging: str) -> None:
+def swap_local_directory(live: str, files: Mapping[str, bytes], staging: str, retired: str, now: float | None = None) -> None:
     """Make the local directory ``live`` hold exactly ``files`` (name -> bytes), atomically.
 
     The new directory is built complete as ``<staging>/<token>.new`` and exchanged with
-    ``live``; the previous one goes through ``<staging>/<token>.old`` and is removed.
-    A crash leaves ``live`` complete (old or new) plus leftovers that
-    :func:`recover_local_directory` clears.
+    ``live``; the previous one is renamed into ``retired``, not removed (a reader that
+    opened ``live`` just before still lists it), and the ones there past RETIRED_GRACE
+    go (lake.retired; ``now``: epoch seconds, tests). A crash leaves ``live`` complete
+    (old or new) plus leftovers that :func:`recover_local_directory` clears.
     """
     token = uuid.uuid4().hex[:12]
     new, old = os.path.join(staging, f"{token}.new"), os.path.join(staging, f"{token}.old")
@@ -299,28 +302,35 @@ def swap_local_directory(live: str, files: Mapping[str, bytes], staging: str) ->
         if not os.path.exists(live):
             os.makedirs(os.path.dirname(live), exist_ok=True)
             os.rename(new, live)
+            previous = None
         elif renameat2_exchange(new, live):
-            os.rename(new, old)  # `new` now names the previous directory; keep it out of the way
+            previous = new  # `new` now names the previous directory
         else:
             log.warning("renameat2(RENAME_EXCHANGE) is not available here: swapping %s with two renames", live)
             os.rename(live, old)
             swap_checkpoint("live moved aside")
             os.rename(new, live)
+            previous = old
     except BaseException:
-        shutil.rmtree(new, ignore_errors=True)
+        shutil.rmtree(new, ignore_errors=True)  # still the staged copy: nothing was exchanged
         raise
-    swap_checkpoint("swapped")
-    shutil.rmtree(old, ignore_errors=True)
+    swap_checkpoint("exchanged")
+    if previous is not None:
+        retire_directory(previous, retired, token, now)
+    swap_checkpoint("retired")
+    sweep_retired_directories(retired, RETIRED_GRACE, now=now)
     with suppress(OSError):
         os.rmdir(staging)
 
 
-def recover_local_directory(live: str, staging: str, complete_marker: str) -> None:
+def recover_local_directory(live: str, staging: str, complete_marker: str, retired: str, now: float | None = None) -> None:
     """Clear what an interrupted :func:`swap_local_directory` left in ``staging``.
 
     ``live`` is always complete unless the two-rename fallback died between its renames;
     then it is put back from the new directory (if it holds ``complete_marker``) or the
-    previous one.
+    previous one. The other leftovers are retired (renamed into ``retired``), not
+    removed: after an exchange, the ``.new`` one is the previous day a reader may be
+    listing.
     """
     try:
         entries = sorted(os.path.join(staging, name) for name in os.listdir(staging))
@@ -333,8 +343,9 @@ def recover_local_directory(live: str, staging: str, complete_marker: str) -> No
             source = complete[-1] if complete else previous[-1]
             log.warning("restoring %s from %s after an interrupted swap", live, source)
             os.rename(source, live)
+            entries.remove(source)
     for path in entries:
-        shutil.rmtree(path, ignore_errors=True)
+        retire_directory(path, retired, uuid.uuid4().hex[:12], now)
     with suppress(OSError):
         os.rmdir(staging)
 

@@ -29,7 +29,8 @@ The DAG file (dags/mde_lake_compaction.py) only calls :func:`compaction_dag`.
 - The compact task first finishes any interrupted day swap (of any day), and sweeps, in
   every ``tenant_id=`` folder under ``_staging/`` (also of tenants that never committed
   or left Variable ``mde_tenants``), the staging folders of failed runs older than
-  ``MDE_STAGING_MAX_AGE_DAYS`` (7) and the fetch cache no run may still publish.
+  ``MDE_STAGING_MAX_AGE_DAYS`` (7), the fetch cache no run may still publish and the
+  swapped-out local days past their 10 minutes (lake.retired).
 - The lake root and its connection come from Variables ``mde_lake_root`` and
   ``mde_lake_conn_id``, as for ``mde_alert_ips`` (mde_pipeline.airflow.lake_location).
 """
