@@ -20,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from lake_data import sample_interval
+from mde_pipeline.api.backfill_reserve import LOAD_WAITING_GRACE_SECONDS
 from mde_pipeline.api.ledgers import LEDGER_FILE_NAME, SqliteLedger, ledger_key
 from mde_pipeline.api.windows import Window
 from mde_pipeline.lake.commit import commit_interval
@@ -49,6 +50,7 @@ class Expected:
     alerts_per_hour_recent: float = 0.0
     backfill_calls: list[int] = field(default_factory=list)
     backfill_limits: list[int] = field(default_factory=list)
+    backfills_held_until: float | None = None
 
 
 def connection(expected: Expected, *, tenant: str = TENANT, client: str = CLIENT, **extra) -> str:
@@ -115,6 +117,12 @@ def fill_ledger(expected: Expected, now: datetime, ledger=None) -> Expected:
         assert ledger.reserve(key, ts, BIG, BIG if ts in earlier_hour else None).wait_seconds == 0
     for ts in (t - 300, t - 300, t - 7300):
         ledger.count_throttle(key, ts)
+    # An hourly load told to wait (its own tight minute, the real windows' retention):
+    # backfills are held until its wait ends plus the grace.
+    tight = (Window(len(in_minute), 60.0), *BIG[1:])
+    wait = ledger.reserve(key, t, tight).wait_seconds
+    assert wait > 0
+    expected.backfills_held_until = t + wait + LOAD_WAITING_GRACE_SECONDS
     blocked_until = t + 900
     ledger.block_until(key, blocked_until)
     ledger.close()

@@ -62,6 +62,7 @@ def test_budget_figures_equal_the_ledger(prepared):
     assert budget["sustained_calls_per_hour"] == pytest.approx(1500 * 3600 / 3601, abs=1e-3)
     assert [w["backfill_calls"] for w in budget["windows"]] == prepared.backfill_calls
     assert [w["backfill_limit"] for w in budget["windows"]] == prepared.backfill_limits
+    assert budget["backfills_held_until"] == pytest.approx(prepared.backfills_held_until)
 
 
 def test_budget_figures_come_from_a_shared_redis_ledger_too(tmp_path, monkeypatch):
@@ -82,6 +83,7 @@ def test_budget_figures_come_from_a_shared_redis_ledger_too(tmp_path, monkeypatc
     assert [w["calls"] for w in budget["windows"]] == [expected.calls_minute, expected.calls_hour]
     assert [w["backfill_calls"] for w in budget["windows"]] == expected.backfill_calls
     assert [w["backfill_limit"] for w in budget["windows"]] == expected.backfill_limits
+    assert budget["backfills_held_until"] == pytest.approx(expected.backfills_held_until)
     assert (budget["per_minute"]["calls_24h"], budget["per_minute"]["throttled_24h"]) == (expected.calls_24h, 3)
     assert budget["blocked_until"] == pytest.approx(expected.blocked_until)
     assert PASSWORD not in budget["ledger_path"] and budget["ledger_path"].startswith("redis://")
@@ -201,6 +203,7 @@ def test_the_page_shows_the_figures(prepared):
     assert f'data-testid="t0-hours-missing">{prepared.hours_missing}<' in html
     assert 'data-testid="t0-hours-missing-since-first-loaded">2<' in html and "calls/hour" in html
     assert 'src="/mde/static/plotly.min.js"' in html and 'data-testid="t0-backfill-7-left">1<' in html
+    assert 'data-testid="t0-backfills-held">2026-03-10T14:26:33+00:00' in html
 
 
 def test_the_limiter_keeps_a_bounded_per_minute_history(tmp_path):
@@ -264,6 +267,8 @@ def test_the_text_reads_plainly(prepared):
     assert str(prepared.hours_missing) not in text  # the retention window's count is not the headline
     assert "sustained rate: 1,500 calls/hour" in text and "at 1,494 calls/hour" in text  # 1499.58, 1494.39
     assert "latest committed hour: 2026-03-10 13:00:00 (lag 0.4 h)" in text
+    # NOW is 14:25:30; the load's minute frees at 14:26:28.5, plus the 5 s grace.
+    assert "an hourly load waits for the budget: backfills get no call until 2026-03-10 14:26:33" in text
     assert "#7 2026-03-01 00:00:00 -> 2026-03-02 00:00:00" in text
     assert not re.search(r"\d\d:\d\d:\d\d\.\d|\+00:00", text)  # times to the second
     assert "note:" not in text and "unknown" not in text

@@ -20,14 +20,21 @@ HEADLESS_FLAGS = (
 
 
 def ensure_chromium() -> None:
+    """Install Debian's chromium and chromium-driver when missing. A machine that cannot
+    fails the test with what to do (as Azurite's harness does): a browser test that
+    skips would pass a CI run that never looked at the page."""
     if Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists():
         return
     if shutil.which("apt-get") is None:
-        pytest.skip("chromium is missing and apt-get is not available")
+        pytest.fail(f"the browser tests need {CHROMIUM} and {CHROMEDRIVER} (Debian: apt-get install chromium "
+                    "chromium-driver); they are missing and apt-get is not available")  # fmt: skip
     install = ["apt-get", "install", "-y", "chromium", "chromium-driver"]
     if subprocess.run(install, capture_output=True).returncode != 0:
         subprocess.run(["apt-get", "update"], check=True, capture_output=True)
-        subprocess.run(install, check=True, capture_output=True)
+        done = subprocess.run(install, capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.fail(f"cannot install the browser tests' Chromium: `{' '.join(install)}` failed "
+                        f"({done.returncode}): {done.stderr.strip()[-500:]}")  # fmt: skip
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ read with plain reads (its Lua scripts are the only writers). Figures:
   existed has no history);
 * per window, the backfills' reservations and what they may hold (api/backfill_reserve.py);
 * a block (a 429's Retry-After) still in force;
+* whether an hourly load waits for the budget, which holds every backfill call until
+  then (backfill_reserve rule 4);
 * the sustained rate the windows allow, for ETAs.
 """
 
@@ -72,7 +74,7 @@ def budget_status(
     used: list[int] = [0] * len(effective)
     background: list[int] = [0] * len(effective)
     history: list[tuple[int, int, int]] = []
-    blocked_until = 0.0
+    blocked_until = load_waiting_until = 0.0
     conn = _connect(path)
     try:
         if conn is not None:
@@ -91,12 +93,14 @@ def budget_status(
             )
             rows = _rows(conn, "SELECT until FROM blocks WHERE key = ?", (key,))
             blocked_until = float(rows[0][0]) if rows else 0.0
+            rows = _rows(conn, "SELECT until FROM waiting WHERE key = ?", (key,))
+            load_waiting_until = float(rows[0][0]) if rows else 0.0
     finally:
         if conn is not None:
             conn.close()
     return _section(
         key, os.fspath(path), conn is not None, configured, effective, used, history, blocked_until, now,
-        background, background_windows(effective, floor_share=reserve_share),
+        background, background_windows(effective, floor_share=reserve_share), load_waiting_until,
     )  # fmt: skip
 
 
@@ -115,8 +119,9 @@ def redis_budget_status(
     history = ledger.history(key, _first_minute(now))
     caps = background_windows(effective, floor_share=reserve_share)
     return _section(
-        key, where, True, configured, effective, used, history, ledger.blocked_until(key), now, background, caps
-    )
+        key, where, True, configured, effective, used, history, ledger.blocked_until(key), now, background, caps,
+        ledger.load_waiting_until(key),
+    )  # fmt: skip
 
 
 def _first_minute(now: float) -> int:
@@ -135,6 +140,7 @@ def _section(
     now: float,
     background: Sequence[int],
     background_caps: Sequence[Window],
+    load_waiting_until: float = 0.0,
 ) -> dict[str, Any]:
     rows = [[int(minute) * 60, int(calls), int(throttled)] for minute, calls, throttled in history]
     # What a backfill may hold now: its own cap, and one call short of the window.
@@ -160,6 +166,8 @@ def _section(
         "sustained_calls_per_hour": round(sustained_calls_per_hour(effective), 3),
         "blocked_until": blocked_until if blocked_until > now else None,
         "blocked_seconds_left": round(blocked_until - now, 1) if blocked_until > now else 0.0,
+        # An hourly load waits for the budget: no backfill call is granted until then.
+        "backfills_held_until": load_waiting_until if load_waiting_until > now else None,
         "per_minute": {
             "columns": ["minute_start_epoch", "calls", "throttled"],
             "rows": rows,

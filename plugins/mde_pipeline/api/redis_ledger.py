@@ -242,6 +242,11 @@ class RedisLedger:
         names = (n.decode() if isinstance(n, bytes) else n for n in self._redis.scan_iter(match=f"{KEY_PREFIX}{{*}}:*"))
         return sorted({name[len(KEY_PREFIX) + 1 : name.rindex("}")] for name in names})
 
+    def load_waiting_until(self, key: str) -> float:
+        """Until when an hourly load's wait holds the backfills' calls (0: not held)."""
+        value = self._redis.get(self._keys(key)[5])
+        return float(value) if value else 0.0
+
     def blocked_until(self, key: str) -> float:
         value = self._redis.get(self._keys(key)[1])
         return float(value) if value is not None else 0.0

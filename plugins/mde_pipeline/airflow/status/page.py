@@ -46,10 +46,15 @@ def _budget(index: int, budget: dict[str, Any] | None, why: str | None) -> str:
         f"{_text(_when(budget['blocked_until']))}</span> ({budget['blocked_seconds_left']:.0f} s left)</p>"
         if budget["blocked_until"] else f'<p data-testid="t{index}-blocked-until">No block in force.</p>'
     )
+    held = (
+        f'<p>An hourly load waits for the budget: backfills get no call until <span data-testid="t{index}-backfills-held">'
+        f"{_text(_when(budget['backfills_held_until']))}</span>.</p>"
+        if budget.get("backfills_held_until") else ""
+    )
     return (
         "<table><tr><th>window</th><th>calls now</th><th>limit (effective)</th><th>used</th>"
         "<th>of them backfill / may hold</th></tr>"
-        f"{rows}</table>{blocked}"
+        f"{rows}</table>{blocked}{held}"
         f'<p>Last 24 h: <span data-testid="t{index}-calls-24h">{_text(per_minute["calls_24h"])}</span> calls, '
         f'<span data-testid="t{index}-throttled-24h">{_text(per_minute["throttled_24h"])}</span> answered 429. '
         f"Sustained rate: {_text(rate(budget['sustained_calls_per_hour']))} calls/hour.</p>"

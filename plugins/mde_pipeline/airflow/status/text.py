@@ -52,6 +52,8 @@ def _budget_lines(budget: dict[str, Any] | None, why: str | None) -> list[str]:
     lines.append(f"    last 24 h: {minutes['calls_24h']:,} calls, {minutes['throttled_24h']:,} answered 429")
     if budget["blocked_until"]:
         lines.append(f"    BLOCKED by a 429 until {when(budget['blocked_until'])} ({budget['blocked_seconds_left']:.0f} s left)")
+    if budget.get("backfills_held_until"):
+        lines.append(f"    an hourly load waits for the budget: backfills get no call until {when(budget['backfills_held_until'])}")
     return lines
 
 
