@@ -32,6 +32,7 @@ from mde_pipeline.lake.storage import write_files_atomic
 from mde_pipeline.lake.sweeps import sweep_every_tenant_staging
 
 from tests.analytics.conftest import DAYS, FIRST_DAY, OTHER_TENANT, TENANT, day_name, small_tables, tenant_dir
+from tests.support.kill_points import kill_at, revive
 
 DAY = day_name(1)
 HOUR = FIRST_DAY + timedelta(days=1, hours=5)
@@ -249,15 +250,10 @@ def test_a_swap_that_dies_leaves_the_day_recoverable_and_exact(hourly_lake, monk
     root, location = hourly_lake
     before = table_rows(root, ALERT_IPS)
     monkeypatch.setattr(storage, "renameat2_exchange", lambda source, target: False)
-
-    def crash(step):
-        if step == fail_at:
-            raise KeyboardInterrupt(f"killed at {step}")
-
-    monkeypatch.setattr(storage, "swap_checkpoint", crash)
+    kill_at(monkeypatch, storage, "swap_checkpoint", fail_at)
     with pytest.raises(KeyboardInterrupt):
         compact_day(location, ALERT_IPS, DAY)
-    monkeypatch.setattr(storage, "swap_checkpoint", lambda step: None)
+    revive(monkeypatch, storage, "swap_checkpoint")
 
     with day_lock(location, DAY):
         recover_day(location, ALERT_IPS, DAY)
@@ -302,15 +298,10 @@ def test_a_swap_killed_after_the_exchange_leaves_the_new_day_and_retires_the_old
     listing it) and a later sweep removes it after the grace."""
     root, location = hourly_lake
     before = table_rows(root, ALERT_IPS)
-
-    def crash(step):
-        if step == fail_at:
-            raise KeyboardInterrupt(f"killed at {step}")
-
-    monkeypatch.setattr(storage, "swap_checkpoint", crash)
+    kill_at(monkeypatch, storage, "swap_checkpoint", fail_at)
     with pytest.raises(KeyboardInterrupt):
         compact_day(location, ALERT_IPS, DAY)
-    monkeypatch.setattr(storage, "swap_checkpoint", lambda step: None)
+    revive(monkeypatch, storage, "swap_checkpoint")
     assert table_rows(root, ALERT_IPS).equals(before)
     assert parquet_files(root, ALERT_IPS, DAY)[0].startswith("compacted-")
     staging = tenant_dir(root, "_staging") / "compaction" / ALERT_IPS / f"date={DAY}"

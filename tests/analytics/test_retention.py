@@ -32,6 +32,7 @@ from mde_pipeline.lake.retention import (
 from mde_pipeline.lake.schema import ALERT_IPS, ALERTS, SCHEMAS
 from mde_pipeline.lake.storage import write_files_atomic
 from tests.analytics.conftest import FIRST_DAY, OTHER_TENANT, TENANT, day_name, tenant_dir
+from tests.support.kill_points import kill_at, revive
 
 OLD = day_name(0)  # 2025-03-01: the day that expires
 TODAY = FIRST_DAY + timedelta(days=4)  # 2025-03-05
@@ -146,15 +147,10 @@ def test_a_removal_killed_at_each_step_is_finished_by_the_next_run(hourly_lake, 
     finishes the day, even when the setting changed to keep everything meanwhile."""
     root, location = hourly_lake
     _prepare(location)
-
-    def kill(reached):
-        if reached == step:
-            raise KeyboardInterrupt(f"killed at {reached}")
-
-    monkeypatch.setattr(retention, "retention_checkpoint", kill)
+    kill_at(monkeypatch, retention, "retention_checkpoint", step)
     with pytest.raises(KeyboardInterrupt):
         apply_retention(location, KEEP, TODAY)
-    monkeypatch.setattr(retention, "retention_checkpoint", lambda reached: None)
+    revive(monkeypatch, retention, "retention_checkpoint")
     assert _alerts_without_ips(root) == 0
 
     results = apply_retention(location, None, TODAY)  # a removal once started is finished
