@@ -17,15 +17,15 @@ Layout under the root (docs/DESIGN.md, "Lake"), ``T`` = ``tenant_id=<tenant id>`
     _staging/T/retention/date=YYYY-MM-DD.json                 a day being removed (retention.py)
     _locks/T/<name>.lock                                      lake locks (locks.py)
 
-The paths below are written without ``T``: a tenant's location
-(``LakeLocation.for_tenant``) inserts it, so writers, locks, compaction and the index
-work on one tenant's files and two tenants never share one. Readers take the root and
-see every tenant (``tenant_id`` is a partition column, and a column of the files too).
-Names are computed from the interval alone (UTC), so a rerun of an hour names the same
-files. Folders starting with ``_`` are outside every table glob.
+The paths below are written without ``T``: a tenant's location (``for_tenant``) inserts
+it, so writers work on one tenant's files. Readers take the root and see every tenant
+(``tenant_id`` is a partition column and a column). Names come from the interval alone
+(UTC): a rerun names the same files. Folders starting with ``_`` are outside every glob.
 """
 
 from __future__ import annotations
+
+import os
 
 import hashlib
 import json
@@ -274,14 +274,13 @@ def _joined(*parts: str | None) -> str:
 
 
 def list_names(location: LakeLocation, relative: str) -> list[str] | None:
-    """Names in one directory of the lake (sorted), or None when it does not exist.
-
-    Uses the filesystem's listing cache: callers that need the lake as it is now call
-    ``location.fs.invalidate_cache()`` first.
-    """
+    """Names in one directory of the lake (sorted), or None when it does not exist. On
+    ADLS the listing cache is used: callers that need the lake now invalidate it first."""
     try:
+        if location.is_local:  # the analyst session lists every day per statement: fsspec costs ~5x
+            return sorted(os.listdir(location.path(relative)))
         return sorted(base_name(p) for p in location.fs.ls(location.path(relative), detail=False))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 
