@@ -124,6 +124,9 @@ class SqliteLedger:
             conn.execute("CREATE INDEX IF NOT EXISTS calls_key_ts ON calls (key, ts)")
             conn.execute("CREATE TABLE IF NOT EXISTS blocks (key TEXT PRIMARY KEY, until REAL NOT NULL)")
             conn.execute("CREATE TABLE IF NOT EXISTS waiting (key TEXT PRIMARY KEY, until REAL NOT NULL)")
+            # The last entry id handed out: a rowid is reused once the newest row is
+            # pruned, and a late settle of the pruned entry would move the new one.
+            conn.execute("CREATE TABLE IF NOT EXISTS entry_ids (last INTEGER NOT NULL)")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS minutes (key TEXT NOT NULL, minute INTEGER NOT NULL, "
                 "calls INTEGER NOT NULL DEFAULT 0, throttled INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (key, minute))"
@@ -186,10 +189,13 @@ class SqliteLedger:
                 if marked != waiting:
                     conn.execute("INSERT OR REPLACE INTO waiting (key, until) VALUES (?, ?)", (key, marked))
             if decision.wait_seconds <= 0:
-                kind = int(background is not None)
-                cursor = conn.execute("INSERT INTO calls (key, ts, background) VALUES (?, ?, ?)", (key, now, kind))
+                entry = _next_entry_id(conn)
+                conn.execute(
+                    "INSERT INTO calls (rowid, key, ts, background) VALUES (?, ?, ?, ?)",
+                    (entry, key, now, int(background is not None)),
+                )
                 _count_minute(conn, key, now, "calls")
-                return decision._replace(entry=cursor.lastrowid)
+                return decision._replace(entry=entry)
             return decision
 
     def settle(self, key: str, entry: int, at: float) -> None:
@@ -235,6 +241,19 @@ class SqliteLedger:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
+
+
+def _next_entry_id(conn: sqlite3.Connection) -> int:
+    """An id no reservation in this file had before (a file from before entry_ids
+    starts after its highest row)."""
+    row = conn.execute("SELECT last FROM entry_ids").fetchone()
+    top = conn.execute("SELECT coalesce(max(rowid), 0) FROM calls").fetchone()[0]
+    entry = max(row[0] if row else 0, top) + 1
+    if row:
+        conn.execute("UPDATE entry_ids SET last = ?", (entry,))
+    else:
+        conn.execute("INSERT INTO entry_ids (last) VALUES (?)", (entry,))
+    return entry
 
 
 def _count_minute(conn: sqlite3.Connection, key: str, at: float, column: str) -> None:

@@ -21,7 +21,8 @@ keys in one Redis Cluster slot.
 
 Times are the callers' clocks (``time.time()``), like the SQLite ledger's: hosts must
 keep NTP time; their skew adds to the latency that ``rate_limit_margin_seconds`` covers.
-Keys expire on their own once idle for longer than the longest window.
+Keys expire on their own once idle for longer than the longest window (the id counter
+and the history after a day).
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ local background = tonumber(ARGV[6])
 local n = tonumber(ARGV[7])
 local grace = tonumber(ARGV[8])
 local first_pair = 9
-local function fmt(x) return string.format('%.9f', x) end
+-- '%.17g' round-trips every double; '%.9f' rounded times below ~1e8 s (test clocks)
+-- and a block stored a hair late turned "blocked, wait 0.000000000" into a grant.
+local function fmt(x) return string.format('%.17g', x) end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - kept)
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - kept)
 local waiting = tonumber(redis.call('GET', KEYS[6]) or '0')
@@ -134,7 +137,9 @@ local id = redis.call('INCR', KEYS[3])
 local ttl = math.ceil((kept + 60) * 1000)
 redis.call('ZADD', KEYS[1], fmt(now), id)
 redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('PEXPIRE', KEYS[3], ttl)
+-- The id counter outlives the reservations by the history (a day): were it to restart
+-- at 1, an attempt settled after its entry was pruned could move a new namesake.
+redis.call('EXPIRE', KEYS[3], tonumber(ARGV[5]) * 60 + 3600)
 local minute = math.floor(now / 60)
 local gone = minute - tonumber(ARGV[5])
 redis.call('HINCRBY', KEYS[4], 'c:' .. minute, 1)
@@ -152,7 +157,7 @@ _BLOCK = """
 local till = tonumber(ARGV[1])
 local held = tonumber(redis.call('GET', KEYS[1]) or '0')
 if till > held then
-  redis.call('SET', KEYS[1], string.format('%.9f', till))
+  redis.call('SET', KEYS[1], string.format('%.17g', till))
   local ttl = tonumber(ARGV[2])
   if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
 end
@@ -197,8 +202,8 @@ class RedisLedger:
                   HISTORY_MINUTES, int(background is not None), len(windows), LOAD_WAITING_GRACE_SECONDS,
                   *pairs],  # fmt: skip
         )
-        wait = float(wait)
-        return Decision(wait, bool(int(blocked)), int(entry) if wait <= 0 else None)
+        # Granted = an entry was recorded (ids start at 1): never told by the wait alone.
+        return Decision(float(wait), bool(int(blocked)), int(entry) or None)
 
     def settle(self, key: str, entry: int, at: float) -> None:
         # XX: only an entry still kept (and only in the set that holds it); GT: never earlier.
