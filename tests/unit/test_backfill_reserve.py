@@ -84,13 +84,17 @@ def test_once_the_long_window_is_full_a_backfill_replaces_calls_at_the_pace_they
     # A foreground burst of 9 calls in one minute, then the backfill grows at 5 a minute.
     for i in range(9):
         assert ledger.reserve(KEY, 1000.0 + i, TWO).wait_seconds == 0
-    t, grown = 1060.0, 0
+    t, grown = 1060.0, []
     while t < 1600.0:
         decision = ledger.reserve(KEY, t, TWO, TWO_CAPPED)
-        grown += decision.wait_seconds == 0
+        if decision.wait_seconds == 0:
+            grown.append(t)
         t += max(decision.wait_seconds, 0.5)
-    assert grown == 30  # 39 held in all: one call of the 40 stays free
-    assert max(sum(1 for u in ledger.reservations(KEY) if m <= u < m + 60) for m in range(1060, 1600, 60)) <= 5
+    assert len(grown) == 30  # 39 held in all: one call of the 40 stays free
+    # Growing: at most 5 a minute until the room left is within the cap (5), then as fast
+    # as the minute's own limit allows (9 of its 10: four more at once, the last a minute on).
+    assert max(sum(1 for u in grown[:25] if g <= u < g + 60) for g in grown[:25]) <= 5
+    assert grown[28] - grown[24] < 5.0
     # The burst leaves the long window at 9 in a few seconds: the backfill takes all nine
     # back within the minute (its own cap is 5), in a short sleep, not after its own
     # calls age out of the minute.
@@ -103,6 +107,16 @@ def test_once_the_long_window_is_full_a_backfill_replaces_calls_at_the_pace_they
         t += max(min(decision.wait_seconds, 60.0), 0.25)
     assert len(taken) == 9
     assert taken[-1] < 1612.0
+
+
+def test_a_backfill_that_paused_takes_the_few_free_calls_of_a_full_hour_back_at_once(ledger):
+    # The hour holds 35 of 40 (39 for a backfill): foreground calls of the last 5 minutes.
+    for i in range(35):
+        assert ledger.reserve(KEY, 1000.0 + 7 * i, TWO).wait_seconds == 0
+    # Nothing leaves the hour now, the minute is empty, the backfill's minute cap is 5 and
+    # its room 4: all four at once.
+    assert [ledger.reserve(KEY, 1300.0, TWO, TWO_CAPPED).wait_seconds for _ in range(4)] == [0, 0, 0, 0]
+    assert ledger.reserve(KEY, 1300.0, TWO, TWO_CAPPED).wait_seconds > 0  # the last free call stays
 
 
 def test_a_waiting_hourly_load_gets_every_freed_call_however_many_backfill_tasks_wake(ledger):
@@ -186,28 +200,29 @@ class Caller:
 
 
 def run_hours(ledger, *, hours: int, backfill_background: bool, load_calls: int = 151, settle: float = 300.0,
-              first_start: float | None = None, backfill_tasks: int = 1):
+              first_start: float | None = None, backfill_tasks: int = 1, load_tasks: int = 1):
     """A backfill wanting more than the budget from t=0 (``backfill_tasks`` tasks calling
-    side by side), and a scheduled load of ``load_calls`` calls starting ``settle`` s
-    after each hour's end. ``first_start``: the first load starts that long after its
-    hour's end instead; 0 is hour 0's load starting with the backfill (the run the
-    scheduler creates when the DAG is unpaused, as in the soak). Each call lasts 0.5 s
-    (then settled). Returns (backfill grants, {hour: load grants})."""
+    side by side), and a scheduled load of ``load_calls`` calls (``load_tasks`` tasks)
+    starting ``settle`` s after each hour's end. ``first_start``: the first load starts
+    that long after its hour's end instead; 0 is hour 0's load starting with the backfill
+    (the run the scheduler creates when the DAG is unpaused, as in the soak). Each call
+    lasts 0.5 s (then settled). Returns (backfill grants, {hour: load grants})."""
     clock = FakeClock(start=0.0)
     tasks = [Caller(ledger, clock, background=backfill_background) for _ in range(backfill_tasks)]
-    loads = {}
+    loads: dict[int, list[Caller]] = {}
     end = hours * 3600.0
     first_hour = 0 if first_start == 0 else 1
     while True:
         candidates = [(task.next_try, task) for task in tasks]
         for hour in range(first_hour, hours):
-            start = hour * 3600.0 + (first_start if hour == first_hour and first_start is not None else settle)
             load = loads.get(hour)
             if load is None:
-                load = loads[hour] = Caller(ledger, clock, background=False)
-                load.next_try = start
-            if len(load.granted) < load_calls:
-                candidates.append((load.next_try, load))
+                start = hour * 3600.0 + (first_start if hour == first_hour and first_start is not None else settle)
+                load = loads[hour] = [Caller(ledger, clock, background=False) for _ in range(load_tasks)]
+                for caller in load:
+                    caller.next_try = start
+            if sum(len(caller.granted) for caller in load) < load_calls:
+                candidates += [(caller.next_try, caller) for caller in load]
         # Ties go to the backfill: in production both wake when a call leaves the window
         # and either may ask first; the reserve must not depend on winning that race.
         at, caller = min(candidates, key=lambda c: (c[0], c[1] not in tasks))
@@ -222,7 +237,10 @@ def run_hours(ledger, *, hours: int, backfill_background: bool, load_calls: int 
         caller.granted.append(now)
         ledger.settle(KEY, decision.entry, now + 0.5)
         caller.next_try = now + 0.5
-    return sorted(t for task in tasks for t in task.granted), {hour: load.granted for hour, load in loads.items()}
+    return (
+        sorted(t for task in tasks for t in task.granted),
+        {hour: sorted(t for caller in load for t in caller.granted) for hour, load in loads.items()},
+    )
 
 
 def fill_min(all_grants: list[float], *, after: float, until: float) -> float:
@@ -255,7 +273,7 @@ def test_without_the_rules_a_backfill_starves_the_hourly_loads():
 @pytest.mark.parametrize("load_calls, lag_bound", [(151, 9), (400, 14), (800, 22)])
 def test_with_the_rules_every_hourly_load_finishes_soon_and_the_budget_stays_full(load_calls, lag_bound):
     """Loads of 151, 400 and 800 calls an hour (a lone load takes 2, 4 and 8 minutes at
-    100 a minute) beside a backfill of four tasks (the pool's share a backfill gets), the
+    100 a minute; four tasks each) beside a backfill of four tasks (as in the soak), the
     first load starting in six phases of its hour (its hour's end + 5 minutes of settle,
     as a scheduled run; with the backfill, as the run created at unpause in the soak; or
     later, as a rerun). After the first hours every load ends within ``lag_bound``
@@ -264,11 +282,16 @@ def test_with_the_rules_every_hourly_load_finishes_soon_and_the_budget_stays_ful
     for first_start in (None, 0.0, 600.0, 1080.0, 1800.0, 2700.0):
         backfill, loads = run_hours(
             InMemoryLedger(), hours=5, backfill_background=True, load_calls=load_calls, first_start=first_start,
-            backfill_tasks=4,
+            backfill_tasks=4, load_tasks=4,
         )  # fmt: skip
         lags = lag_minutes(loads, load_calls=load_calls)
         assert all(lag < lag_bound for hour, lag in lags.items() if hour >= 3), (first_start, lags)
         every = backfill + [t for grants in loads.values() for t in grants]
-        assert fill_min(every, after=3601.0, until=5 * 3600.0) >= 0.97, first_start
+        # Started together, load and backfill make 16 calls a second for four seconds;
+        # an hour later those leave as fast, and the four backfill tasks (2 a second
+        # each, one second of margin late) take ~8 s to put them back: a dip to 0.959
+        # for those seconds, then full. Every other phase holds 0.97 throughout.
+        floor = 0.95 if first_start == 0 else 0.97
+        assert fill_min(every, after=3601.0, until=5 * 3600.0) >= floor, first_start
         # Never above the minute's limit (the ledger's own rule, here with two kinds).
         assert max(sum(1 for u in every if t - 61 < u <= t) for t in every[::50]) <= 100

@@ -84,24 +84,41 @@ def background_windows(windows: Sequence[Window], *, floor_share: float) -> tupl
 
 
 def replacing_windows(
-    windows: Sequence[Window], background: Sequence[Window], now: float, timestamps: Sequence[float]
+    windows: Sequence[Window],
+    background: Sequence[Window],
+    now: float,
+    timestamps: Sequence[float],
+    background_timestamps: Sequence[float],
 ) -> tuple[Window, ...]:
-    """The background limits that apply ``now``: rule 2's cap on each shorter window is
-    raised to the calls (of either kind) that left the longest window during the last
-    shorter window, so a backfill replaces calls at the pace they leave the hour.
+    """The background limits that apply ``now`` (``windows``: one call short already).
+    Rule 2's cap on each shorter window is raised
 
-    Rule 2 spreads the budget while a backfill *grows* into the hour; once the hour is
-    full, the cap would refill a burst that leaves at 100 a minute (an hourly load's
-    calls) at 50, and the hour would run 5-15 % empty (measured: soak fill 0.87).
-    Replacing keeps the hour's pattern as it was; rule 4 still hands every freed call
-    to a waiting load. ``timestamps`` must reach back ``retention_seconds(windows)``."""
-    longest = max(w.seconds for w in windows)
+    - to the calls (of either kind) that left the longest window during the last shorter
+      window: a backfill replaces calls at the pace they leave the hour. Capped at half
+      the minute, a load's burst leaving at 100 a minute came back at 50 and the hour
+      ran 5-15 % empty (soak fill 0.87);
+    - to the whole shorter window once the backfill's room in the longest window is no
+      more than the cap: the hour is full but for a few calls, which it may take back at
+      once. Replacing alone never catches up: a backfill that paused while its tasks
+      changed over (a run's publish, the next one's start) left the hour short by what
+      left meanwhile for good (soak fill 0.954 at 14:58).
+
+    Rule 2 still spreads the budget while a backfill *grows* into an empty hour; rule 4
+    still hands every freed call to a waiting load. ``timestamps`` must reach back
+    ``retention_seconds(windows)``."""
+    longest_index = max(range(len(windows)), key=lambda i: windows[i].seconds)
+    longest = windows[longest_index].seconds
     newest = first_inside(timestamps, now, longest)
+    room = min(
+        windows[longest_index].limit - (len(timestamps) - newest),
+        background[longest_index].limit - (len(background_timestamps) - first_inside(background_timestamps, now, longest)),
+    )
     out = []
     for window, limit in zip(windows, background):
         if window.seconds < longest:
-            oldest = first_inside(timestamps, now, longest + window.seconds)
-            limit = Window(max(limit.limit, min(newest - oldest, window.limit)), limit.seconds)
+            left = newest - first_inside(timestamps, now, longest + window.seconds)
+            raised = window.limit if room <= limit.limit else min(left, window.limit)
+            limit = Window(max(limit.limit, raised), limit.seconds)
         out.append(limit)
     return tuple(out)
 
@@ -117,7 +134,8 @@ def background_wait(
     and 3, replacement applied). Never past the next call leaving the longest window:
     that raises the replacement cap, and a backfill asleep until its own calls age out
     of the minute would leave the hour's freed calls unused."""
-    wait = seconds_until_free(background_timestamps, now, replacing_windows(windows, background, now, timestamps))
+    caps = replacing_windows(windows, background, now, timestamps, background_timestamps)
+    wait = seconds_until_free(background_timestamps, now, caps)
     if wait > 0:
         longest = max(w.seconds for w in windows)
         inside = first_inside(timestamps, now, longest)

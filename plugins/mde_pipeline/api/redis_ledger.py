@@ -93,6 +93,21 @@ local longest = 0
 for k = 0, n - 1 do
   longest = math.max(longest, tonumber(ARGV[first_pair + 2 * k + 1]))
 end
+-- The backfill's room in the longest window (backfill_reserve.replacing_windows): its
+-- free calls there (one short) and the backfills' own longest limit, the lesser.
+local room = 0
+for k = 0, n - 1 do
+  local i = first_pair + 2 * k
+  if tonumber(ARGV[i + 1]) == longest then
+    local horizon = '(' .. fmt(now - longest + eps)
+    local free = math.max(1, tonumber(ARGV[i]) - 1) - redis.call('ZCOUNT', KEYS[1], horizon, '+inf')
+    room = free
+    if background == 1 then
+      local own = tonumber(ARGV[i + 2 * n]) - redis.call('ZCOUNT', KEYS[5], horizon, '+inf')
+      room = math.min(free, own)
+    end
+  end
+end
 local wait = 0
 local function fit(set, first, spare, replacing)
   for k = 0, n - 1 do
@@ -100,9 +115,14 @@ local function fit(set, first, spare, replacing)
     local limit = math.max(1, tonumber(ARGV[i]) - spare)
     local seconds = tonumber(ARGV[i + 1])
     if replacing and seconds < longest then
-      -- Rule 2 replaces: the calls that left the longest window in the last shorter one.
-      local left = redis.call('ZCOUNT', KEYS[1], '(' .. fmt(now - longest - seconds + eps), fmt(now - longest + eps))
-      limit = math.max(limit, math.min(left, math.max(1, tonumber(ARGV[first_pair + 2 * k]) - 1)))
+      -- Rule 2 replaces the calls that left the longest window in the last shorter one,
+      -- and takes the whole shorter window once its room is within the cap.
+      local whole = math.max(1, tonumber(ARGV[first_pair + 2 * k]) - 1)
+      local raised = whole
+      if room > limit then
+        raised = math.min(redis.call('ZCOUNT', KEYS[1], '(' .. fmt(now - longest - seconds + eps), fmt(now - longest + eps)), whole)
+      end
+      limit = math.max(limit, raised)
     end
     local horizon = '(' .. fmt(now - seconds + eps)
     local excess = redis.call('ZCOUNT', set, horizon, '+inf') - limit + 1
