@@ -63,7 +63,6 @@ from typing import Sequence
 from mde_pipeline.api.windows import Window, first_inside, seconds_until_free
 
 DEFAULT_SCHEDULED_RESERVE_SHARE = 0.0
-SHORT_WINDOW_BACKFILL_SHARE = 0.5
 # How long a waiting hourly load's mark outlives its last ask: covers one call's round
 # trip and the step to the next ask, so the mark holds for a load calling back to back
 # and ends this long after its last call (the backfill then takes what it left).
@@ -72,19 +71,28 @@ LOAD_WAITING_GRACE_SECONDS = 5.0
 
 def background_windows(windows: Sequence[Window], *, floor_share: float) -> tuple[Window, ...]:
     """The limits background reservations must keep among themselves, window by window
-    (``windows``: the effective ones, share applied and margin added)."""
+    (``windows``: the effective ones, share applied and margin added): the longest less
+    rule 3's reserve; each shorter one at the longest's even pace (1,500 an hour: 26 a
+    61 s minute), what a backfill grows at into an empty window (replacing_windows
+    paces it from what it holds)."""
     if not 0 <= floor_share < 1:
         raise ValueError(f"scheduled_reserve_share must be in [0, 1), got {floor_share!r}")
-    longest = max(w.seconds for w in windows)
+    longest = max(windows, key=lambda w: w.seconds)
+    hour_limit = max(1, longest.limit - math.ceil(longest.limit * floor_share - 1e-9))
     limits = []
     for window in windows:
-        if window.seconds >= longest:
-            kept = math.ceil(window.limit * floor_share - 1e-9)
+        if window.seconds >= longest.seconds:
+            limit = hour_limit
         else:
-            kept = window.limit - math.floor(window.limit * SHORT_WINDOW_BACKFILL_SHARE + 1e-9)
-        limits.append(Window(max(1, window.limit - kept), window.seconds))
+            limit = min(window.limit, even_pace(hour_limit, window.seconds, longest.seconds))
+        limits.append(Window(max(1, limit), window.seconds))
     return tuple(limits)
 
+
+def even_pace(room: int, window_seconds: float, horizon_seconds: float) -> int:
+    """Calls per ``window_seconds`` that spend ``room`` evenly over ``horizon_seconds``
+    (never less than one, and all of it once the horizon is within the window)."""
+    return max(1, math.ceil(room * window_seconds / max(window_seconds, horizon_seconds) - 1e-9))
 
 
 def replacing_windows(
@@ -95,34 +103,42 @@ def replacing_windows(
     background_timestamps: Sequence[float],
 ) -> tuple[Window, ...]:
     """The background limits that apply ``now`` (``windows``: one call short already).
-    Rule 2's cap on each shorter window is raised
+    Rule 2's cap on each shorter window is
 
-    - to the calls (of either kind) that left the longest window during the last shorter
-      window: a backfill replaces calls at the pace they leave the hour. Capped at half
-      the minute, a load's burst leaving at 100 a minute came back at 50 and the hour
-      ran 5-15 % empty (soak fill 0.87);
-    - to the whole shorter window once the backfill's room in the longest window is no
-      more than the cap: the hour is full but for a few calls, which it may take back at
-      once. Replacing alone never catches up: a backfill that paused while its tasks
-      changed over (a run's publish, the next one's start) left the hour short by what
-      left meanwhile for good (soak fill 0.954 at 14:58).
+    - the backfill's room in the longest window spread evenly over the time until its
+      own oldest call there leaves (the whole longest window while it holds none): it
+      grows into an empty hour at 1,500 / 60 = 26 a minute, into one a load already
+      half filled at what is left over an hour, and every minute of its first hour gets
+      calls, so a call leaves the hour at every minute after it. Growing at half the
+      minute it filled the hour in 30 minutes and nothing left for the other 30: a load
+      ready in that gap waited for it, every hour (soak 2026-12-03 15:16, 20.7 minutes);
+    - raised to the calls (of either kind) that left the longest window during the last
+      shorter window: a backfill replaces calls at the pace they leave (a load's burst
+      leaving at 100 a minute, refilled at half of it, left the hour 5-15 % empty);
+    - raised to the whole shorter window once its room is within the even pace of an
+      empty hour (``background``'s cap, 26): the hour is full but for a few calls,
+      which it takes back at once (a backfill that paused
+      while its tasks changed over never made up what left meanwhile: soak fill 0.954).
 
-    Rule 2 still spreads the budget while a backfill *grows* into an empty hour; rule 4
-    still hands every freed call to a waiting load. ``timestamps`` must reach back
-    ``retention_seconds(windows)``."""
+    Rule 4 still hands every freed call to a waiting load. ``timestamps`` must reach
+    back ``retention_seconds(windows)``."""
     longest_index = max(range(len(windows)), key=lambda i: windows[i].seconds)
     longest = windows[longest_index].seconds
     newest = first_inside(timestamps, now, longest)
+    own_oldest = first_inside(background_timestamps, now, longest)
     room = min(
         windows[longest_index].limit - (len(timestamps) - newest),
-        background[longest_index].limit - (len(background_timestamps) - first_inside(background_timestamps, now, longest)),
+        background[longest_index].limit - (len(background_timestamps) - own_oldest),
     )
+    held = own_oldest < len(background_timestamps)
+    horizon = background_timestamps[own_oldest] + longest - now if held else longest
     out = []
     for window, limit in zip(windows, background):
         if window.seconds < longest:
+            cap = min(window.limit, even_pace(room, window.seconds, horizon))
             left = newest - first_inside(timestamps, now, longest + window.seconds)
             raised = window.limit if room <= limit.limit else min(left, window.limit)
-            limit = Window(max(limit.limit, raised), limit.seconds)
+            limit = Window(max(cap, raised), limit.seconds)
         out.append(limit)
     return tuple(out)
 

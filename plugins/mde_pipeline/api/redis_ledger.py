@@ -108,6 +108,12 @@ for k = 0, n - 1 do
     end
   end
 end
+-- Rule 2 spreads that room evenly until the backfill's oldest call there leaves.
+local horizon_s = longest
+if background == 1 then
+  local own = redis.call('ZRANGEBYSCORE', KEYS[5], '(' .. fmt(now - longest + eps), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if #own > 0 then horizon_s = tonumber(own[2]) + longest - now end
+end
 local wait = 0
 local function fit(set, first, spare, replacing)
   for k = 0, n - 1 do
@@ -115,11 +121,14 @@ local function fit(set, first, spare, replacing)
     local limit = math.max(1, tonumber(ARGV[i]) - spare)
     local seconds = tonumber(ARGV[i + 1])
     if replacing and seconds < longest then
-      -- Rule 2 replaces the calls that left the longest window in the last shorter one,
-      -- and takes the whole shorter window once its room is within the cap.
+      -- Rule 2: the room at an even pace (backfill_reserve.even_pace), raised to the
+      -- calls that left the longest window in the last shorter one, and to the whole
+      -- shorter window once the room is within the even pace of an empty hour.
       local whole = math.max(1, tonumber(ARGV[first_pair + 2 * k]) - 1)
+      local nominal = limit
+      limit = math.min(whole, math.max(1, math.ceil(room * seconds / math.max(seconds, horizon_s) - 1e-9)))
       local raised = whole
-      if room > limit then
+      if room > nominal then
         raised = math.min(redis.call('ZCOUNT', KEYS[1], '(' .. fmt(now - longest - seconds + eps), fmt(now - longest + eps)), whole)
       end
       limit = math.max(limit, raised)
