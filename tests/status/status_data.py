@@ -131,8 +131,9 @@ def fill_ledger(expected: Expected, now: datetime, ledger=None) -> Expected:
     expected.calls_hour = len(in_minute) + len(earlier_hour)
     expected.calls_24h = len(in_minute) + len(earlier_hour) + len(earlier_day)
     expected.backfill_calls = [sum(1 for ts in earlier_hour if ts > t - 61), len(earlier_hour)]
-    # What a backfill may hold: half the minute, the hour less its last free call.
-    expected.backfill_limits = [50, 1499]
+    # What a backfill may hold: the hour's even pace in the minute (1,500 over 3,601 s is
+    # 25.4 a 61 s minute: 26), the hour less its last free call.
+    expected.backfill_limits = [26, 1499]
     expected.throttled_24h = 3
     expected.blocked_until = blocked_until
     return expected

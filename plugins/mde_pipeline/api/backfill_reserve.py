@@ -18,13 +18,15 @@ So every reservation has a kind:
      the ledger): when a call leaves a full window, an hourly load asking for it gets
      it, not the backfill that woke with it;
   2. while the backfill *grows* into the hour, its reservations in each shorter window
-     (the minute) stay below half its limit, so it spends an empty hour's budget over
-     at least 30 minutes and its calls leave the window spread out; once the hour is
-     full it may *replace* calls as they leave: its cap in the minute is raised to the
-     calls (of either kind) that left the hour in the last minute, and to the whole
-     minute when its room in the hour is within the cap (replacing_windows), so a burst
-     that leaves at 100 a minute comes back at that pace, a backfill that paused takes
-     the few calls it missed back at once, and the hour stays full in the same pattern;
+     (the minute) spread its room in the hour evenly over the time until its own
+     oldest call there leaves (an empty hour: 1,500 / 60 = 26 a minute), so every
+     minute of its first hour gets calls and a call leaves the hour in every minute
+     after it; once the hour is full it *replaces* calls as they leave: its cap in the
+     minute is raised to the calls (of either kind) that left the hour in the last
+     minute, and to the whole minute when its room in the hour is within the even pace
+     (replacing_windows), so a burst that leaves at 100 a minute comes back at that
+     pace, a backfill that paused takes the few calls it missed back at once, and the
+     hour stays full in the same pattern;
   3. the background reservations in the longest window stay below
      ``limit - ceil(limit * scheduled_reserve_share)`` (connection extra, default 0):
      calls kept free for a load to start at full speed, paid for in fill;
@@ -34,25 +36,36 @@ So every reservation has a kind:
      alone hands a load one call of each bunch that leaves together: with four backfill
      tasks waking on the same freed calls, a load got a quarter of them.
 
+A load whose hour is full takes the calls that leave it, and calls leave an hour after
+they came: the pattern the backfill grew in repeats every hour. Growing at half the
+minute (the rule before the even pace) it filled the hour in 30 minutes and nothing left
+for the other 30; a load ready in that gap waited for it, every hour (soak 2026-12-03
+15:16: 20.7 minutes; 32 in the simulation). At the even pace a load meets calls leaving
+at >= ~25 a minute wherever its hour starts.
+
 Measured on tests/unit/test_backfill_reserve.py's runs of five hours at the real windows
 (fake clock; a backfill of four tasks, loads of four; loads of 151, 400 and 800 calls;
-the first load in six phases of its hour, one of them starting with the backfill as the
-run created at unpause does): worst lag of a load after the first hours 7.4 / 12.7 /
-20.7 minutes (5 of them the settle delay), fill >= 0.991 at every second after the first
-hour, but for seconds of 0.959 an hour after load and backfill started together (their
-16 calls a second leave as fast). What the rules replaced, on the same runs: with rule 2
-capping at half the minute even in a full hour, a load's burst leaving the hour was
-refilled at 50 a minute (fill 0.83-0.90, the soak's 0.87); without rule 4, four backfill
-tasks kept a 400-call load waiting for over an hour. At the real windows
-(``python -m bench soak``, README): before the catch-up of rule 2, fill min 0.954 /
-mean 0.998, scheduled hours committed 432 s and 547 s after their end.
+the backfill starting in four phases of the hour, alone or with a load as the run
+created at unpause does, and the first load in four phases): worst lag of a load after
+the first hours 11.6 / 25.8 / 47.3 minutes (5 of them the settle delay; 6.2 / 8.3 /
+12.8 where the load's first hour had room), fill >= 0.987 at every second after the
+first hour, but for seconds of 0.967 an hour after a load and the backfill started
+together (their 16 calls a second leave as fast). With half the minute: 32 / 46 / 57
+minutes. What the other rules replaced, on the same runs: with rule 2 capping the
+backfill even in a full hour, a load's burst leaving the hour was refilled at 50 a
+minute (fill 0.83-0.90, the soak's 0.87); without rule 4, four backfill tasks kept a
+400-call load waiting for over an hour. At the real windows (``python -m bench soak``,
+README): before the catch-up of rule 2, fill min 0.954 / mean 0.998, scheduled hours
+committed 432 s and 547 s after their end.
 
-Tried and dropped earlier (same simulation, one backfill task): a reserve learned from
-the foreground's per-minute history (the most calls the hourly loads used in an hour)
-filled 0.85-0.96 of the hour, because loads spread differently from hour to hour are
-counted twice and because a load arriving while the previous one's calls are still in
-the window waits for them anyway; pacing the backfill to its hourly share per minute
-made loads slower (they take the freed calls at the backfill's pace).
+Tried and dropped (same simulation): a reserve learned from the foreground's per-minute
+history (the most calls the hourly loads used in an hour) filled 0.85-0.96 of the hour,
+because loads spread differently from hour to hour are counted twice and because a load
+arriving while the previous one's calls are still in the window waits for them anyway;
+pacing the backfill to its hourly share in a *full* hour too made loads slower (they
+take the freed calls at the backfill's pace; growth alone is paced now); a standing
+reserve of 25 free calls (fill 0.975) lets a load whose calls leave at the even pace
+start 25 calls earlier each hour: a 400-call load ended a minute earlier per hour.
 """
 
 from __future__ import annotations
