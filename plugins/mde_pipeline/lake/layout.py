@@ -25,8 +25,6 @@ it, so writers work on one tenant's files. Readers take the root and see every t
 
 from __future__ import annotations
 
-import os
-
 import hashlib
 import json
 import re
@@ -276,12 +274,8 @@ def _joined(*parts: str | None) -> str:
 def list_names(location: LakeLocation, relative: str) -> list[str] | None:
     """Names in one directory of the lake (sorted), or None when it does not exist. On
     ADLS the listing cache is used: callers that need the lake now invalidate it first."""
-    try:
-        if location.is_local:  # the analyst session lists every day per statement: fsspec costs ~5x
-            return sorted(os.listdir(location.path(relative)))
-        return sorted(base_name(p) for p in location.fs.ls(location.path(relative), detail=False))
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+    names = location.list_dir(relative)
+    return None if names is None else sorted(names)
 
 
 def table_days(location: LakeLocation, table: str, month: str | None = None) -> list[str]:

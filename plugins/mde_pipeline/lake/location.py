@@ -24,6 +24,7 @@ import logging
 import os
 import re
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,6 +98,31 @@ class LakeLocation:
             pieces.insert(1, f"{TENANT_PREFIX}{self.tenant_id}")
         return "/".join([self.root.rstrip("/"), *pieces])
 
+    def list_dir(self, *parts: str, detail: bool = False) -> list[Any] | None:
+        """One directory under the root, or None when there is none: its base names, or
+        with ``detail`` ``{"name", "type", "size", "mtime", "ino", "etag"}`` dicts (name a
+        base name; what the filesystem has). A local lake is listed by ``os.scandir``:
+        the analyst session lists every day on each statement and fsspec's local
+        ``ls`` costs ~5x. ADLS uses fsspec's listing cache: callers that need the lake
+        now invalidate it first."""
+        path = self.path(*parts)
+        try:
+            if self.is_local:
+                with os.scandir(path) as found:
+                    if not detail:
+                        return [e.name for e in found]
+                    entries = []
+                    for entry in found:
+                        with suppress(FileNotFoundError):  # removed while listed: not there
+                            entries.append(_local_entry(entry))
+                    return entries
+            listed = self.fs.ls(path, detail=detail)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not detail:
+            return [p.rstrip("/").rsplit("/", 1)[-1] for p in listed]
+        return [{**e, "name": e["name"].rstrip("/").rsplit("/", 1)[-1]} for e in listed]
+
     def uri(self, *parts: str) -> str:
         """A path readers can open: a local path, or ``abfs://container/prefix/...``.
 
@@ -111,6 +137,14 @@ class LakeLocation:
         if self.tenant_id is None:
             return self.uri(table, f"{TENANT_PREFIX}*", "*", "*.parquet")
         return self.uri(table, "*", "*.parquet")
+
+
+def _local_entry(entry: os.DirEntry) -> dict[str, Any]:
+    """A scandir entry as fsspec's local ``ls(detail=True)`` describes it."""
+    if entry.is_dir():
+        return {"name": entry.name, "type": "directory"}
+    stat = entry.stat()
+    return {"name": entry.name, "type": "file", "size": stat.st_size, "mtime": stat.st_mtime, "ino": stat.st_ino}
 
 
 def check_tenant_id(tenant_id: str) -> str:

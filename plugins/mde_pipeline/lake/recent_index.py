@@ -39,8 +39,6 @@ leftovers of the old index (removed by the next build).
 
 from __future__ import annotations
 
-import os
-
 import json
 import logging
 import uuid
@@ -101,22 +99,13 @@ def file_version(info: dict) -> str:
 def day_file_versions(location: LakeLocation, day: str) -> dict[str, str] | None:
     """``name -> version`` of every file a reader's ``date=<day>/*.parquet`` glob sees
     (one listing); None when the day has no directory."""
-    directory = location.path(day_directory(INDEXED_TABLE, day))
-    if location.is_local:  # as fsspec's local info() reports them, without its overhead
-        try:
-            with os.scandir(directory) as entries:
-                stats = {e.name: e.stat() for e in entries if e.is_file() and e.name.endswith(PARQUET_SUFFIX)}
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        return {name: file_version({"size": st.st_size, "mtime": st.st_mtime, "ino": st.st_ino}) for name, st in stats.items()}
-    try:
-        entries = location.fs.ls(directory, detail=True)
-    except FileNotFoundError:
+    entries = location.list_dir(day_directory(INDEXED_TABLE, day), detail=True)
+    if entries is None:
         return None
     return {
-        base_name(e["name"]): file_version(e)
+        e["name"]: file_version(e)
         for e in entries
-        if e.get("type") != "directory" and base_name(e["name"]).endswith(PARQUET_SUFFIX)
+        if e.get("type") != "directory" and e["name"].endswith(PARQUET_SUFFIX)
     }
 
 
