@@ -60,17 +60,19 @@ if [[ -z "${_AIRFLOW_WWW_USER_PASSWORD:-}" ]]; then
   exit 1
 fi
 # `users create` leaves an existing user as it is (and says so); `users reset-password`
-# (FAB auth manager) then makes the password the one in .env, new or changed.
+# (FAB auth manager) then makes the password the one in .env, new or changed. Values go
+# as --option=value: a password starting with '-' (make_env's token_urlsafe gives one in
+# 64) would otherwise be read as an option and the init would stop.
 "${ENTRYPOINT}" airflow users create \
-  --username "${_AIRFLOW_WWW_USER_USERNAME:-admin}" \
-  --firstname "${_AIRFLOW_WWW_USER_FIRSTNAME:-Airflow}" \
-  --lastname "${_AIRFLOW_WWW_USER_LASTNAME:-Admin}" \
-  --email "${_AIRFLOW_WWW_USER_EMAIL:-airflowadmin@example.com}" \
-  --role Admin \
-  --password "${_AIRFLOW_WWW_USER_PASSWORD}"
+  --username="${_AIRFLOW_WWW_USER_USERNAME:-admin}" \
+  --firstname="${_AIRFLOW_WWW_USER_FIRSTNAME:-Airflow}" \
+  --lastname="${_AIRFLOW_WWW_USER_LASTNAME:-Admin}" \
+  --email="${_AIRFLOW_WWW_USER_EMAIL:-airflowadmin@example.com}" \
+  --role=Admin \
+  --password="${_AIRFLOW_WWW_USER_PASSWORD}"
 "${ENTRYPOINT}" airflow users reset-password \
-  --username "${_AIRFLOW_WWW_USER_USERNAME:-admin}" \
-  --password "${_AIRFLOW_WWW_USER_PASSWORD}"
+  --username="${_AIRFLOW_WWW_USER_USERNAME:-admin}" \
+  --password="${_AIRFLOW_WWW_USER_PASSWORD}"
 
 step "Importing pools from ${POOLS_FILE}"
 "${ENTRYPOINT}" airflow pools import "${POOLS_FILE}"
