@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from mde_pipeline.lake.location import LakeLocation
+from mde_pipeline.lake.location import LakeLocation, base_name
 from mde_pipeline.lake.schema import SCHEMAS, LakeSchemaError, parse_timestamp
 
 INTERVAL = timedelta(hours=1)
@@ -209,11 +209,6 @@ def _days_under(location: LakeLocation, relative: str) -> list[str]:
             except LakeSchemaError:
                 continue
     return days
-
-
-def base_name(path: str) -> str:
-    """The last component of a path or uri."""
-    return path.rstrip("/").rsplit("/", 1)[-1]
 
 
 # --------------------------------------------------------------------------- staging

@@ -120,8 +120,8 @@ class LakeLocation:
         except (FileNotFoundError, NotADirectoryError):
             return None
         if not detail:
-            return [p.rstrip("/").rsplit("/", 1)[-1] for p in listed]
-        return [{**e, "name": e["name"].rstrip("/").rsplit("/", 1)[-1]} for e in listed]
+            return [base_name(p) for p in listed]
+        return [{**e, "name": base_name(e["name"])} for e in listed]
 
     def uri(self, *parts: str) -> str:
         """A path readers can open: a local path, or ``abfs://container/prefix/...``.
@@ -137,6 +137,11 @@ class LakeLocation:
         if self.tenant_id is None:
             return self.uri(table, f"{TENANT_PREFIX}*", "*", "*.parquet")
         return self.uri(table, "*", "*.parquet")
+
+
+def base_name(path: str) -> str:
+    """The last component of a path or uri."""
+    return path.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _local_entry(entry: os.DirEntry) -> dict[str, Any]:
